@@ -1,0 +1,138 @@
+// Tensor (with the buffer protocol, so numpy views it without a copy), memory
+// statistics, threads and ISA.
+#include <cstring>
+
+#include "backend.h"
+#include "bindings/bindings.h"
+#include "cpu/isa.h"
+#include "parallel.h"
+#include "pool.h"
+
+namespace femtogpt::bindings {
+
+namespace {
+
+DType dtype_from_numpy(const py::dtype& dt) {
+    if (dt.is(py::dtype::of<float>())) return DType::float32;
+    if (dt.is(py::dtype::of<double>())) return DType::float64;
+    if (dt.is(py::dtype::of<int32_t>())) return DType::int32;
+    if (dt.is(py::dtype::of<int64_t>())) return DType::int64;
+    throw TypeError(fmt("unsupported dtype ", std::string(py::str(dt)),
+                        ": expected float32, float64, int32 or int64"));
+}
+
+py::dtype numpy_dtype(DType dt) {
+    switch (dt) {
+        case DType::float32: return py::dtype::of<float>();
+        case DType::float64: return py::dtype::of<double>();
+        case DType::int32: return py::dtype::of<int32_t>();
+        case DType::int64: return py::dtype::of<int64_t>();
+    }
+    throw TypeError("unknown dtype");
+}
+
+DType parse_dtype(const py::object& obj) {
+    return dtype_from_numpy(py::dtype::from_args(obj));
+}
+
+// Copies a numpy array (any layout; made contiguous first) into a new tensor.
+Tensor from_numpy(const py::array& arr, const std::string& device) {
+    DType dt = dtype_from_numpy(arr.dtype());
+    py::array c = py::array::ensure(arr, py::array::c_style);
+    Shape shape(c.shape(), c.shape() + c.ndim());
+    Device dev = Device::parse(device);
+    Tensor cpu_t = Tensor::empty(shape, dt);
+    if (cpu_t.nbytes()) std::memcpy(cpu_t.raw_data(), c.data(), cpu_t.nbytes());
+    if (dev.type == DeviceType::cpu) return cpu_t;
+    return to_device(cpu_t, dev);
+}
+
+py::dict stats_dict(const PoolStats& s) {
+    py::dict d;
+    d["current_bytes"] = s.current_bytes;
+    d["peak_bytes"] = s.peak_bytes;
+    d["reserved_bytes"] = s.reserved_bytes;
+    d["alloc_requests"] = s.alloc_requests;
+    d["pool_hits"] = s.pool_hits;
+    d["os_allocations"] = s.os_allocations;
+    d["os_frees"] = s.os_frees;
+    d["pooling"] = Pool::instance().caching();
+    return d;
+}
+
+}  // namespace
+
+void register_tensor(py::module_& m) {
+    py::class_<Tensor>(m, "Tensor", py::buffer_protocol())
+        .def_buffer([](Tensor& t) -> py::buffer_info {
+            FG_CHECK(t.device().type == DeviceType::cpu, "a tensor on ", t.device().str(),
+                     " has no host buffer; copy it to the cpu first");
+            std::vector<py::ssize_t> shape(t.shape().begin(), t.shape().end());
+            std::vector<py::ssize_t> strides(shape.size());
+            py::ssize_t s = py::ssize_t(dtype_size(t.dtype()));
+            for (size_t i = shape.size(); i-- > 0;) {
+                strides[i] = s;
+                s *= shape[i];
+            }
+            std::string format = py::format_descriptor<float>::format();
+            switch (t.dtype()) {
+                case DType::float32: format = py::format_descriptor<float>::format(); break;
+                case DType::float64: format = py::format_descriptor<double>::format(); break;
+                case DType::int32: format = py::format_descriptor<int32_t>::format(); break;
+                case DType::int64: format = py::format_descriptor<int64_t>::format(); break;
+            }
+            return py::buffer_info(t.raw_data(), py::ssize_t(dtype_size(t.dtype())), format,
+                                   py::ssize_t(shape.size()), shape, strides);
+        })
+        .def_property_readonly("shape", [](const Tensor& t) { return py::tuple(py::cast(t.shape())); })
+        .def_property_readonly("dtype", [](const Tensor& t) { return numpy_dtype(t.dtype()); })
+        .def_property_readonly("device", [](const Tensor& t) { return t.device().str(); })
+        .def_property_readonly("nbytes", &Tensor::nbytes)
+        .def_property_readonly("ndim", &Tensor::dim)
+        .def("numel", &Tensor::numel)
+        .def("view", [](const Tensor& t, const Shape& s) { return t.view(s); }, py::arg("shape"))
+        .def("narrow0", &Tensor::narrow0, py::arg("start"), py::arg("length"))
+        .def("same_storage", [](const Tensor& a, const Tensor& b) { return a.storage() == b.storage(); })
+        .def("to", [](const Tensor& t, const std::string& device) {
+            Device dev = Device::parse(device);
+            nogil release;
+            return to_device(t, dev);
+        }, py::arg("device"))
+        .def("clone", [](const Tensor& t) {
+            nogil release;
+            return to_device(t, t.device());
+        })
+        .def("__repr__", &Tensor::repr);
+
+    m.def("from_numpy", &from_numpy, py::arg("array"), py::arg("device") = "cpu",
+          "Copy a numpy array (float32, float64, int32 or int64) into a new tensor.");
+    m.def("empty", [](const Shape& shape, const py::object& dtype, const std::string& device) {
+        return Tensor::empty(shape, parse_dtype(dtype), Device::parse(device));
+    }, py::arg("shape"), py::arg("dtype") = py::dtype::of<float>(), py::arg("device") = "cpu");
+    m.def("zeros", [](const Shape& shape, const py::object& dtype, const std::string& device) {
+        return Tensor::zeros(shape, parse_dtype(dtype), Device::parse(device));
+    }, py::arg("shape"), py::arg("dtype") = py::dtype::of<float>(), py::arg("device") = "cpu");
+
+    m.def("memory_stats", []() { return stats_dict(Pool::instance().stats()); });
+    m.def("reset_peak_memory_stats", []() { Pool::instance().reset_peak(); });
+    m.def("empty_cache", []() { Pool::instance().empty_cache(); });
+
+    m.def("set_num_threads", [](int n) {
+        FG_CHECK(n >= 1, "set_num_threads: n must be >= 1, got ", n);
+        set_num_threads(n);
+    }, py::arg("n"));
+    m.def("get_num_threads", &num_threads);
+    m.def("openmp_enabled", &openmp_enabled);
+
+    m.def("cpu_isa", []() { return std::string(cpu::isa_name(cpu::active_isa())); });
+    m.def("available_isas", []() {
+        std::vector<std::string> out;
+        for (auto isa : cpu::available_isas()) out.push_back(cpu::isa_name(isa));
+        return out;
+    });
+    m.def("set_cpu_isa", [](const std::string& name) { cpu::set_active_isa(cpu::parse_isa(name)); },
+          py::arg("name"));
+    m.def("opencl_compiled", []() { return false; });
+}
+
+}  // namespace femtogpt::bindings

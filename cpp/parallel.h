@@ -1,0 +1,43 @@
+// OpenMP helpers. Every pragma in the core is guarded so that a build without
+// OpenMP still compiles and runs (single-threaded).
+#pragma once
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace femtogpt {
+
+inline int num_threads() {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+inline int thread_id() {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+inline void set_num_threads(int n) {
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#else
+    (void)n;
+#endif
+}
+
+inline bool openmp_enabled() {
+#ifdef _OPENMP
+    return true;
+#else
+    return false;
+#endif
+}
+
+}  // namespace femtogpt
