@@ -13,7 +13,8 @@ namespace py = pybind11;
 
 void register_tensor(py::module_& m);     // bind_tensor.cpp: Tensor, numpy conversion, memory, threads, ISA
 void register_matmul(py::module_& m);     // bind_matmul.cpp
-void register_ops(py::module_& m);        // bind_ops.cpp: norm, activation, loss, embedding, optim, elementwise
+void register_nn(py::module_& m);         // bind_nn.cpp: norm, activation, softmax, loss, embedding, dropout
+void register_tensorops(py::module_& m);  // bind_tensorops.cpp: elementwise, layout, reductions, optimizer, sampling
 void register_attention(py::module_& m);  // bind_attention.cpp
 
 // Releases the GIL for the scope: every kernel call runs inside one.

@@ -28,6 +28,7 @@ PYBIND11_MODULE(_core, m) {
 
     femtogpt::bindings::register_tensor(m);
     femtogpt::bindings::register_matmul(m);
-    femtogpt::bindings::register_ops(m);
+    femtogpt::bindings::register_nn(m);
+    femtogpt::bindings::register_tensorops(m);
     femtogpt::bindings::register_attention(m);
 }

@@ -1,0 +1,7 @@
+#include "bindings/bindings.h"
+
+namespace femtogpt::bindings {
+
+void register_nn(py::module_& m) { (void)m; }
+
+}  // namespace femtogpt::bindings
