@@ -2,7 +2,6 @@
 // ValueError (femtogpt::ValueError, std::invalid_argument), TypeError
 // (femtogpt::TypeError), IndexError (std::out_of_range), MemoryError (std::bad_alloc).
 #include "bindings/bindings.h"
-#include "cpu/isa.h"
 
 #ifndef FEMTOGPT_VERSION
 #define FEMTOGPT_VERSION "0.0.0+dev"
@@ -23,8 +22,6 @@ PYBIND11_MODULE(_core, m) {
             PyErr_SetString(PyExc_MemoryError, "out of memory: the allocation could not be satisfied");
         }
     });
-
-    femtogpt::cpu::set_active_isa_from_env();
 
     femtogpt::bindings::register_tensor(m);
     femtogpt::bindings::register_matmul(m);

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
 
 #include "common.h"
 
@@ -75,16 +74,6 @@ void set_active_isa(Isa isa) {
         throw ValueError(fmt("ISA '", isa_name(isa), "' is not supported by this CPU; available: ", have));
     }
     g_active.store(int(isa), std::memory_order_relaxed);
-}
-
-void set_active_isa_from_env() {
-    const char* v = std::getenv("FEMTOGPT_ISA");
-    if (!v || !*v) return;
-    try {
-        set_active_isa(parse_isa(v));
-    } catch (const ValueError& e) {
-        throw ValueError(fmt("FEMTOGPT_ISA=", v, ": ", e.what()));
-    }
 }
 
 }  // namespace femtogpt::cpu

@@ -21,6 +21,5 @@ std::vector<Isa> available_isas();       // what this CPU can run, generic first
 Isa best_isa();                          // the widest available
 Isa active_isa();                        // the one kernels use now
 void set_active_isa(Isa isa);            // throws ValueError if the CPU lacks it
-void set_active_isa_from_env();          // applies FEMTOGPT_ISA if set (at import)
 
 }  // namespace femtogpt::cpu

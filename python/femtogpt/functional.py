@@ -1,0 +1,463 @@
+"""Differentiable ops, named and called as in ``torch.nn.functional``.
+
+Each op runs a forward kernel of the C++ core and records a closure that runs
+the matching backward kernel. Shapes are in the comments; B batch, T time,
+C channels, V vocabulary, H heads, D head size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _core
+from .graph import Tensor, make_result, tensor
+
+__all__ = [
+    "linear", "matmul", "gelu", "relu", "layer_norm", "softmax", "log_softmax", "cross_entropy",
+    "embedding", "dropout", "scaled_dot_product_attention", "add", "sub", "mul", "scale", "neg",
+    "reshape", "permute", "transpose", "split", "chunk", "cat", "sum", "mean",
+]
+
+
+def _as_tensor(x, like: Tensor | None = None) -> Tensor:
+    if isinstance(x, Tensor):
+        return x
+    dtype = like.dtype if like is not None else None
+    return tensor(np.asarray(x, dtype=dtype) if dtype is not None else x)
+
+
+def _check_float(x: Tensor, name: str) -> None:
+    if x.dtype.kind != "f":
+        raise TypeError(f"{name} must be a floating point tensor, got dtype {x.dtype}")
+
+
+# ---- linear algebra -----------------------------------------------------------
+
+
+def matmul(a: Tensor, b: Tensor) -> Tensor:
+    """a (..., M, K) @ b (..., K, N) -> (..., M, N); leading dims of b equal a's, or b is 2-D."""
+    if a.ndim < 2 or b.ndim < 2:
+        raise ValueError(f"matmul needs tensors of at least 2 dims, got shapes {a.shape} and {b.shape}")
+    lead = a.shape[:-2]
+    if b.ndim > 2 and b.shape[:-2] != lead:
+        raise ValueError(f"matmul: batch dims differ: {a.shape} @ {b.shape}")
+    a3 = a._impl.view([-1, a.shape[-2], a.shape[-1]]) if a.ndim != 2 else a._impl
+    b3 = b._impl.view([-1, b.shape[-2], b.shape[-1]]) if b.ndim > 2 else b._impl
+    out = _core.matmul(a3, b3)
+    out_shape = list(lead) + [a.shape[-2], b.shape[-1]]
+    out = out.view(out_shape)
+
+    def backward(g):
+        g3 = g.view([-1, out_shape[-2], out_shape[-1]]) if len(out_shape) != 2 else g
+        da = _core.matmul(g3, b3, trans_b=True).view(list(a.shape)) if a.requires_grad else None
+        db = None
+        if b.requires_grad:
+            if b.ndim == 2 and a.ndim != 2:
+                # b shared across the batch: sum the per-batch products = one product over stacked rows
+                a2 = a._impl.view([-1, a.shape[-1]])
+                g2 = g.view([-1, out_shape[-1]])
+                db = _core.matmul(a2, g2, trans_a=True)
+            else:
+                db = _core.matmul(a3, g3, trans_a=True).view(list(b.shape))
+        return da, db
+
+    return make_result(out, (a, b), backward)
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """x (..., in), weight (out, in), bias (out,) -> (..., out)."""
+    in_f = x.shape[-1] if x.ndim else None
+    if weight.ndim != 2 or in_f != weight.shape[1]:
+        raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape {weight.shape} "
+                         f"(expected weight (out_features, {in_f}))")
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ValueError(f"linear: bias has shape {bias.shape}, expected ({weight.shape[0]},)")
+    x2 = x._impl.view([-1, in_f])
+    out = _core.matmul(x2, weight._impl, trans_b=True)  # (N, out)
+    if bias is not None:
+        out = _core.add(out, bias._impl)
+    out_shape = list(x.shape[:-1]) + [weight.shape[0]]
+
+    def backward(g):
+        g2 = g.view([-1, out_shape[-1]])
+        dx = _core.matmul(g2, weight._impl).view(list(x.shape)) if x.requires_grad else None
+        dw = _core.matmul(g2, x2, trans_a=True) if weight.requires_grad else None
+        db = _core.sum_to_suffix(g2, [out_shape[-1]]) if bias is not None and bias.requires_grad else None
+        return dx, dw, db
+
+    return make_result(out.view(out_shape), (x, weight, bias), backward)
+
+
+# ---- activations and normalization -----------------------------------------------
+
+
+def gelu(x: Tensor, approximate: str = "none") -> Tensor:
+    _check_float(x, "gelu input")
+    out = _core.gelu_forward(x._impl, approximate)
+    return make_result(out, (x,), lambda g: (_core.gelu_backward(g, x._impl, approximate),))
+
+
+def relu(x: Tensor) -> Tensor:
+    _check_float(x, "relu input")
+    out = _core.relu_forward(x._impl)
+    return make_result(out, (x,), lambda g: (_core.relu_backward(g, out),))
+
+
+def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None, bias: Tensor | None = None,
+               eps: float = 1e-5) -> Tensor:
+    """Normalizes over the last dimension: x (..., C), weight and bias (C,)."""
+    if isinstance(normalized_shape, int):
+        normalized_shape = (normalized_shape,)
+    normalized_shape = tuple(normalized_shape)
+    if len(normalized_shape) != 1 or x.shape[-1:] != normalized_shape:
+        raise ValueError(f"layer_norm: normalized_shape {normalized_shape} must be the last dimension of the "
+                         f"input of shape {x.shape} (only 1-D normalized shapes are supported)")
+    out, mean, rstd = _core.layernorm_forward(
+        x._impl, None if weight is None else weight._impl, None if bias is None else bias._impl, float(eps))
+
+    def backward(g):
+        return _core.layernorm_backward(g, x._impl, None if weight is None else weight._impl, mean, rstd)
+
+    return make_result(out, (x, weight, bias), backward)
+
+
+def _last_dim_only(dim: int, x: Tensor, name: str) -> None:
+    if dim not in (-1, x.ndim - 1):
+        raise ValueError(f"{name}: only dim=-1 (the last dimension) is supported, got dim={dim}")
+
+
+def softmax(x: Tensor, dim: int = -1) -> Tensor:
+    _last_dim_only(dim, x, "softmax")
+    _check_float(x, "softmax input")
+    out = _core.softmax_forward(x._impl)
+    return make_result(out, (x,), lambda g: (_core.softmax_backward(g, out),))
+
+
+def log_softmax(x: Tensor, dim: int = -1) -> Tensor:
+    _last_dim_only(dim, x, "log_softmax")
+    _check_float(x, "log_softmax input")
+    out = _core.log_softmax_forward(x._impl)
+    return make_result(out, (x,), lambda g: (_core.log_softmax_backward(g, out),))
+
+
+def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+    """logits (N, V), targets (N,) integer class indices -> loss (0-D, or (N,) for reduction='none')."""
+    targets = _as_tensor(targets)
+    if logits.ndim != 2 or targets.ndim != 1:
+        raise ValueError(f"cross_entropy expects logits (N, V) and targets (N,), got {logits.shape} and "
+                         f"{targets.shape}")
+    loss, lse = _core.cross_entropy_forward(logits._impl, targets._impl, int(ignore_index), reduction)
+
+    def backward(g):
+        return (_core.cross_entropy_backward(g, logits._impl, targets._impl, lse, int(ignore_index), reduction),
+                None)
+
+    return make_result(loss, (logits, targets), backward)
+
+
+def embedding(idx, weight: Tensor) -> Tensor:
+    """idx (...) integer, weight (V, C) -> (..., C)."""
+    idx = _as_tensor(idx)
+    out = _core.embedding_forward(idx._impl, weight._impl)
+    vocab = weight.shape[0]
+    return make_result(out, (idx, weight), lambda g: (None, _core.embedding_backward(g, idx._impl, vocab)))
+
+
+_dropout_counter = [0]
+
+
+def dropout(x: Tensor, p: float = 0.5, training: bool = True, seed: int | None = None) -> Tensor:
+    """Zeroes each element with probability p and scales the rest by 1/(1-p).
+
+    The mask is a function of (seed, element index): the same seed gives the same
+    mask, and backward regenerates it instead of storing it. Without a seed, each
+    call draws a new one from a counter (so runs are still reproducible).
+    """
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    if not training or p == 0.0:
+        return x
+    if seed is None:
+        _dropout_counter[0] += 1
+        seed = _dropout_counter[0]
+    seed = int(seed)
+    out = _core.dropout_forward(x._impl, float(p), seed)
+    return make_result(out, (x,), lambda g: (_core.dropout_backward(g, float(p), seed),))
+
+
+def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, is_causal: bool = False,
+                                 scale: float | None = None, impl: str = "flash", block_q: int = 64,
+                                 block_k: int = 64) -> Tensor:
+    """q (B, H, Tq, D), k and v (B, H, Tk, D) -> (B, H, Tq, D).
+
+    impl="flash" tiles queries and keys with an online softmax and saves only the
+    per-row log-sum-exp; impl="standard" materializes the (Tq, Tk) probabilities.
+    scale defaults to 1/sqrt(D). With is_causal and Tq < Tk, the queries are the
+    last Tq positions (as with a KV cache).
+    """
+    if q.ndim != 4:
+        raise ValueError(f"scaled_dot_product_attention expects q, k, v of shape (B, H, T, D), got q {q.shape}")
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1])
+    args = (bool(is_causal), float(scale), impl, int(block_q), int(block_k))
+    out, saved = _core.attention_forward(q._impl, k._impl, v._impl, *args)
+
+    def backward(g):
+        return _core.attention_backward(g, q._impl, k._impl, v._impl, out, saved, *args)
+
+    return make_result(out, (q, k, v), backward)
+
+
+# ---- elementwise ------------------------------------------------------------------
+
+
+def _is_suffix(small: tuple, big: tuple) -> bool:
+    return len(small) <= len(big) and big[len(big) - len(small):] == small
+
+
+def _reduce_to(g, shape: tuple):
+    """The gradient of broadcasting `shape` up to g's shape: sum over the broadcast axes."""
+    if tuple(g.shape) == shape:
+        return g
+    if _is_suffix(shape, tuple(g.shape)) and math.prod(shape) > 0:
+        return _core.sum_to_suffix(g, list(shape))
+    # General numpy broadcasting (e.g. (B, 1, C)): reduce with numpy into a new tensor.
+    arr = np.asarray(g)
+    lead = arr.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape) if s == 1 and arr.shape[lead + i] != 1)
+    red = arr.sum(axis=axes, keepdims=True).reshape(shape) if axes else arr.reshape(shape)
+    return _core.from_numpy(np.ascontiguousarray(red, dtype=arr.dtype))
+
+
+def _binary(a, b, kind: str) -> Tensor:
+    a = _as_tensor(a, b if isinstance(b, Tensor) else None)
+    b = _as_tensor(b, a)
+    if a.dtype != b.dtype:
+        raise TypeError(f"{kind}: dtypes differ ({a.dtype} and {b.dtype})")
+    sa, sb = a.shape, b.shape
+    alpha = -1.0 if kind == "sub" else 1.0
+    if sa == sb or _is_suffix(sb, sa) or b.numel() == 1:
+        big, small, swapped = a, b, False
+    elif _is_suffix(sa, sb) or a.numel() == 1:
+        big, small, swapped = b, a, True
+    else:
+        try:
+            out_shape = np.broadcast_shapes(sa, sb)
+        except ValueError:
+            raise ValueError(f"{kind}: shapes {sa} and {sb} cannot be broadcast together") from None
+        an, bn = np.asarray(a._impl), np.asarray(b._impl)
+        res = an * bn if kind == "mul" else (an - bn if kind == "sub" else an + bn)
+        out = _core.from_numpy(np.ascontiguousarray(res))
+        return make_result(out, (a, b), _binary_backward(a, b, kind, tuple(out_shape)))
+    if kind == "mul":
+        out = _core.mul(big._impl, small._impl)
+    elif not swapped:
+        out = _core.add(big._impl, small._impl, alpha)
+    elif kind == "add":
+        out = _core.add(big._impl, small._impl)
+    else:  # a - b with a the broadcast one: -b + a
+        out = _core.add(_core.scale(big._impl, -1.0), small._impl)
+    return make_result(out, (a, b), _binary_backward(a, b, kind, tuple(big.shape)))
+
+
+def _binary_backward(a: Tensor, b: Tensor, kind: str, out_shape: tuple):
+    def backward(g):
+        ga = gb = None
+        if kind == "mul":
+            if a.requires_grad:
+                ga = _reduce_to(_mul_broadcast(g, b._impl, out_shape), a.shape)
+            if b.requires_grad:
+                gb = _reduce_to(_mul_broadcast(g, a._impl, out_shape), b.shape)
+        else:
+            if a.requires_grad:
+                ga = _reduce_to(g, a.shape)
+            if b.requires_grad:
+                gb = _reduce_to(g, b.shape)
+                if kind == "sub":
+                    gb = _core.scale(gb, -1.0)
+        return ga, gb
+
+    return backward
+
+
+def _mul_broadcast(g, other, out_shape: tuple):
+    """g (out_shape) * other (broadcastable to out_shape)."""
+    oshape = tuple(other.shape)
+    if oshape == out_shape or _is_suffix(oshape, out_shape) or math.prod(oshape) == 1:
+        return _core.mul(g, other)
+    res = np.asarray(g) * np.asarray(other)
+    return _core.from_numpy(np.ascontiguousarray(res))
+
+
+def add(a, b) -> Tensor:
+    return _binary(a, b, "add")
+
+
+def sub(a, b) -> Tensor:
+    return _binary(a, b, "sub")
+
+
+def mul(a, b) -> Tensor:
+    return _binary(a, b, "mul")
+
+
+def scale(x: Tensor, s: float) -> Tensor:
+    s = float(s)
+    return make_result(_core.scale(x._impl, s), (x,), lambda g: (_core.scale(g, s),))
+
+
+def neg(x: Tensor) -> Tensor:
+    return scale(x, -1.0)
+
+
+# ---- shape ---------------------------------------------------------------------------
+
+
+def reshape(x: Tensor, *shape) -> Tensor:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = shape[0]
+    out = x._impl.view([int(s) for s in shape])
+    in_shape = list(x.shape)
+    return make_result(out, (x,), lambda g: (g.view(in_shape),))
+
+
+def permute(x: Tensor, *dims) -> Tensor:
+    if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+        dims = dims[0]
+    n = x.ndim
+    dims = [int(d) % n if -n <= int(d) < n else int(d) for d in dims]
+    if sorted(dims) != list(range(n)):
+        raise ValueError(f"permute: dims {list(dims)} are not a permutation of the {n} dims of shape {x.shape}")
+    inverse = [0] * n
+    for i, d in enumerate(dims):
+        inverse[d] = i
+    out = _core.permute(x._impl, dims)
+    return make_result(out, (x,), lambda g: (_core.permute(g, inverse),))
+
+
+def transpose(x: Tensor, dim0: int, dim1: int) -> Tensor:
+    dims = list(range(x.ndim))
+    dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
+    return permute(x, dims)
+
+
+def _slice(x: Tensor, dim: int, start: int, length: int) -> Tensor:
+    out = _core.slice(x._impl, dim, start, length)
+    full = list(x.shape)
+    return make_result(out, (x,), lambda g: (_core.slice_backward(g, full, dim, start),))
+
+
+def split(x: Tensor, split_size_or_sections, dim: int = -1) -> list:
+    """Like torch.split: chunks of size split_size (the last may be smaller), or the given sizes."""
+    n = x.ndim
+    if not -n <= dim < n:
+        raise ValueError(f"split: dim {dim} out of range for shape {x.shape}")
+    dim %= n
+    size = x.shape[dim]
+    if isinstance(split_size_or_sections, int):
+        step = split_size_or_sections
+        if step <= 0:
+            raise ValueError(f"split: split size must be positive, got {step}")
+        sizes = [min(step, size - s) for s in range(0, size, step)]
+    else:
+        sizes = [int(s) for s in split_size_or_sections]
+        if sum(sizes) != size:
+            raise ValueError(f"split: sections {sizes} do not add up to dimension {dim} of size {size}")
+    out, start = [], 0
+    for s in sizes:
+        out.append(_slice(x, dim, start, s))
+        start += s
+    return out
+
+
+def chunk(x: Tensor, chunks: int, dim: int = -1) -> list:
+    size = x.shape[dim]
+    return split(x, max(1, -(-size // chunks)), dim)
+
+
+def cat(tensors, dim: int = 0) -> Tensor:
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("cat: needs at least one tensor")
+    n = tensors[0].ndim
+    dim %= n
+    out = _core.concat([t._impl for t in tensors], dim)
+    sizes = [t.shape[dim] for t in tensors]
+
+    def backward(g):
+        grads, start = [], 0
+        for s in sizes:
+            grads.append(_core.slice(g, dim, start, s))
+            start += s
+        return tuple(grads)
+
+    return make_result(out, tuple(tensors), backward)
+
+
+# ---- reductions ----------------------------------------------------------------------
+
+
+def sum(x: Tensor) -> Tensor:  # noqa: A001 - the torch name
+    _check_float(x, "sum input")
+    shape = list(x.shape)
+
+    def backward(g):
+        full = _core.empty(shape, x.dtype, x.device)
+        _core.fill_(full, float(np.asarray(g).reshape(())))
+        return (full,)
+
+    return make_result(_core.sum_all(x._impl), (x,), backward)
+
+
+def mean(x: Tensor) -> Tensor:
+    _check_float(x, "mean input")
+    shape = list(x.shape)
+    n = max(1, x.numel())
+
+    def backward(g):
+        full = _core.empty(shape, x.dtype, x.device)
+        _core.fill_(full, float(np.asarray(g).reshape(())) / n)
+        return (full,)
+
+    return make_result(_core.mean_all(x._impl), (x,), backward)
+
+
+# ---- Tensor methods and operators ----------------------------------------------------------
+
+
+def _scalar_or(fn_tensor, fn_scalar):
+    def op(self, other):
+        if isinstance(other, (int, float)) and not isinstance(other, bool):
+            return fn_scalar(self, float(other))
+        return fn_tensor(self, other)
+
+    return op
+
+
+Tensor.__add__ = _scalar_or(add, lambda x, s: add(x, tensor(np.asarray(s, dtype=x.dtype))))
+Tensor.__radd__ = Tensor.__add__
+Tensor.__sub__ = _scalar_or(sub, lambda x, s: add(x, tensor(np.asarray(-s, dtype=x.dtype))))
+Tensor.__rsub__ = lambda self, other: sub(_as_tensor(other, self), self)
+Tensor.__mul__ = _scalar_or(mul, scale)
+Tensor.__rmul__ = Tensor.__mul__
+
+
+def _truediv(x: Tensor, s) -> Tensor:
+    if isinstance(s, Tensor) or isinstance(s, bool) or not isinstance(s, (int, float)):
+        raise TypeError(f"a tensor can only be divided by a Python number, got {type(s).__name__}")
+    return scale(x, 1.0 / s)
+
+
+Tensor.__truediv__ = _truediv
+Tensor.__neg__ = neg
+Tensor.__matmul__ = matmul
+Tensor.reshape = reshape
+Tensor.view = reshape
+Tensor.permute = permute
+Tensor.transpose = transpose
+Tensor.split = split
+Tensor.chunk = chunk
+Tensor.sum = sum
+Tensor.mean = mean

@@ -1,0 +1,305 @@
+"""The autodiff graph: Tensor, backward(), no_grad().
+
+In the spirit of micrograd's engine: every differentiable op (functional.py)
+computes its output with a forward kernel of the C++ core and attaches to it a
+closure that maps the output's gradient to its inputs' gradients with the
+matching backward kernel. ``backward()`` orders the graph topologically and
+applies the closures in reverse, accumulating gradients where a tensor feeds
+several ops. Each closure, and with it every activation it saved, is released
+as soon as it has run, so memory returns to the pool during backward.
+
+A Tensor wraps a ``_core.Tensor`` (its bytes, always contiguous) in ``_impl``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import numpy as np
+
+from . import _core
+
+_state = threading.local()
+
+
+def is_grad_enabled() -> bool:
+    return getattr(_state, "grad_enabled", True)
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Run ops without recording them for backward (like torch.no_grad)."""
+    prev = is_grad_enabled()
+    _state.grad_enabled = False
+    try:
+        yield
+    finally:
+        _state.grad_enabled = prev
+
+
+@contextlib.contextmanager
+def enable_grad():
+    prev = is_grad_enabled()
+    _state.grad_enabled = True
+    try:
+        yield
+    finally:
+        _state.grad_enabled = prev
+
+
+def _freed_backward(_grad):
+    raise RuntimeError(
+        "trying to run backward through a part of the graph a second time: its saved "
+        "activations were freed by the first backward() (compute the forward again)"
+    )
+
+
+class Tensor:
+    """An n-dimensional array on a device, optionally recording ops for backward.
+
+    Attributes: ``requires_grad``; ``grad`` (a Tensor once backward has reached
+    this tensor, for leaves); ``shape``, ``dtype`` (a numpy dtype), ``device``.
+    """
+
+    __slots__ = ("_impl", "requires_grad", "grad", "_backward", "_parents", "_retain", "__weakref__")
+    __array_priority__ = 1000  # numpy defers `array + tensor` to Tensor.__radd__
+
+    def __init__(self, impl, requires_grad: bool = False):
+        if not isinstance(impl, _core.Tensor):
+            raise TypeError(f"Tensor wraps a _core.Tensor, got {type(impl).__name__}; use femtogpt.tensor(data)")
+        self._impl = impl
+        self.requires_grad = bool(requires_grad)
+        if self.requires_grad and impl.dtype.kind != "f":
+            raise TypeError(f"only floating point tensors can require gradients, got dtype {impl.dtype}")
+        self.grad = None
+        self._backward = None  # closure: grad of self (_core.Tensor) -> tuple of parent grads
+        self._parents = ()
+        self._retain = False
+
+    # ---- properties -------------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        return self._impl.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._impl.dtype
+
+    @property
+    def device(self) -> str:
+        return self._impl.device
+
+    @property
+    def nbytes(self) -> int:
+        return self._impl.nbytes
+
+    @property
+    def ndim(self) -> int:
+        return self._impl.ndim
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._backward is None
+
+    def size(self, dim=None):
+        return self.shape if dim is None else self.shape[dim]
+
+    def numel(self) -> int:
+        return self._impl.numel()
+
+    def dim(self) -> int:
+        return self._impl.ndim
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    # ---- conversion ---------------------------------------------------------
+    def numpy(self) -> np.ndarray:
+        """A zero-copy numpy view of a CPU tensor; it keeps the memory alive."""
+        if self.device != "cpu":
+            raise ValueError(f"numpy() needs a cpu tensor, this one is on {self.device}; use .to('cpu') first")
+        return np.asarray(self._impl)
+
+    def __array__(self, dtype=None, copy=None):
+        arr = self.numpy()
+        if dtype is not None and np.dtype(dtype) != arr.dtype:
+            return arr.astype(dtype)
+        return arr.copy() if copy else arr
+
+    def item(self):
+        if self.numel() != 1:
+            raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
+        return self.to("cpu").numpy().reshape(()).item() if self.device != "cpu" else self.numpy().reshape(()).item()
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def to(self, device: str) -> "Tensor":
+        if device == self.device:
+            return self
+        return Tensor(self._impl.to(device), requires_grad=self.requires_grad)
+
+    def detach(self) -> "Tensor":
+        """The same memory, cut from the graph."""
+        return Tensor(self._impl)
+
+    def clone(self) -> "Tensor":
+        return Tensor(self._impl.clone())
+
+    def requires_grad_(self, flag: bool = True) -> "Tensor":
+        if flag and self.dtype.kind != "f":
+            raise TypeError(f"only floating point tensors can require gradients, got dtype {self.dtype}")
+        self.requires_grad = bool(flag)
+        return self
+
+    def retain_grad(self) -> None:
+        """Keep .grad on this non-leaf tensor after backward."""
+        self._retain = True
+
+    def zero_grad(self) -> None:
+        self.grad = None
+
+    def __repr__(self) -> str:
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        if self.device == "cpu" and self.numel() <= 64:
+            body = np.array2string(self.numpy(), separator=", ", prefix="tensor(")
+            return f"tensor({body}, dtype={self.dtype}{grad})"
+        return f"tensor(shape={self.shape}, dtype={self.dtype}, device='{self.device}'{grad})"
+
+    # ---- autodiff -----------------------------------------------------------
+    def backward(self, gradient=None) -> None:
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad``."""
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad (no input required grad, "
+                               "or it was computed under no_grad())")
+        if gradient is None:
+            if self.numel() != 1:
+                raise RuntimeError(f"backward() of a non-scalar tensor of shape {self.shape} needs a gradient "
+                                   "argument of the same shape")
+            seed = _core.zeros(list(self.shape), self.dtype, self.device)
+            _core.fill_(seed, 1.0)
+        else:
+            g = gradient if isinstance(gradient, Tensor) else tensor(np.asarray(gradient, dtype=self.dtype))
+            if g.shape != self.shape:
+                raise ValueError(f"gradient has shape {g.shape}, expected {self.shape}")
+            seed = g._impl
+        run_backward(self, seed)
+
+
+def _topological_order(root: Tensor) -> list:
+    order, seen = [], set()
+    stack = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        stack.append((node, True))
+        for p in node._parents:
+            if p is not None and p.requires_grad and id(p) not in seen:
+                stack.append((p, False))
+    return order
+
+
+def _accumulate(existing, g):
+    return g if existing is None else _core.add(existing, g)
+
+
+def run_backward(root: Tensor, seed) -> None:
+    order = _topological_order(root)
+    grads = {id(root): seed}
+    for node in reversed(order):
+        g = grads.pop(id(node), None)
+        if g is None:
+            continue
+        fn = node._backward
+        if fn is None:  # a leaf: accumulate into .grad
+            node.grad = Tensor(g if node.grad is None else _core.add(node.grad._impl, g))
+            continue
+        if node._retain:
+            node.grad = Tensor(g if node.grad is None else _core.add(node.grad._impl, g))
+        parent_grads = fn(g)
+        parents = node._parents
+        # Free what this node saved for backward: its closure and the links to its inputs.
+        node._backward = _freed_backward
+        node._parents = ()
+        del fn, g
+        for p, pg in zip(parents, parent_grads):
+            if pg is not None and p is not None and p.requires_grad:
+                grads[id(p)] = _accumulate(grads.get(id(p)), pg)
+
+
+def make_result(impl, parents: tuple, backward) -> Tensor:
+    """Wrap an op's output; record it in the graph if any parent requires grad."""
+    out = Tensor(impl)
+    if is_grad_enabled():
+        for p in parents:
+            if p is not None and p.requires_grad:
+                out.requires_grad = True
+                out._backward = backward
+                out._parents = parents
+                break
+    return out
+
+
+# ---- constructors ---------------------------------------------------------------
+
+_ACCEPTED = (np.float32, np.float64, np.int32, np.int64)
+
+
+def tensor(data, dtype=None, device: str = "cpu", requires_grad: bool = False) -> Tensor:
+    """Copy ``data`` (a numpy array, nested lists or a number) into a new Tensor.
+
+    numpy arrays keep their dtype (float32, float64, int32, int64; others are a
+    TypeError); Python floats become float32 and ints int64.
+    """
+    if isinstance(data, Tensor):
+        data = data.numpy()
+    if isinstance(data, np.ndarray):
+        arr = data
+    else:
+        arr = np.asarray(data)
+        if arr.dtype.kind == "f":
+            arr = arr.astype(np.float32)
+        elif arr.dtype.kind in "iu" and arr.dtype != np.int32:
+            arr = arr.astype(np.int64)
+    if dtype is not None:
+        arr = arr.astype(np.dtype(dtype), copy=False)
+    if arr.dtype not in _ACCEPTED:
+        raise TypeError(f"unsupported dtype {arr.dtype}: expected float32, float64, int32 or int64 "
+                        "(convert with .astype first)")
+    return Tensor(_core.from_numpy(arr, device), requires_grad=requires_grad)
+
+
+def _shape_list(shape) -> list:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = shape[0]
+    return [int(s) for s in shape]
+
+
+def zeros(*shape, dtype=np.float32, device: str = "cpu", requires_grad: bool = False) -> Tensor:
+    return Tensor(_core.zeros(_shape_list(shape), np.dtype(dtype), device), requires_grad)
+
+
+def empty(*shape, dtype=np.float32, device: str = "cpu") -> Tensor:
+    return Tensor(_core.empty(_shape_list(shape), np.dtype(dtype), device))
+
+
+def ones(*shape, dtype=np.float32, device: str = "cpu", requires_grad: bool = False) -> Tensor:
+    t = _core.empty(_shape_list(shape), np.dtype(dtype), device)
+    _core.fill_(t, 1.0)
+    return Tensor(t, requires_grad)
+
+
+def randn(*shape, seed=None, std: float = 1.0, dtype=np.float32, device: str = "cpu",
+          requires_grad: bool = False) -> Tensor:
+    """Normal(0, std) samples from a numpy Generator seeded with ``seed``."""
+    rng = np.random.default_rng(seed)
+    arr = (rng.standard_normal(_shape_list(shape)) * std).astype(dtype)
+    return tensor(arr, device=device, requires_grad=requires_grad)

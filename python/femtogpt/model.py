@@ -1,0 +1,218 @@
+"""GPTConfig and GPT: the GPT-2 architecture, in the shape of nanoGPT's model.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+from . import functional as F
+from .graph import Tensor, tensor
+from .nn import Block, Dropout, Embedding, LayerNorm, Module
+
+ATTENTION_IMPLS = ("flash", "standard")
+DEVICES = ("cpu",)
+
+# Preset model shapes (and the batch size they train with), by name.
+PRESETS = {
+    "femto": dict(block_size=64, n_layer=4, n_head=4, n_embd=64, batch_size=32),
+    "small": dict(block_size=256, n_layer=6, n_head=6, n_embd=384, batch_size=16),
+}
+
+# Weights stored (in, out) in GPT-2 checkpoints (its Conv1D), (out, in) in our Linear.
+_HF_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+@dataclasses.dataclass
+class GPTConfig:
+    vocab_size: int = 76
+    block_size: int = 64
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 64
+    dropout: float = 0.0
+    bias: bool = True
+    attention: str = "flash"
+    device: str = "cpu"
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(f"GPTConfig: n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
+        if self.attention not in ATTENTION_IMPLS:
+            raise ValueError(f"GPTConfig.attention must be one of {ATTENTION_IMPLS}, got {self.attention!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"GPTConfig.device must be one of {DEVICES}, got {self.device!r}")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "GPTConfig":
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+        shape = {k: v for k, v in PRESETS[name].items() if k != "batch_size"}
+        shape.update(overrides)
+        return cls(**shape)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GPTConfig":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - fields
+        if unknown:
+            raise ValueError(f"unknown GPTConfig keys {sorted(unknown)}; expected some of {sorted(fields)}")
+        return cls(**d)
+
+
+class GPT(Module):
+    def __init__(self, config: GPTConfig, seed: int = 0):
+        if not isinstance(config, GPTConfig):
+            raise TypeError(f"GPT needs a GPTConfig, got {type(config).__name__}")
+        self.config = config
+        rng = np.random.default_rng(seed)
+        c = config
+        self.wte = Embedding(c.vocab_size, c.n_embd, rng)
+        self.wpe = Embedding(c.block_size, c.n_embd, rng)
+        self.h = [Block(c.n_embd, c.n_head, c.bias, c.dropout, c.attention, rng, c.n_layer, seed=seed * 1000 + i)
+                  for i in range(c.n_layer)]
+        self.ln_f = LayerNorm(c.n_embd, c.bias)
+        self._emb_dropout_seed = seed * 1000 + 999
+        self.drop = Dropout(c.dropout, self._emb_dropout_seed)
+        self._positions = {}
+
+    # ---- the forward pass ---------------------------------------------------------
+    def _check_idx(self, idx, name: str) -> Tensor:
+        if isinstance(idx, Tensor):
+            arr = idx.numpy() if idx.device == "cpu" else None
+            t = idx
+        else:
+            arr = np.asarray(idx)
+            if arr.dtype.kind not in "iu":
+                raise TypeError(f"{name} must hold integer token ids, got dtype {arr.dtype}")
+            t = None
+        if arr is not None:
+            if arr.dtype.kind not in "iu":
+                raise TypeError(f"{name} must hold integer token ids, got dtype {arr.dtype}")
+            if arr.ndim != 2:
+                raise ValueError(f"{name} must be 2-D (batch, time), got shape {arr.shape}")
+            if arr.size and (arr.min() < 0 or arr.max() >= self.config.vocab_size):
+                bad = arr[(arr < 0) | (arr >= self.config.vocab_size)].ravel()[0]
+                raise ValueError(f"{name} holds token id {int(bad)} outside the vocabulary [0, "
+                                 f"{self.config.vocab_size})")
+            if t is None:
+                t = tensor(np.ascontiguousarray(arr, dtype=np.int64))
+        return t
+
+    def _pos(self, T: int) -> Tensor:  # noqa: N803
+        pos = self._positions.get(T)
+        if pos is None:
+            pos = self._positions[T] = tensor(np.arange(T, dtype=np.int64))
+        return pos
+
+    def forward(self, idx, targets=None):
+        """idx (B, T) token ids -> logits (B, T, V), and the mean cross-entropy loss when targets (B, T) are given."""
+        idx = self._check_idx(idx, "idx")
+        B, T = idx.shape  # noqa: N806
+        if T > self.config.block_size:
+            raise ValueError(f"sequence of length {T} is longer than block_size {self.config.block_size}")
+        if T == 0:
+            raise ValueError("idx has no tokens (T = 0)")
+        x = self.wte(idx) + self.wpe(self._pos(T))  # (B, T, C) + (T, C)
+        x = self.drop(x)
+        for block in self.h:
+            x = block(x)
+        x = self.ln_f(x)
+        logits = F.linear(x, self.wte.weight)  # (B, T, V), weights tied to the token embedding
+        if targets is None:
+            return logits, None
+        targets = self._check_idx(targets, "targets")
+        if targets.shape != (B, T):
+            raise ValueError(f"targets have shape {targets.shape}, expected {(B, T)} like idx")
+        loss = F.cross_entropy(logits.view(B * T, self.config.vocab_size), Tensor(targets._impl.view([B * T])))
+        return logits, loss
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        if exclude_embeddings:
+            n -= self.wpe.weight.numel()
+        return n
+
+    # ---- checkpoints (Hugging Face GPT-2 names and layouts) ------------------------------
+    def state_dict(self) -> dict:
+        """name -> numpy array (a copy), in GPT-2's layout: Conv1D weights are (in, out)."""
+        out = {}
+        for name, p in self.named_parameters():
+            arr = np.array(p.numpy())
+            if name.endswith(_HF_TRANSPOSED):
+                arr = np.ascontiguousarray(arr.T)
+            out[name] = arr
+        return out
+
+    def load_state_dict(self, state: dict, source: str = "state dict") -> None:
+        params = dict(self.named_parameters())
+        missing = sorted(set(params) - set(state))
+        unexpected = sorted(set(state) - set(params))
+        if missing or unexpected:
+            raise ValueError(f"{source} does not match the model's config: missing {missing[:5]}"
+                             f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+                             f"{'...' if len(unexpected) > 5 else ''}")
+        for name, p in params.items():
+            arr = np.asarray(state[name])
+            if name.endswith(_HF_TRANSPOSED):
+                arr = arr.T
+            if arr.shape != p.shape:
+                raise ValueError(f"{source}: tensor '{name}' has shape {arr.shape}, the config needs {p.shape}")
+            p.numpy()[...] = arr.astype(p.dtype, copy=False)
+
+    def save(self, path, tokenizer=None) -> None:
+        """Write model.safetensors and config.json (and the tokenizer) into the directory `path`, atomically."""
+        from . import checkpoint
+
+        os.makedirs(path, exist_ok=True)
+        checkpoint.save_safetensors(os.path.join(path, "model.safetensors"), self.state_dict(),
+                                    {"format": "femtogpt"})
+        checkpoint.save_json(os.path.join(path, "config.json"), self.config.to_dict())
+        if tokenizer is not None:
+            tokenizer.save(path)
+
+    @classmethod
+    def load(cls, path, **overrides) -> "GPT":
+        """Load a femtogpt checkpoint directory or a Hugging Face GPT-2 directory."""
+        from . import checkpoint
+
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"checkpoint directory {path!r} does not exist")
+        cfg_json = checkpoint.load_json(os.path.join(path, "config.json"))
+        if checkpoint.is_hf_gpt2_dir(path):
+            cfg = checkpoint.hf_gpt2_config_to_dict(cfg_json)
+        else:
+            cfg = cfg_json
+        cfg.update(overrides)
+        try:
+            config = GPTConfig.from_dict(cfg)
+        except TypeError as e:
+            raise checkpoint.CheckpointError(f"{path}/config.json is not a valid GPTConfig: {e}") from e
+        tensors, _ = checkpoint.load_safetensors(os.path.join(path, "model.safetensors"))
+        if checkpoint.is_hf_gpt2_dir(path):
+            tensors = checkpoint.normalize_hf_state_dict(tensors)
+        model = cls(config)
+        try:
+            model.load_state_dict(tensors, source=f"{path}/model.safetensors")
+        except ValueError as e:
+            raise checkpoint.CheckpointError(str(e)) from e
+        return model
+
+    # ---- sampling -----------------------------------------------------------------
+    def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, seed: int | None = None) -> np.ndarray:
+        """Continue each row of idx (B, T0) by max_new_tokens sampled tokens; returns (B, T0 + new) int64."""
+        from .generate import generate
+
+        return generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+

@@ -1,0 +1,159 @@
+"""Modules: parameters with names, and the layers of a GPT (as in nanoGPT's model.py).
+
+A Module's parameters are its Tensor attributes that require grad; submodules
+and lists of submodules are walked in the order they were assigned, giving
+dotted names (``h.0.attn.c_attn.weight``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import functional as F
+from .graph import Tensor, tensor
+
+
+def parameter(array: np.ndarray) -> Tensor:
+    return tensor(np.ascontiguousarray(array), requires_grad=True)
+
+
+class Module:
+    training = True
+
+    def named_parameters(self, prefix: str = ""):
+        for name, value in vars(self).items():
+            if isinstance(value, Tensor) and value.requires_grad:
+                yield prefix + name, value
+            elif isinstance(value, Module):
+                yield from value.named_parameters(f"{prefix}{name}.")
+            elif isinstance(value, (list, tuple)) and value and all(isinstance(m, Module) for m in value):
+                for i, m in enumerate(value):
+                    yield from m.named_parameters(f"{prefix}{name}.{i}.")
+
+    def parameters(self) -> list:
+        return [p for _, p in self.named_parameters()]
+
+    def modules(self):
+        yield self
+        for value in vars(self).values():
+            if isinstance(value, Module):
+                yield from value.modules()
+            elif isinstance(value, (list, tuple)):
+                for m in value:
+                    if isinstance(m, Module):
+                        yield from m.modules()
+
+    def train(self, mode: bool = True):
+        for m in self.modules():
+            m.training = mode
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.grad = None
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+
+class Linear(Module):
+    """y = x @ W^T + b with W (out_features, in_features), as torch.nn.Linear."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, rng=None, std: float = 0.02):
+        rng = rng if rng is not None else np.random.default_rng(0)
+        self.weight = parameter((rng.standard_normal((out_features, in_features)) * std).astype(np.float32))
+        self.bias = parameter(np.zeros(out_features, np.float32)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+class Embedding(Module):
+    def __init__(self, num_embeddings: int, embedding_dim: int, rng=None, std: float = 0.02):
+        rng = rng if rng is not None else np.random.default_rng(0)
+        self.weight = parameter((rng.standard_normal((num_embeddings, embedding_dim)) * std).astype(np.float32))
+
+    def forward(self, idx) -> Tensor:
+        return F.embedding(idx, self.weight)
+
+
+class LayerNorm(Module):
+    def __init__(self, ndim: int, bias: bool = True, eps: float = 1e-5):
+        self.weight = parameter(np.ones(ndim, np.float32))
+        self.bias = parameter(np.zeros(ndim, np.float32)) if bias else None
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
+
+
+class Dropout(Module):
+    """Dropout whose masks come from a seeded counter, so runs are reproducible."""
+
+    def __init__(self, p: float, seed: int = 0):
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+        self.seed = seed
+        self.calls = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        self.calls += 1
+        # A distinct, reproducible seed per call: (module seed, call count).
+        return F.dropout(x, self.p, True, seed=(self.seed * 1_000_003 + self.calls) & 0x7FFFFFFFFFFFFFFF)
+
+
+class CausalSelfAttention(Module):
+    def __init__(self, n_embd: int, n_head: int, bias: bool, dropout: float, attention: str, rng,
+                 proj_std: float, seed: int = 0):
+        if n_embd % n_head != 0:
+            raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
+        self.c_attn = Linear(n_embd, 3 * n_embd, bias, rng)
+        self.c_proj = Linear(n_embd, n_embd, bias, rng, std=proj_std)
+        self.resid_dropout = Dropout(dropout, seed)
+        self.n_head = n_head
+        self.n_embd = n_embd
+        self.attention = attention
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, T, C = x.shape  # noqa: N806 - the size letters of the shape comments
+        H, D = self.n_head, C // self.n_head  # noqa: N806
+        qkv = self.c_attn(x)  # (B, T, 3C)
+        q, k, v = F.split(qkv, C, dim=2)  # each (B, T, C)
+        q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, H, D).transpose(1, 2)
+        v = v.view(B, T, H, D).transpose(1, 2)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, impl=self.attention)  # (B, H, T, D)
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(Module):
+    def __init__(self, n_embd: int, bias: bool, dropout: float, rng, proj_std: float, seed: int = 0):
+        self.c_fc = Linear(n_embd, 4 * n_embd, bias, rng)
+        self.c_proj = Linear(4 * n_embd, n_embd, bias, rng, std=proj_std)
+        self.dropout = Dropout(dropout, seed)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(Module):
+    def __init__(self, n_embd: int, n_head: int, bias: bool, dropout: float, attention: str, rng, n_layer: int,
+                 seed: int = 0):
+        proj_std = 0.02 / math.sqrt(2 * n_layer)  # GPT-2: residual projections scaled by 1/sqrt(2 n_layer)
+        self.ln_1 = LayerNorm(n_embd, bias)
+        self.attn = CausalSelfAttention(n_embd, n_head, bias, dropout, attention, rng, proj_std, seed * 2 + 1)
+        self.ln_2 = LayerNorm(n_embd, bias)
+        self.mlp = MLP(n_embd, bias, dropout, rng, proj_std, seed * 2 + 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))

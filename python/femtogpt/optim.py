@@ -1,0 +1,91 @@
+"""AdamW, learning-rate schedules and gradient clipping."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _core
+from .graph import Tensor
+
+
+class AdamW:
+    """AdamW as in torch.optim.AdamW (decoupled weight decay), one fused C++ update over all parameters.
+
+    Weight decay applies to parameters of 2 or more dimensions (matmul weights and
+    embeddings) and not to biases and LayerNorm gains, as in nanoGPT.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.95), eps: float = 1e-8, weight_decay: float = 0.1):
+        self.params = [p for p in params]
+        if not self.params:
+            raise ValueError("AdamW got an empty parameter list")
+        for i, p in enumerate(self.params):
+            if not isinstance(p, Tensor) or not p.requires_grad:
+                raise TypeError(f"AdamW: parameter {i} is not a Tensor that requires grad")
+        if lr < 0 or eps < 0 or weight_decay < 0:
+            raise ValueError(f"AdamW: lr ({lr}), eps ({eps}) and weight_decay ({weight_decay}) must be >= 0")
+        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+            raise ValueError(f"AdamW: betas must be in [0, 1), got {betas}")
+        self.lr = lr
+        self.betas = (float(betas[0]), float(betas[1]))
+        self.eps = eps
+        self.weight_decay = weight_decay
+        self.step_count = 0
+        self.exp_avg = [_core.zeros(list(p.shape), p.dtype, p.device) for p in self.params]
+        self.exp_avg_sq = [_core.zeros(list(p.shape), p.dtype, p.device) for p in self.params]
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def step(self) -> None:
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if not live:
+            return
+        self.step_count += 1
+        decays = [self.weight_decay if self.params[i].ndim >= 2 else 0.0 for i in live]
+        _core.adamw_step([self.params[i]._impl for i in live], [self.params[i].grad._impl for i in live],
+                         [self.exp_avg[i] for i in live], [self.exp_avg_sq[i] for i in live],
+                         float(self.lr), self.betas[0], self.betas[1], float(self.eps), decays, self.step_count)
+
+    def state_dict(self) -> dict:
+        """Moments as numpy arrays (copies) and the step count."""
+        state = {"step": np.array(self.step_count, dtype=np.int64)}
+        for i in range(len(self.params)):
+            state[f"exp_avg.{i}"] = np.array(self.exp_avg[i])
+            state[f"exp_avg_sq.{i}"] = np.array(self.exp_avg_sq[i])
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        for i, p in enumerate(self.params):
+            for key, dst in ((f"exp_avg.{i}", self.exp_avg), (f"exp_avg_sq.{i}", self.exp_avg_sq)):
+                if key not in state:
+                    raise ValueError(f"optimizer state is missing '{key}'")
+                arr = np.asarray(state[key])
+                if arr.shape != p.shape:
+                    raise ValueError(f"optimizer state '{key}' has shape {arr.shape}, parameter {i} has {p.shape}")
+                dst[i] = _core.from_numpy(np.ascontiguousarray(arr, dtype=p.dtype), p.device)
+        self.step_count = int(np.asarray(state["step"]))
+
+
+def clip_grad_norm_(params, max_norm: float) -> float:
+    """Scale gradients so that their global L2 norm is at most max_norm; returns the norm before."""
+    grads = [p.grad._impl for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    norm = math.sqrt(_core.grad_norm_sq(grads))
+    if max_norm > 0 and norm > max_norm:
+        _core.scale_all_(grads, max_norm / (norm + 1e-6))
+    return norm
+
+
+def cosine_lr(step: int, lr: float, min_lr: float, warmup_steps: int, max_steps: int) -> float:
+    """Linear warmup to lr over warmup_steps, then cosine decay to min_lr at max_steps."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    if step >= max_steps:
+        return min_lr
+    progress = (step - warmup_steps) / max(1, max_steps - warmup_steps)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)

@@ -1,0 +1,347 @@
+"""Training: the loop, its checkpoints (with exact resume), and `femtogpt train`.
+
+A run directory holds model.safetensors + config.json + the tokenizer (a
+loadable model), and training_state.safetensors + train_config.json +
+history.json (what resuming needs: AdamW moments, step, the data sampler's RNG
+state, the dropout counters). Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+import numpy as np
+
+from . import checkpoint
+from .graph import no_grad
+from .model import GPT, PRESETS, GPTConfig
+from .optim import AdamW, clip_grad_norm_, cosine_lr
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    data: str | None = None  # None: the bundled Shakespeare corpus
+    preset: str = "femto"
+    steps: int = 2000
+    batch_size: int | None = None  # None: the preset's
+    block_size: int | None = None
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    dropout: float = 0.0
+    attention: str = "flash"
+    tokenizer: str = "char"
+    vocab_size: int | None = None  # bpe only
+    eval_every: int = 250
+    eval_iters: int = 20
+    out: str = "out"
+    seed: int = 0
+    threads: int | None = None
+    plot: bool = False
+    sample_tokens: int = 200
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose from {sorted(PRESETS)}")
+        for name in ("steps", "grad_accum", "eval_every", "eval_iters"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("batch_size", "block_size", "threads"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+        if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
+            raise ValueError(f"need 0 <= --min-lr <= --lr and --lr > 0, got lr={self.lr}, min_lr={self.min_lr}")
+        if self.warmup_steps < 0 or self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError("--warmup-steps, --weight-decay and --grad-clip must be >= 0")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.attention not in ("flash", "standard"):
+            raise ValueError(f"--attention must be flash or standard, got {self.attention!r}")
+        if self.tokenizer not in ("char", "byte", "bpe"):
+            raise ValueError(f"--tokenizer must be char, byte or bpe, got {self.tokenizer!r}")
+
+
+class Trainer:
+    """Owns the model, optimizer and data of one run; `run()` trains to cfg.steps."""
+
+    def __init__(self, cfg: TrainConfig, resume_state: dict | None = None, model: GPT | None = None,
+                 tokenizer=None):
+        from . import data as data_mod
+        from . import tokenizer as tok_mod
+
+        cfg.validate()
+        self.cfg = cfg
+        preset = PRESETS[cfg.preset]
+        self.batch_size = cfg.batch_size or preset["batch_size"]
+        path = cfg.data or data_mod.bundled_corpus_path()
+        if tokenizer is None:
+            text = data_mod.read_text(path)
+            tokenizer = tok_mod.make_tokenizer(cfg.tokenizer, text, vocab_size=cfg.vocab_size)
+        self.tokenizer = tokenizer
+        ids = data_mod.load_tokens(path, tokenizer)
+        block_size = cfg.block_size or preset["block_size"]
+        if model is None:
+            model = GPT(GPTConfig.from_preset(cfg.preset, vocab_size=tokenizer.vocab_size, block_size=block_size,
+                                              dropout=cfg.dropout, attention=cfg.attention), seed=cfg.seed)
+        self.model = model
+        self.dataset = data_mod.TokenDataset(ids, model.config.block_size, self.batch_size, val_fraction=0.1,
+                                             seed=cfg.seed)
+        self.opt = AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=cfg.weight_decay)
+        self.step = 0
+        self.history = {"train": [], "val": []}  # [step, loss] pairs
+        if resume_state is not None:
+            self._load_state(resume_state)
+
+    # ---- one step --------------------------------------------------------------------
+    def train_step(self) -> float:
+        """Forward, backward (with gradient accumulation), clip, AdamW; returns the mean loss."""
+        cfg, model = self.cfg, self.model
+        model.train()
+        lr = cosine_lr(self.step, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.steps)
+        self.opt.lr = lr
+        total = 0.0
+        for _ in range(cfg.grad_accum):
+            x, y = self.dataset.get_batch("train")
+            _, loss = model(x, y)
+            if cfg.grad_accum > 1:
+                loss = loss * (1.0 / cfg.grad_accum)
+            loss.backward()
+            total += loss.item()
+        if cfg.grad_clip > 0:
+            clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        self.opt.step()
+        self.opt.zero_grad()
+        self.step += 1
+        return total
+
+    @no_grad()
+    def evaluate(self) -> float:
+        """Mean loss over eval_iters validation batches."""
+        self.model.eval()
+        losses = []
+        for _ in range(self.cfg.eval_iters):
+            x, y = self.dataset.get_batch("val")
+            _, loss = self.model(x, y)
+            losses.append(loss.item())
+        self.model.train()
+        return float(np.mean(losses))
+
+    def run(self, on_eval=None) -> dict:
+        cfg = self.cfg
+        bar = _progress(cfg.steps, self.step, cfg.progress)
+        tokens_per_step = self.batch_size * self.model.config.block_size * cfg.grad_accum
+        t0, tokens = time.perf_counter(), 0
+        loss = float("nan")
+        try:
+            while self.step < cfg.steps:
+                loss = self.train_step()
+                tokens += tokens_per_step
+                self.history["train"].append([self.step, loss])
+                if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                    val = self.evaluate()
+                    self.history["val"].append([self.step, val])
+                    if on_eval:
+                        on_eval(self.step, loss, val)
+                    if cfg.out:
+                        self.save(cfg.out)
+                if bar is not None:
+                    rate = tokens / max(time.perf_counter() - t0, 1e-9)
+                    val = self.history["val"][-1][1] if self.history["val"] else float("nan")
+                    bar.set_postfix(loss=f"{loss:.3f}", val=f"{val:.3f}", tok_s=f"{rate:,.0f}", refresh=False)
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        elapsed = time.perf_counter() - t0
+        return {"train_loss": loss, "val_loss": self.history["val"][-1][1] if self.history["val"] else None,
+                "tokens_per_second": tokens / max(elapsed, 1e-9), "steps": self.step}
+
+    # ---- checkpoints --------------------------------------------------------------
+    def _dropout_counters(self) -> dict:
+        from .nn import Dropout
+
+        return {str(i): m.calls for i, m in enumerate(self.model.modules()) if isinstance(m, Dropout)}
+
+    def save(self, out: str) -> None:
+        """Write the run directory; each file atomically, the training state last."""
+        os.makedirs(out, exist_ok=True)
+        self.model.save(out, tokenizer=self.tokenizer)
+        checkpoint.save_json(os.path.join(out, "train_config.json"), dataclasses.asdict(self.cfg))
+        checkpoint.save_json(os.path.join(out, "history.json"), self.history)
+        meta = {
+            "step": str(self.step),
+            "data": json.dumps(self.dataset.state_dict()),
+            "dropout_calls": json.dumps(self._dropout_counters()),
+        }
+        checkpoint.save_safetensors(os.path.join(out, "training_state.safetensors"), self.opt.state_dict(), meta)
+
+    def _load_state(self, state: dict) -> None:
+        tensors, meta = state["tensors"], state["meta"]
+        try:
+            self.opt.load_state_dict(tensors)
+            self.step = int(meta["step"])
+            self.dataset.load_state_dict(json.loads(meta["data"]))
+            calls = json.loads(meta["dropout_calls"])
+        except (KeyError, ValueError) as e:
+            raise checkpoint.CheckpointError(f"training_state.safetensors is incomplete or corrupt: {e}") from e
+        from .nn import Dropout
+
+        for i, m in enumerate(self.model.modules()):
+            if isinstance(m, Dropout):
+                m.calls = int(calls.get(str(i), 0))
+        self.history = state.get("history", self.history)
+
+    @classmethod
+    def resume(cls, run_dir: str, **overrides) -> "Trainer":
+        """Continue the run in run_dir; overrides (e.g. steps=4000) replace its saved TrainConfig values."""
+        from . import tokenizer as tok_mod
+
+        if not os.path.isdir(run_dir):
+            raise FileNotFoundError(f"--resume: run directory {run_dir!r} does not exist")
+        saved = checkpoint.load_json(os.path.join(run_dir, "train_config.json"))
+        fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        cfg = TrainConfig(**{k: v for k, v in saved.items() if k in fields})
+        for k, v in overrides.items():
+            setattr(cfg, k, v)
+        model = GPT.load(run_dir)
+        tokenizer = tok_mod.load_tokenizer(run_dir)
+        tensors, meta = checkpoint.load_safetensors(os.path.join(run_dir, "training_state.safetensors"))
+        history = checkpoint.load_json(os.path.join(run_dir, "history.json"))
+        return cls(cfg, resume_state={"tensors": tensors, "meta": meta, "history": history}, model=model,
+                   tokenizer=tokenizer)
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+
+
+def write_plot(history: dict, path: str) -> None:
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError("--plot needs matplotlib: pip install 'femtogpt[plot]' (or pip install matplotlib)") \
+            from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if history["train"]:
+        s, v = zip(*history["train"])
+        ax.plot(s, v, label="train", alpha=0.6)
+    if history["val"]:
+        s, v = zip(*history["val"])
+        ax.plot(s, v, "o-", label="validation")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+# ---- the command -------------------------------------------------------------------------
+
+
+def add_arguments(p) -> None:
+    d = TrainConfig()
+    p.add_argument("--data", help="a UTF-8 text file (default: the bundled Shakespeare corpus)")
+    p.add_argument("--preset", default=d.preset, help=f"model shape: {', '.join(PRESETS)} (default {d.preset})")
+    p.add_argument("--steps", type=int, default=None, help=f"optimizer steps in all (default {d.steps})")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--block-size", type=int)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--min-lr", type=float, default=d.min_lr)
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--grad-clip", type=float, default=d.grad_clip, help="global norm; 0 turns clipping off")
+    p.add_argument("--grad-accum", type=int, default=d.grad_accum)
+    p.add_argument("--dropout", type=float, default=d.dropout)
+    p.add_argument("--attention", default=d.attention, help="flash or standard")
+    p.add_argument("--tokenizer", default=d.tokenizer, help="char, byte or bpe")
+    p.add_argument("--vocab-size", type=int, help="BPE vocabulary size")
+    p.add_argument("--eval-every", type=int, default=d.eval_every)
+    p.add_argument("--eval-iters", type=int, default=d.eval_iters)
+    p.add_argument("--out", default=d.out, help="run directory for checkpoints (default out/)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--plot", action="store_true", help="write loss.png into the run directory")
+    p.add_argument("--sample-tokens", type=int, default=d.sample_tokens,
+                   help="tokens to sample before and after training (0: none)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _sample(trainer: Trainer, n: int, seed: int) -> str:
+    tok = trainer.tokenizer
+    try:
+        prompt = tok.encode("\n")
+    except ValueError:
+        prompt = np.zeros(1, np.int64)
+    if len(prompt) == 0:
+        prompt = np.zeros(1, np.int64)
+    out = trainer.model.generate(prompt[None, :], n, temperature=0.8, top_k=40, seed=seed)
+    return tok.decode(out[0])
+
+
+def main_from_args(args) -> int:
+    import femtogpt as fg
+
+    if args.threads is not None:
+        fg.set_num_threads(args.threads)
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ImportError("--plot needs matplotlib: pip install 'femtogpt[plot]' (or pip install matplotlib)") \
+                from None
+    if args.resume:
+        overrides = {"steps": args.steps} if args.steps is not None else {}
+        overrides["out"] = args.resume if args.out == TrainConfig.out else args.out
+        overrides["progress"] = not args.no_progress
+        trainer = Trainer.resume(args.resume, **overrides)
+        print(f"resuming {args.resume} at step {trainer.step} of {trainer.cfg.steps}")
+    else:
+        cfg = TrainConfig(
+            data=args.data, preset=args.preset, steps=args.steps or TrainConfig.steps, batch_size=args.batch_size,
+            block_size=args.block_size, lr=args.lr, min_lr=args.min_lr, warmup_steps=args.warmup_steps,
+            weight_decay=args.weight_decay, grad_clip=args.grad_clip, grad_accum=args.grad_accum,
+            dropout=args.dropout, attention=args.attention, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
+            eval_every=args.eval_every, eval_iters=args.eval_iters, out=args.out, seed=args.seed,
+            threads=args.threads, plot=args.plot, sample_tokens=args.sample_tokens, progress=not args.no_progress)
+        trainer = Trainer(cfg)
+    cfg = trainer.cfg
+    m = trainer.model
+    print(f"model: {cfg.preset} preset, {m.num_parameters():,} parameters, block {m.config.block_size}, "
+          f"{m.config.n_layer} layers, {m.config.n_head} heads, width {m.config.n_embd}, "
+          f"{cfg.attention} attention; batch {trainer.batch_size}; {fg.get_num_threads()} threads, "
+          f"{fg.cpu_isa()} kernels")
+    if cfg.sample_tokens:
+        print("--- sample before training ---")
+        print(_sample(trainer, cfg.sample_tokens, cfg.seed))
+    result = trainer.run()
+    print(f"step {result['steps']}: train loss {result['train_loss']:.4f}, val loss {result['val_loss']:.4f}, "
+          f"{result['tokens_per_second']:,.0f} tokens/s")
+    if cfg.sample_tokens:
+        print("--- sample after training ---")
+        print(_sample(trainer, cfg.sample_tokens, cfg.seed))
+    if cfg.plot:
+        path = os.path.join(cfg.out, "loss.png")
+        write_plot(trainer.history, path)
+        print(f"loss plot: {path}")
+    print(f"checkpoint: {cfg.out}/")
+    return 0
