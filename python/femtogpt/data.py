@@ -1,0 +1,299 @@
+"""Training data: the bundled corpus, reading text files, caching token ids, and drawing
+random (x, y) batches reproducibly and resumably.
+
+The token ids of a corpus are cached as a ``.npy`` file (memory-mapped on load) next to
+the data file, or in the per-user cache directory (``$FEMTOGPT_CACHE``, else
+``~/.cache/femtogpt``) when that directory is not writable, e.g. the bundled corpus
+inside site-packages. The cache key covers the file's content, size and mtime and the
+tokenizer's full definition, so editing the file or changing tokenizer re-tokenizes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from .checkpoint import atomic_path
+from .tokenizer import tokenizer_fingerprint
+
+__all__ = [
+    "bundled_corpus_path",
+    "read_text",
+    "load_tokens",
+    "token_cache_path",
+    "user_cache_dir",
+    "TokenDataset",
+    "SPLITS",
+]
+
+SPLITS = ("train", "val")
+BUNDLED_CORPUS = "shakespeare.txt"
+
+
+def bundled_corpus_path() -> Path:
+    """Path of the bundled Shakespeare corpus (package data, also in an installed wheel)."""
+    res = resources.files("femtogpt").joinpath("data", BUNDLED_CORPUS)
+    path = Path(str(res))
+    if not path.is_file():
+        raise FileNotFoundError(f"the bundled corpus {path} is missing: is femtogpt installed "
+                                f"with its package data?")
+    return path
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """Read a UTF-8 text file (a leading BOM is dropped).
+
+    FileNotFoundError naming the path if it does not exist; ValueError if it is empty
+    or is not UTF-8 text."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"data file {path} does not exist")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory; expected a UTF-8 text file")
+    raw = path.read_bytes()
+    if not raw:
+        raise ValueError(f"data file {path} is empty")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"data file {path} is not UTF-8 text: byte 0x{raw[e.start]:02x} at "
+                         f"offset {e.start} is invalid ({e.reason})") from None
+    if not text:
+        raise ValueError(f"data file {path} is empty (only a byte-order mark)")
+    return text
+
+
+# ---------------------------------------------------------------------------- token cache
+
+def user_cache_dir() -> Path:
+    """``$FEMTOGPT_CACHE`` if set, else ``~/.cache/femtogpt`` ($XDG_CACHE_HOME honoured)."""
+    env = os.environ.get("FEMTOGPT_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "femtogpt"
+
+
+def _dir_is_writable(directory: Path) -> bool:
+    # A separate function so tests can simulate a read-only directory (root ignores chmod).
+    return os.access(directory, os.W_OK | os.X_OK)
+
+
+def _cache_name(path: Path, raw: bytes, tokenizer: Any) -> tuple[str, str]:
+    """(file name, stale-file glob) of the token cache for ``raw`` (``path``'s content)."""
+    st = path.stat()
+    h = hashlib.sha256()
+    h.update(raw)
+    h.update(f"|{st.st_size}|{st.st_mtime_ns}".encode())
+    tok = tokenizer_fingerprint(tokenizer)
+    prefix = f"{path.name}.{tokenizer.kind}{tokenizer.vocab_size}-{tok[:12]}"
+    return f"{prefix}.{h.hexdigest()[:16]}.tokens.npy", f"{prefix}.*.tokens.npy"
+
+
+def token_cache_path(path: str | os.PathLike, tokenizer: Any) -> Path:
+    """Where :func:`load_tokens` keeps (or would keep) ``path``'s token ids."""
+    path = Path(path).resolve()
+    name, _ = _cache_name(path, path.read_bytes(), tokenizer)
+    directory = path.parent if _dir_is_writable(path.parent) else user_cache_dir()
+    return directory / name
+
+
+def _token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)  # ids < vocab_size
+
+
+def _open_cached(path: Path, dtype: np.dtype) -> np.ndarray | None:
+    try:
+        arr = np.load(path, mmap_mode="r")
+    except (OSError, ValueError):  # a damaged cache file: rebuild it
+        return None
+    if arr.dtype != dtype or arr.ndim != 1:
+        return None
+    return arr
+
+
+def _write_cache(target: Path, ids: np.ndarray, dtype: np.dtype) -> None:
+    with atomic_path(target) as tmp:
+        if ids.size == 0:
+            with open(tmp, "wb") as f:  # a zero-length memmap is not possible
+                np.save(f, ids.astype(dtype))
+        else:
+            mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=ids.shape)
+            mm[:] = ids
+            mm.flush()
+            del mm
+
+
+def load_tokens(path: str | os.PathLike, tokenizer: Any, *,
+                cache_dir: str | os.PathLike | None = None) -> np.ndarray:
+    """Token ids of the text file ``path`` under ``tokenizer``, as a read-only 1-D memmap
+    (uint16 when the vocabulary fits, else uint32).
+
+    Tokenizes once and caches the result beside the file, or in ``cache_dir`` /
+    :func:`user_cache_dir` when the file's directory is not writable. The cache is
+    written atomically and stale caches of the same file and tokenizer are removed."""
+    path = Path(path)
+    if not path.is_file():
+        read_text(path)  # raises the right error for a missing path or a directory
+    path = path.resolve()
+    raw = path.read_bytes()
+    name, stale_glob = _cache_name(path, raw, tokenizer)
+    dtype = _token_dtype(tokenizer.vocab_size)
+
+    candidates = [Path(cache_dir)] if cache_dir is not None else []
+    if _dir_is_writable(path.parent):
+        candidates.append(path.parent)
+    candidates.append(user_cache_dir())
+    for d in dict.fromkeys(candidates):  # hit in any of them counts
+        cached = _open_cached(d / name, dtype) if (d / name).is_file() else None
+        if cached is not None:
+            return cached
+
+    text = read_text(path)
+    ids = tokenizer.encode(text)
+    if ids.size and int(ids.max()) >= tokenizer.vocab_size:  # a broken custom tokenizer
+        raise ValueError(f"tokenizer produced id {int(ids.max())} >= its vocab_size "
+                         f"{tokenizer.vocab_size}")
+    for d in candidates:
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            if not _dir_is_writable(d):
+                continue
+            _write_cache(d / name, ids, dtype)
+        except OSError:
+            continue  # read-only file system, quota, ...: try the next place
+        for old in d.glob(stale_glob):
+            if old.name != name:
+                with contextlib.suppress(OSError):
+                    old.unlink()
+        cached = _open_cached(d / name, dtype)
+        if cached is not None:
+            return cached
+    # Nowhere to cache: work from memory.
+    return ids.astype(dtype)
+
+
+# ---------------------------------------------------------------------------- batches
+
+class TokenDataset:
+    """Random (x, y) batches from a token id array, as nanoGPT's ``get_batch``.
+
+    The last ``val_fraction`` of the ids is the validation split. Each split draws from
+    its own seeded numpy Generator, so evaluating does not change the training batches;
+    :meth:`state_dict` / :meth:`load_state_dict` capture the generators so a resumed run
+    draws exactly the batches the uninterrupted run would have."""
+
+    def __init__(self, ids: Any, block_size: int, batch_size: int,
+                 val_fraction: float = 0.1, seed: int = 0):
+        ids = np.asarray(ids)
+        if ids.ndim != 1:
+            raise ValueError(f"token ids must be a 1-D array; got shape {ids.shape}")
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise TypeError(f"token ids must be integers; got dtype {ids.dtype}")
+        for name, v in (("block_size", block_size), ("batch_size", batch_size)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be a positive integer; got {v!r}")
+        if not 0.0 <= float(val_fraction) < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction!r}")
+        self.block_size = int(block_size)
+        self.batch_size = int(batch_size)
+        self.val_fraction = float(val_fraction)
+        self.seed = int(seed)
+        n = len(ids)
+        n_val = int(n * self.val_fraction)
+        self.data = {"train": ids[: n - n_val], "val": ids[n - n_val:]}
+        need = self.block_size + 1
+        if len(self.data["train"]) < need or (self.val_fraction > 0 and n_val < need):
+            raise ValueError(
+                f"data has {n} tokens; need at least {self._min_tokens()} for block_size "
+                f"{self.block_size} with val_fraction {self.val_fraction} (each split needs "
+                f"block_size + 1 = {need}; the train split has {n - n_val}, the val split "
+                f"{n_val}). Use more text or a smaller block_size")
+        self.n_tokens = n
+        self._reset_rngs()
+
+    def _min_tokens(self) -> int:
+        need, f = self.block_size + 1, self.val_fraction
+
+        def ok(m: int) -> bool:
+            v = int(m * f)
+            return m - v >= need and (f == 0 or v >= need)
+
+        guess = need if f == 0 else max(int(need / f), int(need / (1 - f)), 2 * need) - 2
+        m = max(guess, need)
+        while not ok(m):
+            m += 1
+        while m > need and ok(m - 1):
+            m -= 1
+        return m
+
+    def _reset_rngs(self) -> None:
+        # One independent stream per split, both determined by the seed.
+        self.rng = {s: np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, i])))
+                    for i, s in enumerate(SPLITS)}
+        self.batches_drawn = {s: 0 for s in SPLITS}
+
+    def _split(self, split: str) -> np.ndarray:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; choose 'train' or 'val'")
+        data = self.data[split]
+        if len(data) == 0:
+            raise ValueError("there is no validation split (val_fraction is 0)")
+        return data
+
+    def get_batch(self, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+        """``(x, y)``, both int64 (batch_size, block_size); y is x shifted by one token."""
+        data = self._split(split)
+        B, T = self.batch_size, self.block_size
+        start = self.rng[split].integers(0, len(data) - T, size=B)
+        idx = start[:, None] + np.arange(T + 1)  # (B, T+1)
+        chunk = np.asarray(data[idx], dtype=np.int64)
+        self.batches_drawn[split] += 1
+        return chunk[:, :-1].copy(), chunk[:, 1:].copy()
+
+    def __len__(self) -> int:
+        return self.n_tokens
+
+    def state_dict(self) -> dict:
+        """JSON-serializable state: the generators' states and how many batches each
+        split has drawn (plus the settings, to catch resuming on different data)."""
+        return {
+            "seed": self.seed,
+            "n_tokens": self.n_tokens,
+            "block_size": self.block_size,
+            "batch_size": self.batch_size,
+            "val_fraction": self.val_fraction,
+            "batches_drawn": dict(self.batches_drawn),
+            "rng": {s: self.rng[s].bit_generator.state for s in SPLITS},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> None:
+        """Restore :meth:`state_dict` output. With ``strict`` (the default) a state saved
+        for a different number of tokens, block_size, batch_size or val_fraction raises
+        ValueError, since the batches could not match the interrupted run's."""
+        try:
+            rng_states = state["rng"]
+            drawn = state["batches_drawn"]
+            if strict:
+                mismatched = [f"{k}: saved {state[k]!r}, now {getattr(self, k)!r}"
+                              for k in ("n_tokens", "block_size", "batch_size", "val_fraction")
+                              if state[k] != getattr(self, k)]
+                if mismatched:
+                    raise ValueError("dataset state does not match this dataset ("
+                                     + "; ".join(mismatched) + "); pass strict=False to "
+                                     "restore the random streams anyway")
+            rngs = {}
+            for s in SPLITS:
+                g = np.random.Generator(np.random.PCG64())
+                g.bit_generator.state = dict(rng_states[s])
+                rngs[s] = g
+            counts = {s: int(drawn[s]) for s in SPLITS}
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"not a TokenDataset state dict (problem with {e})") from None
+        self.rng, self.batches_drawn = rngs, counts

@@ -1,0 +1,342 @@
+"""Data: corpus access, text reading, token caching, and reproducible/resumable batches."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import femtogpt.data as fdata
+from femtogpt.data import (
+    TokenDataset,
+    bundled_corpus_path,
+    load_tokens,
+    read_text,
+    token_cache_path,
+    user_cache_dir,
+)
+from femtogpt.tokenizer import ByteTokenizer, CharTokenizer
+
+
+class CountingTokenizer(CharTokenizer):
+    """A char tokenizer that counts encode calls (to see whether the cache was used)."""
+
+    calls = 0
+
+    def encode(self, text):
+        type(self).calls += 1
+        return super().encode(text)
+
+
+@pytest.fixture
+def counting():
+    CountingTokenizer.calls = 0
+    return CountingTokenizer.from_text("abcdefghijklmnopqrstuvwxyz \n")
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    # Never touch the real ~/.cache/femtogpt from tests.
+    monkeypatch.setenv("FEMTOGPT_CACHE", str(tmp_path / "user-cache"))
+
+
+def write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------------------- corpus / text
+
+def test_bundled_corpus():
+    path = bundled_corpus_path()
+    assert path.is_file() and path.name == "shakespeare.txt"
+    text = read_text(path)
+    assert len(text) == 1_151_343 and len(set(text)) == 76
+    assert text.startswith("HAMLET")
+
+
+def test_read_text_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.txt"):
+        read_text(tmp_path / "missing.txt")
+    (tmp_path / "empty.txt").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty"):
+        read_text(tmp_path / "empty.txt")
+    (tmp_path / "binary.bin").write_bytes(b"ok so far \xff\xfe\x00\x81 then junk")
+    with pytest.raises(ValueError, match=r"binary.bin is not UTF-8 text.*0xff.*offset 10"):
+        read_text(tmp_path / "binary.bin")
+    with pytest.raises(IsADirectoryError):
+        read_text(tmp_path)
+
+
+def test_read_text_utf8_and_bom(tmp_path):
+    (tmp_path / "t.txt").write_bytes("\ufeffhé😀\n".encode("utf-8"))
+    assert read_text(tmp_path / "t.txt") == "hé😀\n"
+
+
+def test_user_cache_dir(monkeypatch, tmp_path):
+    assert user_cache_dir() == tmp_path / "user-cache"
+    monkeypatch.delenv("FEMTOGPT_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert user_cache_dir() == tmp_path / "xdg" / "femtogpt"
+
+
+# ---------------------------------------------------------------------------- token cache
+
+def test_load_tokens_caches_next_to_data(tmp_path, counting):
+    data = write(tmp_path / "corpus.txt", "hello world\n" * 500)
+    ids = load_tokens(data, counting)
+    assert counting.calls == 1
+    assert isinstance(ids, np.memmap) and ids.dtype == np.uint16 and not ids.flags.writeable
+    np.testing.assert_array_equal(ids, counting.encode(read_text(data)))
+    counting.calls = 0
+    caches = list(tmp_path.glob("corpus.txt.*.tokens.npy"))
+    assert len(caches) == 1 and caches[0] == token_cache_path(data, counting)
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary files left behind
+    mtime = caches[0].stat().st_mtime_ns
+
+    again = load_tokens(data, counting)
+    assert counting.calls == 0  # served from the cache
+    assert caches[0].stat().st_mtime_ns == mtime
+    np.testing.assert_array_equal(again, ids)
+
+
+def test_load_tokens_cache_invalidated_when_file_changes(tmp_path, counting):
+    data = write(tmp_path / "corpus.txt", "abc abc abc\n" * 100)
+    first = load_tokens(data, counting)
+    old_cache = token_cache_path(data, counting)
+    write(data, "xyz xyz\n" * 100)
+    second = load_tokens(data, counting)
+    assert counting.calls == 2
+    assert len(second) == 800 and len(first) == 1200
+    np.testing.assert_array_equal(second, counting.encode("xyz xyz\n" * 100))
+    # The stale cache of the same file and tokenizer is gone.
+    assert not old_cache.exists()
+    assert len(list(tmp_path.glob("corpus.txt.*.tokens.npy"))) == 1
+
+
+def test_load_tokens_same_size_edit_keeps_mtime_detection(tmp_path, counting):
+    data = write(tmp_path / "corpus.txt", "aaaa\n")
+    load_tokens(data, counting)
+    st = data.stat()
+    write(data, "bbbb\n")
+    os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size and mtime, new content
+    np.testing.assert_array_equal(load_tokens(data, counting), counting.encode("bbbb\n"))
+    assert counting.calls == 3  # 2 loads + the reference encode
+
+
+def test_load_tokens_cache_per_tokenizer(tmp_path):
+    data = write(tmp_path / "corpus.txt", "héllo\n" * 50)
+    chars = load_tokens(data, CharTokenizer.from_text(read_text(data)))
+    raw = load_tokens(data, ByteTokenizer())
+    assert len(chars) == 300 and len(raw) == 350
+    assert len(list(tmp_path.glob("corpus.txt.*.tokens.npy"))) == 2
+
+
+def test_load_tokens_falls_back_to_user_cache(tmp_path, counting, monkeypatch):
+    datadir = tmp_path / "site-packages"
+    datadir.mkdir()
+    data = write(datadir / "corpus.txt", "read only data\n" * 20)
+    # We run as root, where chmod does not stop writes: simulate the read-only directory.
+    real = fdata._dir_is_writable
+    monkeypatch.setattr(fdata, "_dir_is_writable",
+                        lambda d: False if d.resolve() == datadir.resolve() else real(d))
+    ids = load_tokens(data, counting)
+    assert list(datadir.iterdir()) == [data]
+    cache = tmp_path / "user-cache"
+    assert len(list(cache.glob("corpus.txt.*.tokens.npy"))) == 1
+    assert token_cache_path(data, counting).parent == cache
+    load_tokens(data, counting)
+    assert counting.calls == 1
+    np.testing.assert_array_equal(ids, counting.encode("read only data\n" * 20))
+
+
+def test_load_tokens_explicit_cache_dir(tmp_path, counting):
+    data = write(tmp_path / "corpus.txt", "abc\n" * 20)
+    load_tokens(data, counting, cache_dir=tmp_path / "mine")
+    assert len(list((tmp_path / "mine").glob("*.tokens.npy"))) == 1
+    assert not list(tmp_path.glob("*.tokens.npy"))
+
+
+def test_load_tokens_rebuilds_a_damaged_cache(tmp_path, counting):
+    data = write(tmp_path / "corpus.txt", "abc\n" * 20)
+    load_tokens(data, counting)
+    token_cache_path(data, counting).write_bytes(b"\x93NUMPY garbage")
+    np.testing.assert_array_equal(load_tokens(data, counting), counting.encode("abc\n" * 20))
+    assert counting.calls == 3
+
+
+def test_load_tokens_unknown_char_and_missing_file(tmp_path):
+    data = write(tmp_path / "corpus.txt", "abc!")
+    with pytest.raises(ValueError, match="'!'"):
+        load_tokens(data, CharTokenizer.from_text("abc"))
+    with pytest.raises(FileNotFoundError, match="nothere.txt"):
+        load_tokens(tmp_path / "nothere.txt", ByteTokenizer())
+
+
+def test_load_tokens_bundled_corpus(tmp_path, monkeypatch):
+    # A copy stands in for the installed corpus; its directory is "read-only".
+    shutil.copy(bundled_corpus_path(), tmp_path / "shakespeare.txt")
+    monkeypatch.setattr(fdata, "_dir_is_writable", lambda d: d != tmp_path)
+    tok = CharTokenizer.from_text(read_text(tmp_path / "shakespeare.txt"))
+    ids = load_tokens(tmp_path / "shakespeare.txt", tok)
+    assert ids.shape == (1_151_343,) and ids.dtype == np.uint16
+    assert tok.decode(ids[:6]) == "HAMLET"
+
+
+def test_token_dtype():
+    assert fdata._token_dtype(76) == np.uint16
+    assert fdata._token_dtype(65536) == np.uint16
+    assert fdata._token_dtype(65537) == np.uint32
+    assert fdata._token_dtype(50257) == np.uint16
+
+
+# ---------------------------------------------------------------------------- batches
+
+def make_ids(n=10_000, vocab=50, seed=1):
+    return np.random.default_rng(seed).integers(0, vocab, size=n).astype(np.uint16)
+
+
+def test_batches_shapes_and_shift():
+    ids = make_ids()
+    ds = TokenDataset(ids, block_size=17, batch_size=5)
+    x, y = ds.get_batch("train")
+    assert x.shape == y.shape == (5, 17)
+    assert x.dtype == y.dtype == np.int64 and type(x) is np.ndarray
+    np.testing.assert_array_equal(x[:, 1:], y[:, :-1])
+    # Each row is a contiguous window of the train split.
+    for row_x, row_y in zip(x, y):
+        starts = [i for i in range(9000 - 17) if ids[i] == row_x[0] and
+                  np.array_equal(ids[i:i + 17], row_x)]
+        assert starts and np.array_equal(ids[starts[0] + 1:starts[0] + 18], row_y)
+
+
+def test_val_split_is_last_fraction():
+    ids = np.arange(1000, dtype=np.int64)
+    ds = TokenDataset(ids, block_size=8, batch_size=64, val_fraction=0.1)
+    np.testing.assert_array_equal(ds.data["train"], np.arange(900))
+    np.testing.assert_array_equal(ds.data["val"], np.arange(900, 1000))
+    xv, yv = ds.get_batch("val")
+    assert xv.min() >= 900 and yv.max() <= 999
+    xt, yt = ds.get_batch("train")
+    assert yt.max() <= 899
+    np.testing.assert_array_equal(yv - xv, 1)
+
+
+def test_batches_are_deterministic_and_splits_independent():
+    ids = make_ids()
+    a = TokenDataset(ids, 16, 4, seed=7)
+    b = TokenDataset(ids, 16, 4, seed=7)
+    c = TokenDataset(ids, 16, 4, seed=8)
+    ta = [a.get_batch("train")[0] for _ in range(5)]
+    # b evaluates in between: the train batches must not change.
+    tb = []
+    for _ in range(5):
+        b.get_batch("val")
+        tb.append(b.get_batch("train")[0])
+    for u, v in zip(ta, tb):
+        np.testing.assert_array_equal(u, v)
+    assert not np.array_equal(ta[0], c.get_batch("train")[0])
+
+
+def test_resume_draws_the_uninterrupted_batches():
+    ids = make_ids()
+    full = TokenDataset(ids, 32, 8, seed=3)
+    ref = [full.get_batch("train") for _ in range(10)]
+    ref_val = [full.get_batch("val") for _ in range(3)]
+
+    first = TokenDataset(ids, 32, 8, seed=3)
+    for _ in range(4):
+        first.get_batch("train")
+    first.get_batch("val")
+    state = json.loads(json.dumps(first.state_dict()))  # survives a JSON file
+    assert state["batches_drawn"] == {"train": 4, "val": 1}
+
+    resumed = TokenDataset(ids, 32, 8, seed=999)  # the seed comes from the state
+    resumed.load_state_dict(state)
+    assert resumed.batches_drawn == {"train": 4, "val": 1}
+    for k in range(4, 10):
+        x, y = resumed.get_batch("train")
+        np.testing.assert_array_equal(x, ref[k][0])
+        np.testing.assert_array_equal(y, ref[k][1])
+    for k in range(1, 3):
+        np.testing.assert_array_equal(resumed.get_batch("val")[0], ref_val[k][0])
+    assert resumed.batches_drawn == {"train": 10, "val": 3}
+
+
+def test_load_state_dict_checks():
+    ids = make_ids()
+    state = TokenDataset(ids, 32, 8).state_dict()
+    other = TokenDataset(ids[:5000], 32, 8)
+    with pytest.raises(ValueError, match="n_tokens: saved 10000, now 5000"):
+        other.load_state_dict(state)
+    other.load_state_dict(state, strict=False)
+    with pytest.raises(ValueError, match="not a TokenDataset state"):
+        other.load_state_dict({"seed": 0})
+
+
+def test_too_short_data():
+    with pytest.raises(ValueError, match=r"data has 50 tokens; need at least 330 for block_size 32"):
+        TokenDataset(np.arange(50), block_size=32, batch_size=4)
+    # Exactly enough works; one fewer does not.
+    ds = TokenDataset(np.arange(330), block_size=32, batch_size=4)
+    assert len(ds.data["val"]) == 33
+    ds.get_batch("val")
+    with pytest.raises(ValueError, match="need at least 330"):
+        TokenDataset(np.arange(329), block_size=32, batch_size=4)
+    # Without a validation split only the train split needs block_size + 1.
+    ds = TokenDataset(np.arange(33), block_size=32, batch_size=2, val_fraction=0.0)
+    x, y = ds.get_batch("train")
+    np.testing.assert_array_equal(x[0], np.arange(32))
+    with pytest.raises(ValueError, match="no validation split"):
+        ds.get_batch("val")
+
+
+def test_min_tokens_message_is_exact():
+    for block, frac in [(1, 0.1), (7, 0.05), (64, 0.1), (5, 0.5), (3, 0.9), (10, 0.0)]:
+        ds_need = None
+        with pytest.raises(ValueError) as e:
+            TokenDataset(np.arange(2), block, 1, val_fraction=frac)
+        ds_need = int(str(e.value).split("need at least ")[1].split()[0])
+        TokenDataset(np.arange(ds_need), block, 1, val_fraction=frac)
+        with pytest.raises(ValueError):
+            TokenDataset(np.arange(ds_need - 1), block, 1, val_fraction=frac)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(block_size=0, batch_size=1), "block_size"),
+    (dict(block_size=4, batch_size=0), "batch_size"),
+    (dict(block_size=4, batch_size=1, val_fraction=1.0), "val_fraction"),
+    (dict(block_size=4.5, batch_size=1), "block_size"),
+])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TokenDataset(np.arange(1000), **kwargs)
+
+
+def test_bad_ids_and_split():
+    with pytest.raises(ValueError, match="1-D"):
+        TokenDataset(np.zeros((10, 10), dtype=np.int64), 4, 1)
+    with pytest.raises(TypeError, match="integers"):
+        TokenDataset(np.zeros(100), 4, 1)
+    with pytest.raises(ValueError, match="unknown split"):
+        TokenDataset(np.arange(100), 4, 1).get_batch("test")
+
+
+def test_dataset_from_memmap(tmp_path):
+    data = write(tmp_path / "c.txt", "the quick brown fox\n" * 200)
+    tok = CharTokenizer.from_text(read_text(data))
+    ids = load_tokens(data, tok)
+    ds = TokenDataset(ids, 16, 3)
+    x, y = ds.get_batch()
+    assert x.dtype == np.int64
+    assert all(s in "the quick brown fox\n" * 2 for s in map(tok.decode, x))
+
+
+def test_load_tokens_with_nowhere_to_cache(tmp_path, counting, monkeypatch):
+    data = write(tmp_path / "corpus.txt", "abc\n" * 20)
+    monkeypatch.setattr(fdata, "_dir_is_writable", lambda d: False)
+    ids = load_tokens(data, counting)
+    assert ids.dtype == np.uint16 and not isinstance(ids, np.memmap)
+    np.testing.assert_array_equal(ids, counting.encode("abc\n" * 20))
+    assert list(tmp_path.glob("**/*.npy")) == []
