@@ -340,3 +340,17 @@ def test_load_tokens_with_nowhere_to_cache(tmp_path, counting, monkeypatch):
     assert ids.dtype == np.uint16 and not isinstance(ids, np.memmap)
     np.testing.assert_array_equal(ids, counting.encode("abc\n" * 20))
     assert list(tmp_path.glob("**/*.npy")) == []
+
+
+def test_load_tokens_with_bpe(tmp_path):
+    pytest.importorskip("tokenizers")
+    from femtogpt.tokenizer import BPETokenizer
+
+    text = read_text(bundled_corpus_path())[:50_000] + "ünïcode ✓\n"
+    data = write(tmp_path / "c.txt", text)
+    tok = BPETokenizer.train(text, 300)
+    ids = load_tokens(data, tok)
+    assert ids.dtype == np.uint16 and tok.decode(ids) == text
+    again = load_tokens(data, BPETokenizer.from_dict(tok.to_dict()))  # an equal one hits the cache
+    assert again.filename == ids.filename
+    assert len(list(tmp_path.glob("*.tokens.npy"))) == 1

@@ -92,7 +92,8 @@ def _cache_name(path: Path, raw: bytes, tokenizer: Any) -> tuple[str, str]:
     h.update(raw)
     h.update(f"|{st.st_size}|{st.st_mtime_ns}".encode())
     tok = tokenizer_fingerprint(tokenizer)
-    prefix = f"{path.name}.{tokenizer.kind}{tokenizer.vocab_size}-{tok[:12]}"
+    kind = getattr(tokenizer, "kind", type(tokenizer).__name__)
+    prefix = f"{path.name}.{kind}{tokenizer.vocab_size}-{tok[:12]}"
     return f"{prefix}.{h.hexdigest()[:16]}.tokens.npy", f"{prefix}.*.tokens.npy"
 
 
