@@ -1,0 +1,128 @@
+// Activations: generic kernels (OpenMP over blocks of elements) and references.
+#include "cpu/activation.h"
+
+#include <cmath>
+#include <type_traits>
+
+#include "cpu/isa.h"
+#include "parallel.h"
+
+namespace femtogpt::cpu {
+
+namespace {
+
+constexpr int64_t kParallelElems = 32768;
+constexpr double kSqrt2OverPi = 0.7978845608028654;   // sqrt(2/pi)
+constexpr double kGeluCubic = 0.044715;
+constexpr double kInvSqrt2 = 0.7071067811865476;      // 1/sqrt(2)
+constexpr double kInvSqrt2Pi = 0.3989422804014327;    // 1/sqrt(2 pi)
+
+// GELU-tanh and its derivative as the reference writes them (double precision).
+inline double gelu_tanh_ref(double x) {
+    double u = kSqrt2OverPi * (x + kGeluCubic * x * x * x);
+    return 0.5 * x * (1.0 + std::tanh(u));
+}
+inline double gelu_tanh_grad_ref(double x) {
+    double u = kSqrt2OverPi * (x + kGeluCubic * x * x * x);
+    double t = std::tanh(u);
+    // d/dx 0.5 x (1 + tanh(u)) = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx
+    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * kSqrt2OverPi * (1.0 + 3.0 * kGeluCubic * x * x);
+}
+
+// The same in T, through 0.5 (1 + tanh(u)) = s = 1 / (1 + exp(-2u)) and
+// 1 - tanh(u)^2 = 4 s (1 - s): no cancellation in 1 + tanh(u) for x << 0,
+// where float32 would lose all digits of the tail.
+template <typename T>
+inline T gelu_tanh(T x) {
+    T u = T(kSqrt2OverPi) * (x + T(kGeluCubic) * x * x * x);
+    return x / (T(1) + std::exp(T(-2) * u));
+}
+template <typename T>
+inline T gelu_tanh_grad(T x) {
+    T x2 = x * x;
+    T u = T(kSqrt2OverPi) * (x + T(kGeluCubic) * x2 * x);
+    T s = T(1) / (T(1) + std::exp(T(-2) * u));
+    // d/dx x s(2u) = s + x * 2 s (1 - s) du/dx
+    return s + T(2) * x * s * (T(1) - s) * T(kSqrt2OverPi) * (T(1) + T(3 * kGeluCubic) * x2);
+}
+template <typename T>
+inline T gelu_erf(T x) {
+    return T(0.5) * x * (T(1) + std::erf(x * T(kInvSqrt2)));
+}
+template <typename T>
+inline T gelu_erf_grad(T x) {
+    // d/dx x Phi(x) = Phi(x) + x phi(x)
+    return T(0.5) * (T(1) + std::erf(x * T(kInvSqrt2))) + x * T(kInvSqrt2Pi) * std::exp(T(-0.5) * x * x);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- reference (double precision math)
+
+// out (n) <- x (n)
+template <typename T>
+void gelu_forward_reference(T* out, const T* x, int64_t n, GeluApprox approx) {
+    for (int64_t i = 0; i < n; i++)
+        out[i] = T(approx == GeluApprox::tanh ? gelu_tanh_ref(x[i]) : gelu_erf<double>(x[i]));
+}
+
+// dx (n) <- dout (n), x (n)
+template <typename T>
+void gelu_backward_reference(T* dx, const T* dout, const T* x, int64_t n, GeluApprox approx) {
+    for (int64_t i = 0; i < n; i++)
+        dx[i] = T(double(dout[i]) * (approx == GeluApprox::tanh ? gelu_tanh_grad_ref(x[i])
+                                                                 : gelu_erf_grad<double>(x[i])));
+}
+
+// ---------------------------------------------------------------- generic fast path
+
+// out (n) <- x (n)
+template <typename T>
+void gelu_forward(T* out, const T* x, int64_t n, GeluApprox approx) {
+    if (approx == GeluApprox::tanh) {
+#pragma omp parallel for simd schedule(static) if (n > kParallelElems)
+        for (int64_t i = 0; i < n; i++) out[i] = gelu_tanh<T>(x[i]);
+    } else {
+#pragma omp parallel for simd schedule(static) if (n > kParallelElems)
+        for (int64_t i = 0; i < n; i++) out[i] = gelu_erf<T>(x[i]);
+    }
+}
+
+// dx (n) <- dout (n), x (n)
+template <typename T>
+void gelu_backward(T* dx, const T* dout, const T* x, int64_t n, GeluApprox approx) {
+    if (approx == GeluApprox::tanh) {
+#pragma omp parallel for simd schedule(static) if (n > kParallelElems)
+        for (int64_t i = 0; i < n; i++) dx[i] = dout[i] * gelu_tanh_grad<T>(x[i]);
+    } else {
+#pragma omp parallel for simd schedule(static) if (n > kParallelElems)
+        for (int64_t i = 0; i < n; i++) dx[i] = dout[i] * gelu_erf_grad<T>(x[i]);
+    }
+}
+
+// out (n) <- x (n)
+template <typename T>
+void relu_forward(T* out, const T* x, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > kParallelElems)
+    for (int64_t i = 0; i < n; i++) out[i] = x[i] > T(0) ? x[i] : T(0);
+}
+
+// dx (n) <- dout (n), out (n)
+template <typename T>
+void relu_backward(T* dx, const T* dout, const T* out, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > kParallelElems)
+    for (int64_t i = 0; i < n; i++) dx[i] = out[i] > T(0) ? dout[i] : T(0);
+}
+
+#define FG_INSTANTIATE(T)                                                                       \
+    template void gelu_forward<T>(T*, const T*, int64_t, GeluApprox);                           \
+    template void gelu_forward_reference<T>(T*, const T*, int64_t, GeluApprox);                 \
+    template void gelu_backward<T>(T*, const T*, const T*, int64_t, GeluApprox);                \
+    template void gelu_backward_reference<T>(T*, const T*, const T*, int64_t, GeluApprox);      \
+    template void relu_forward<T>(T*, const T*, int64_t);                                       \
+    template void relu_backward<T>(T*, const T*, const T*, int64_t);
+FG_INSTANTIATE(float)
+FG_INSTANTIATE(double)
+#undef FG_INSTANTIATE
+
+}  // namespace femtogpt::cpu

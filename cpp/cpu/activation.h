@@ -1,0 +1,38 @@
+// Elementwise activations of a GPT's MLP: GELU (exact or tanh approximation) and ReLU.
+//
+// Sizes: n elements (any shape, flattened). Backward RETURNS dx (written, not accumulated).
+#pragma once
+
+#include <cstdint>
+
+namespace femtogpt::cpu {
+
+// GELU(x) = x * Phi(x). `tanh`: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), as GPT-2;
+// `none`: the exact 0.5 x (1 + erf(x / sqrt(2))).
+enum class GeluApprox { none, tanh };
+
+// out (n) <- x (n)
+template <typename T>
+void gelu_forward(T* out, const T* x, int64_t n, GeluApprox approx);
+template <typename T>
+void gelu_forward_reference(T* out, const T* x, int64_t n, GeluApprox approx);
+
+// dx (n) <- dout (n), x (n)
+template <typename T>
+void gelu_backward(T* dx, const T* dout, const T* x, int64_t n, GeluApprox approx);
+template <typename T>
+void gelu_backward_reference(T* dx, const T* dout, const T* x, int64_t n, GeluApprox approx);
+
+// out (n) <- x (n): max(x, 0)
+template <typename T>
+void relu_forward(T* out, const T* x, int64_t n);
+// dx (n) <- dout (n), out (n): dout where out > 0, else 0 (the forward output suffices)
+template <typename T>
+void relu_backward(T* dx, const T* dout, const T* out, int64_t n);
+
+// AVX2+FMA float32 GELU-tanh (activation_avx2.cpp): tanh from an exp polynomial,
+// within a few ulp of std::tanh; same contract as the generic kernels.
+void gelu_tanh_forward_avx2(float* out, const float* x, int64_t n);
+void gelu_tanh_backward_avx2(float* dx, const float* dout, const float* x, int64_t n);
+
+}  // namespace femtogpt::cpu

@@ -1,0 +1,44 @@
+// Layer normalization over the last dimension.
+//
+// Sizes: N rows (every leading dimension flattened), C channels.
+// Forward saves exactly what backward needs: the per-row mean and reciprocal
+// standard deviation (rstd = 1/sqrt(var + eps), biased variance, as torch).
+// weight and bias may be null (no affine transform). Backward RETURNS fresh
+// gradients (it writes, never accumulates).
+//
+// Determinism: each row is reduced by one thread; dweight/dbias are reduced over
+// rows in fixed chunks of kLayerNormRowsPerChunk rows (a partition that does not
+// depend on the thread count), the chunk partials then summed in chunk order, so
+// any number of threads gives bitwise the same result.
+#pragma once
+
+#include <cstdint>
+
+namespace femtogpt::cpu {
+
+constexpr int64_t kLayerNormRowsPerChunk = 64;
+
+// out (N,C), mean (N), rstd (N) <- x (N,C), weight (C) | null, bias (C) | null
+template <typename T>
+void layernorm_forward(T* out, T* mean, T* rstd, const T* x, const T* weight, const T* bias, int64_t N, int64_t C,
+                       double eps);
+template <typename T>
+void layernorm_forward_reference(T* out, T* mean, T* rstd, const T* x, const T* weight, const T* bias, int64_t N,
+                                 int64_t C, double eps);
+
+// dx (N,C), dweight (C) | null, dbias (C) | null <- dout (N,C), x (N,C), weight (C) | null, mean (N), rstd (N)
+// dweight and dbias may each be null (not wanted); dweight = sum over rows of dout * xhat, dbias = sum of dout.
+template <typename T>
+void layernorm_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* weight, const T* mean,
+                        const T* rstd, int64_t N, int64_t C);
+template <typename T>
+void layernorm_backward_reference(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* weight,
+                                  const T* mean, const T* rstd, int64_t N, int64_t C);
+
+// AVX2+FMA float32 kernels (norm_avx2.cpp); same contract as the generic ones.
+void layernorm_forward_avx2(float* out, float* mean, float* rstd, const float* x, const float* weight,
+                            const float* bias, int64_t N, int64_t C, double eps);
+void layernorm_backward_avx2(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
+                             const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C);
+
+}  // namespace femtogpt::cpu

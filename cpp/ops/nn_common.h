@@ -1,0 +1,52 @@
+// Helpers shared by the nn op files (nn.cpp, nn_loss.cpp): argument checks and
+// dtype dispatch. Internal to cpp/ops.
+#pragma once
+
+#include <string>
+
+#include "tensor.h"
+
+namespace femtogpt::ops::nn_detail {
+
+// Calls f(T{}) with T = float or double, the dtype of a float tensor (checked before).
+template <typename F>
+void dispatch_float(DType dt, F&& f) {
+    if (dt == DType::float32)
+        f(float{});
+    else
+        f(double{});
+}
+
+// Calls f(I{}) with I = int32_t or int64_t, the dtype of an index tensor (checked before).
+template <typename F>
+void dispatch_index(DType dt, F&& f) {
+    if (dt == DType::int32)
+        f(int32_t{});
+    else
+        f(int64_t{});
+}
+
+inline void check_cpu(const Tensor& t, const char* op) {
+    FG_CHECK(t.device().type == DeviceType::cpu, op, ": no kernel for device ", t.device().str());
+}
+
+// `t` is a float tensor like `ref` (same dtype and device).
+inline void check_float_like(const Tensor& t, const Tensor& ref, const char* op, const char* what) {
+    FG_CHECK_TYPE(is_floating(t.dtype()), op, ": ", what, " must be a float32 or float64 tensor, got ",
+                  dtype_name(t.dtype()));
+    FG_CHECK_TYPE(t.dtype() == ref.dtype(), op, ": ", what, " has dtype ", dtype_name(t.dtype()), ", expected ",
+                  dtype_name(ref.dtype()), " (the dtype of the input)");
+    check_same_device(t, ref, op);
+}
+
+inline void check_index_tensor(const Tensor& t, const char* op, const char* what) {
+    FG_CHECK_TYPE(t.dtype() == DType::int32 || t.dtype() == DType::int64, op, ": ", what,
+                  " must be an int32 or int64 tensor, got ", dtype_name(t.dtype()));
+}
+
+inline void check_same_shape(const Tensor& a, const Tensor& b, const char* op, const char* an, const char* bn) {
+    FG_CHECK(a.shape() == b.shape(), op, ": ", an, " has shape ", shape_str(a.shape()), " but ", bn, " has shape ",
+             shape_str(b.shape()), "; expected the same shape");
+}
+
+}  // namespace femtogpt::ops::nn_detail
