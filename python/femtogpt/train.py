@@ -84,7 +84,8 @@ class Trainer:
         path = cfg.data or data_mod.bundled_corpus_path()
         if tokenizer is None:
             text = data_mod.read_text(path)
-            tokenizer = tok_mod.make_tokenizer(cfg.tokenizer, text, vocab_size=cfg.vocab_size)
+            vocab = cfg.vocab_size if cfg.tokenizer == "bpe" else None
+            tokenizer = tok_mod.make_tokenizer(cfg.tokenizer, text, vocab_size=vocab)
         self.tokenizer = tokenizer
         ids = data_mod.load_tokens(path, tokenizer)
         block_size = cfg.block_size or preset["block_size"]

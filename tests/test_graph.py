@@ -1,0 +1,261 @@
+"""The autodiff graph: gradients of every functional op (finite differences in float64),
+accumulation, no_grad, freeing saved activations, and the errors of misuse."""
+
+import numpy as np
+import pytest
+
+import femtogpt as fg
+import femtogpt.functional as F
+from femtogpt.testing import GradcheckError, gradcheck
+
+
+def t64(rng, *shape, grad=True, scale=1.0):
+    return fg.tensor(rng.standard_normal(shape) * scale, requires_grad=grad)
+
+
+# ---- gradients against finite differences, on odd shapes ------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (7, 13)])
+def test_linear_with_and_without_bias(rng, shape):
+    n, cin = shape
+    x, w, b = t64(rng, 2, n, cin), t64(rng, 5, cin), t64(rng, 5)
+    gradcheck(lambda x, w, b: F.linear(x, w, b), [x, w, b])
+    gradcheck(lambda x, w: F.linear(x, w), [x, w])
+
+
+@pytest.mark.parametrize("shapes", [((3, 4), (4, 5)), ((2, 3, 4), (2, 4, 5)), ((2, 3, 4), (4, 5)),
+                                    ((2, 2, 3, 4), (2, 2, 4, 1))])
+def test_matmul(rng, shapes):
+    a, b = t64(rng, *shapes[0]), t64(rng, *shapes[1])
+    gradcheck(lambda a, b: a @ b, [a, b])
+    np.testing.assert_allclose((a @ b).numpy(), a.numpy() @ b.numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("approximate", ["tanh", "none"])
+def test_gelu(rng, approximate):
+    gradcheck(lambda x: F.gelu(x, approximate=approximate), [t64(rng, 3, 7)])
+
+
+def test_relu(rng):
+    x = t64(rng, 4, 5)
+    x.numpy()[np.abs(x.numpy()) < 0.05] = 0.3  # keep away from the kink, where differences are meaningless
+    gradcheck(F.relu, [x])
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_layer_norm(rng, affine):
+    x = t64(rng, 2, 3, 7)
+    if affine:
+        w, b = t64(rng, 7), t64(rng, 7)
+        gradcheck(lambda x, w, b: F.layer_norm(x, (7,), w, b), [x, w, b])
+    else:
+        gradcheck(lambda x: F.layer_norm(x, 7), [x])
+
+
+def test_softmax_and_log_softmax(rng):
+    gradcheck(F.softmax, [t64(rng, 3, 5)])
+    gradcheck(F.log_softmax, [t64(rng, 1, 13)])
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy(rng, reduction):
+    logits = t64(rng, 7, 5)
+    targets = np.array([0, 4, 2, -100, 1, 1, 3])
+    gradcheck(lambda z: F.cross_entropy(z, targets, reduction=reduction), [logits])
+
+
+def test_embedding(rng):
+    w = t64(rng, 11, 3)
+    idx = np.array([[1, 5, 1], [10, 0, 5]])  # repeated indices accumulate
+    gradcheck(lambda w: F.embedding(idx, w), [w])
+
+
+def test_dropout_gradient_uses_the_same_mask(rng):
+    x = t64(rng, 5, 7)
+    gradcheck(lambda x: F.dropout(x, 0.3, seed=7), [x])
+
+
+@pytest.mark.parametrize("impl", ["flash", "standard"])
+@pytest.mark.parametrize("causal", [True, False])
+def test_attention(rng, impl, causal):
+    q, k, v = t64(rng, 1, 2, 5, 3), t64(rng, 1, 2, 5, 3), t64(rng, 1, 2, 5, 3)
+    gradcheck(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal, impl=impl, block_q=2,
+                                                             block_k=3), [q, k, v])
+
+
+@pytest.mark.parametrize("shapes", [((3, 4), (3, 4)), ((2, 3, 4), (4,)), ((2, 3, 4), (3, 4)), ((3, 4), ()),
+                                    ((4,), (3, 4)), ((2, 1, 4), (3, 1))])
+@pytest.mark.parametrize("op", ["add", "sub", "mul"])
+def test_broadcasting_binary_ops(rng, shapes, op):
+    a, b = t64(rng, *shapes[0]), t64(rng, *shapes[1])
+    fn = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b}[op]
+    gradcheck(fn, [a, b])
+    np.testing.assert_allclose(fn(a, b).numpy(), fn(a.numpy(), b.numpy()), rtol=1e-12)
+
+
+def test_scalar_ops(rng):
+    x = t64(rng, 3, 2)
+    gradcheck(lambda x: (2.5 * x - 1.0) / 4.0 + 3.0, [x])
+    gradcheck(lambda x: -x, [x])
+    np.testing.assert_allclose(((2.5 * x - 1.0) / 4.0).numpy(), (2.5 * x.numpy() - 1.0) / 4.0)
+
+
+def test_shape_ops(rng):
+    x = t64(rng, 2, 3, 4)
+    gradcheck(lambda x: x.reshape(4, 6) * 1.0, [x])
+    gradcheck(lambda x: x.permute(2, 0, 1), [x])
+    gradcheck(lambda x: x.transpose(0, 1), [x])
+    a, b, c = F.split(x, [1, 2, 1], dim=2)
+    np.testing.assert_array_equal(b.numpy(), x.numpy()[:, :, 1:3])
+    gradcheck(lambda x: F.split(x, 3, dim=-1)[1], [x])
+    gradcheck(lambda x: F.chunk(x, 2, dim=2)[1] * F.chunk(x, 2, dim=2)[0], [x])
+    y = t64(rng, 2, 1, 4)
+    gradcheck(lambda x, y: F.cat([x, y], dim=1), [x, y])
+
+
+def test_reductions(rng):
+    x = t64(rng, 3, 5)
+    gradcheck(lambda x: (x * x).sum(), [x])
+    gradcheck(lambda x: x.mean(), [x])
+    assert abs(x.sum().item() - x.numpy().sum()) < 1e-12
+
+
+def test_gradcheck_catches_a_wrong_gradient(rng):
+    x = t64(rng, 3)
+
+    def wrong(x):
+        out = F.scale(x, 2.0)
+        out._backward = lambda g: (fg._core.scale(g, 3.0),)  # claims d(2x)/dx = 3
+        return out
+
+    with pytest.raises(GradcheckError, match="analytic"):
+        gradcheck(wrong, [x])
+
+
+# ---- float32 forward against a float64 numpy reference --------------------------------------
+
+
+def test_float32_mlp_matches_numpy(rng):
+    x = rng.standard_normal((7, 13)).astype(np.float32)
+    w = (rng.standard_normal((5, 13)) * 0.3).astype(np.float32)
+    y = F.gelu(F.linear(fg.tensor(x), fg.tensor(w)), approximate="tanh").numpy()
+    z = x.astype(np.float64) @ w.T.astype(np.float64)
+    ref = 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z ** 3)))
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+
+
+# ---- graph semantics ---------------------------------------------------------------------------
+
+
+def test_issue_example():
+    rng = np.random.default_rng(0)
+    x = fg.tensor(rng.standard_normal((4, 8)).astype(np.float32), requires_grad=True)
+    w = fg.tensor(rng.standard_normal((16, 8)).astype(np.float32), requires_grad=True)
+    y = F.gelu(F.linear(x, w)).sum()
+    y.backward()
+    assert x.grad.shape == (4, 8) and w.grad.shape == (16, 8)
+    assert np.abs(x.grad.numpy()).sum() > 0
+
+
+def test_gradient_accumulates_when_a_tensor_is_used_twice(rng):
+    x = t64(rng, 3)
+    (x * x + x).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), 2 * x.numpy() + 1)
+
+
+def test_gradients_accumulate_across_backward_calls(rng):
+    x = t64(rng, 3)
+    (x * 2.0).sum().backward()
+    (x * 3.0).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), np.full(3, 5.0))
+    x.zero_grad()
+    assert x.grad is None
+
+
+def test_no_grad_records_nothing(rng):
+    x = t64(rng, 3)
+    with fg.no_grad():
+        y = x * 2.0
+    assert not y.requires_grad and y.is_leaf
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        y.sum().backward()
+
+
+def test_only_tensors_that_require_grad_are_recorded(rng):
+    a, b = t64(rng, 3, grad=False), t64(rng, 3, grad=False)
+    assert not (a * b).requires_grad
+
+
+def test_second_backward_through_a_freed_graph_is_an_error(rng):
+    x = t64(rng, 3)
+    y = (x * x).sum()
+    y.backward()
+    with pytest.raises(RuntimeError, match="second time"):
+        y.backward()
+
+
+def test_backward_of_a_non_scalar_needs_a_gradient(rng):
+    x = t64(rng, 3)
+    with pytest.raises(RuntimeError, match="non-scalar"):
+        (x * 2.0).backward()
+    y = x * 2.0
+    with pytest.raises(ValueError, match="gradient has shape"):
+        y.backward(np.ones(4))
+
+
+def test_detach_cuts_the_graph(rng):
+    x = t64(rng, 3)
+    y = (x * 2.0).detach()
+    assert not y.requires_grad
+
+
+def test_saved_activations_are_freed_during_backward(rng):
+    """Memory falls while backward runs, not only at its end: the pool's current bytes, sampled
+    from inside a backward closure late in the order, are below their value at the start."""
+    x = fg.tensor(rng.standard_normal((64, 256)).astype(np.float32), requires_grad=True)
+    w = [fg.tensor(rng.standard_normal((256, 256)).astype(np.float32) * 0.05, requires_grad=True) for _ in range(6)]
+    h = x
+    for wi in w:
+        h = F.gelu(F.linear(h, wi))
+    loss = h.sum()
+    seen = []
+    first = w[0]
+    orig = None
+
+    # Wrap the backward of the first layer's linear output (the last node to run) to sample memory.
+    node = loss
+    stack = [loss]
+    target = None
+    while stack:
+        n = stack.pop()
+        if first in n._parents:
+            target = n
+            break
+        stack.extend(p for p in n._parents if p is not None)
+    orig = target._backward
+
+    def probe(g):
+        seen.append(fg.memory_stats()["current_bytes"])
+        return orig(g)
+
+    target._backward = probe
+    del node, stack, n, h
+    start = fg.memory_stats()["current_bytes"]
+    loss.backward()
+    assert seen and seen[0] < start
+
+
+def test_type_errors(rng):
+    i = fg.tensor(np.arange(6).reshape(2, 3))
+    with pytest.raises(TypeError):
+        F.gelu(i)
+    with pytest.raises(TypeError):
+        fg.tensor(np.arange(3), requires_grad=True)
+    with pytest.raises(ValueError, match=r"\(2, 3\).*\(5, 4\)|\(5, 4\).*\(2, 3\)"):
+        F.linear(fg.tensor(np.ones((2, 3), np.float32)), fg.tensor(np.ones((5, 4), np.float32)))
+    with pytest.raises(ValueError, match="cannot be broadcast"):
+        t64(rng, 2, 3) + t64(rng, 4)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        F.dropout(t64(rng, 3), 1.0)
+
