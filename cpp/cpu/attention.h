@@ -1,0 +1,76 @@
+// Scaled dot-product attention on the CPU: a standard path and a flash path.
+//
+// Size letters: B batch, H heads, Tq queries, Tk keys, D head dimension.
+// All tensors are contiguous row-major: q (B,H,Tq,D), k and v (B,H,Tk,D), out (B,H,Tq,D).
+//
+//   S = scale * Q K^T (Tq,Tk);  P = softmax(S) over keys;  O = P V.
+//
+// Causal masking aligns the queries to the END of the keys: query i sits at absolute
+// position Tk-Tq+i and sees keys 0..Tk-Tq+i (a KV cache's new queries); with Tq == Tk it is
+// the usual lower-triangular mask. Causal needs Tq <= Tk, so no row is ever fully masked;
+// Tk == 0 (non-causal only) gives zero outputs, lse = -inf and zero gradients.
+//
+// Standard (the reference): materializes P (B,H,Tq,Tk) and saves it for backward; the
+// products run through cpu::gemm. Flash (FlashAttention-2): query blocks outer, key
+// blocks inner, online softmax; saves only O and the log-sum-exp L (B,H,Tq); backward
+// recomputes P tile by tile. No Tq x Tk buffer ever exists; its scratch grows linearly.
+#pragma once
+
+#include <cstdint>
+
+namespace femtogpt::cpu {
+
+// Largest head dimension the flash path takes (its tile scratch grows with D).
+constexpr int64_t kAttentionMaxHeadDim = 512;
+
+// out (B,H,Tq,D), probs (B,H,Tq,Tk) <- q (B,H,Tq,D), k (B,H,Tk,D), v (B,H,Tk,D)
+template <typename T>
+void attention_standard_forward(T* out, T* probs, const T* q, const T* k, const T* v, int64_t B, int64_t H,
+                                int64_t Tq, int64_t Tk, int64_t D, bool causal, T scale);
+
+// dq (B,H,Tq,D), dk, dv (B,H,Tk,D) <- dout, q, out (B,H,Tq,D), k, v (B,H,Tk,D), probs (B,H,Tq,Tk)
+template <typename T>
+void attention_standard_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
+                                 const T* out, const T* probs, int64_t B, int64_t H, int64_t Tq, int64_t Tk,
+                                 int64_t D, bool causal, T scale);
+
+// out (B,H,Tq,D), lse (B,H,Tq) <- q (B,H,Tq,D), k (B,H,Tk,D), v (B,H,Tk,D)
+template <typename T>
+void attention_flash_forward(T* out, T* lse, const T* q, const T* k, const T* v, int64_t B, int64_t H, int64_t Tq,
+                             int64_t Tk, int64_t D, bool causal, T scale, int64_t block_q, int64_t block_k);
+
+// dq (B,H,Tq,D), dk, dv (B,H,Tk,D) <- dout, q, out (B,H,Tq,D), k, v (B,H,Tk,D), lse (B,H,Tq)
+template <typename T>
+void attention_flash_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
+                              const T* out, const T* lse, int64_t B, int64_t H, int64_t Tq, int64_t Tk, int64_t D,
+                              bool causal, T scale, int64_t block_q, int64_t block_k);
+
+namespace attn_detail {
+
+// The tile micro-kernels the flash driver is built from, one table per ISA. Row lengths
+// handed to `gemm` as N are multiples of `nr` (the driver pads D and the key blocks).
+template <typename T>
+struct TileKernels {
+    int nr;  // columns of one register tile
+    // C (M,N) = [C +] A (M,K) B (K,N); A's element (r,p) is A[r*sar + p*sap] (so A^T
+    // is sar=1, sap=lda), B and C row-major with row strides ldb, ldc.
+    void (*gemm)(T* C, int64_t ldc, const T* A, int64_t sar, int64_t sap, const T* B, int64_t ldb, int64_t M,
+                 int64_t N, int64_t K, bool accumulate);
+    // max over i < n of x[i] * c  (n >= 1)
+    T (*row_max)(const T* x, int64_t n, T c);
+    // x[i] = exp2(x[i] * c - sub) for i < n, x[i] = 0 for n <= i < npad; returns the sum
+    T (*exp2_row)(T* x, int64_t n, int64_t npad, T c, T sub);
+    // dp[i] = p[i] * (dp[i] - d) * scale for i < n
+    void (*ds_row)(T* dp, const T* p, int64_t n, T d, T scale);
+    // x[i] *= a for i < n
+    void (*scale_row)(T* x, int64_t n, T a);
+};
+
+template <typename T>
+const TileKernels<T>& tile_kernels_generic();
+const TileKernels<float>& tile_kernels_avx2();    // attention_avx2.cpp
+const TileKernels<float>& tile_kernels_avx512();  // attention_avx512.cpp
+
+}  // namespace attn_detail
+
+}  // namespace femtogpt::cpu

@@ -1,0 +1,528 @@
+// Flash attention (FlashAttention-2 schedule) on the CPU, forward and backward.
+//
+// Forward, per query block of Bq rows: for each key block of Bk keys the driver forms the
+// scores S = Q_blk K_blk^T with a register-tiled gemm, turns them into unnormalized
+// probabilities exp2(S*c - m) under a running row max m (c = scale*log2(e), so the softmax
+// runs in base 2 and the exponent is a single FMA), rescales the output accumulator only
+// when m moved, adds P V_blk, and divides by the row sum once at the end. It saves only O
+// and the natural-log log-sum-exp L = (m + log2(l)) * ln(2).
+//
+// Backward recomputes each tile's P = exp2(S*c - L*log2(e)) from Q, K and L, with
+// Drow = rowsum(dO * O), dV += P^T dO, dP = dO V^T, dS = scale * P * (dP - Drow),
+// dK += dS^T Q, dQ += dS K. Key blocks own their dK and dV rows (no races). dQ is the
+// one sum that crosses key blocks; it is accumulated race-free in one of two schedules:
+//   per head  (B*H a multiple of the thread count, or many heads): one thread does a whole
+//             head, key blocks outer, and adds every tile's dS K straight into the head's dQ;
+//   two pass  (few heads): tasks (head, key block) make dK and dV, then tasks (head, query
+//             block) recompute dS and sum dQ over key blocks in the same ascending order.
+// Both schedules add the same tiles, computed by the same kernels, in the same order, so
+// the result is bitwise the same whatever the thread count; the choice is only about
+// keeping two cores busy without per-thread dQ copies (which would make the sum's order
+// depend on the thread count) or 40% more flops when there are enough heads.
+//
+// Causal: key blocks entirely above the diagonal are never visited; only blocks that
+// straddle it mask element by element (per row, the number of visible keys).
+// D and the key blocks are zero-padded to the tile width `nr` of the ISA's kernels.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "cpu/attention.h"
+#include "cpu/isa.h"
+#include "parallel.h"
+#include "pool.h"
+
+namespace femtogpt::cpu {
+
+namespace attn_detail {
+
+namespace {
+
+// One register tile of C: MR rows x NR columns.
+template <typename T, int MR, int NR>
+void tile_generic(T* C, int64_t ldc, const T* A, int64_t sar, int64_t sap, const T* B, int64_t ldb, int64_t K,
+                  bool accumulate) {
+    T c[MR][NR];
+    for (int r = 0; r < MR; r++)
+        for (int j = 0; j < NR; j++) c[r][j] = accumulate ? C[r * ldc + j] : T(0);
+    for (int64_t p = 0; p < K; p++) {
+        const T* b = B + p * ldb;
+        for (int r = 0; r < MR; r++) {
+            T a = A[r * sar + p * sap];
+            for (int j = 0; j < NR; j++) c[r][j] += a * b[j];
+        }
+    }
+    for (int r = 0; r < MR; r++)
+        for (int j = 0; j < NR; j++) C[r * ldc + j] = c[r][j];
+}
+
+constexpr int kGenericMR = 4;
+constexpr int kGenericNR = 8;
+
+template <typename T>
+void gemm_generic(T* C, int64_t ldc, const T* A, int64_t sar, int64_t sap, const T* B, int64_t ldb, int64_t M,
+                  int64_t N, int64_t K, bool accumulate) {
+    for (int64_t n0 = 0; n0 < N; n0 += kGenericNR) {
+        for (int64_t m0 = 0; m0 < M; m0 += kGenericMR) {
+            T* c = C + m0 * ldc + n0;
+            const T* a = A + m0 * sar;
+            const T* b = B + n0;
+            switch (std::min<int64_t>(kGenericMR, M - m0)) {
+                case 4: tile_generic<T, 4, kGenericNR>(c, ldc, a, sar, sap, b, ldb, K, accumulate); break;
+                case 3: tile_generic<T, 3, kGenericNR>(c, ldc, a, sar, sap, b, ldb, K, accumulate); break;
+                case 2: tile_generic<T, 2, kGenericNR>(c, ldc, a, sar, sap, b, ldb, K, accumulate); break;
+                default: tile_generic<T, 1, kGenericNR>(c, ldc, a, sar, sap, b, ldb, K, accumulate); break;
+            }
+        }
+    }
+}
+
+template <typename T>
+T row_max_generic(const T* x, int64_t n, T c) {
+    T m = x[0] * c;
+    for (int64_t i = 1; i < n; i++) m = std::max(m, x[i] * c);
+    return m;
+}
+
+template <typename T>
+T exp2_row_generic(T* x, int64_t n, int64_t npad, T c, T sub) {
+    T sum = 0;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = std::exp2(x[i] * c - sub);
+        sum += x[i];
+    }
+    for (int64_t i = n; i < npad; i++) x[i] = T(0);
+    return sum;
+}
+
+template <typename T>
+void ds_row_generic(T* dp, const T* p, int64_t n, T d, T scale) {
+    for (int64_t i = 0; i < n; i++) dp[i] = p[i] * (dp[i] - d) * scale;
+}
+
+template <typename T>
+void scale_row_generic(T* x, int64_t n, T a) {
+    for (int64_t i = 0; i < n; i++) x[i] *= a;
+}
+
+}  // namespace
+
+template <typename T>
+const TileKernels<T>& tile_kernels_generic() {
+    static const TileKernels<T> k{kGenericNR, gemm_generic<T>, row_max_generic<T>, exp2_row_generic<T>,
+                                  ds_row_generic<T>, scale_row_generic<T>};
+    return k;
+}
+template const TileKernels<float>& tile_kernels_generic<float>();
+template const TileKernels<double>& tile_kernels_generic<double>();
+
+}  // namespace attn_detail
+
+namespace {
+
+using attn_detail::TileKernels;
+
+template <typename T>
+const TileKernels<T>& active_kernels();
+template <>
+const TileKernels<double>& active_kernels<double>() {  // float64 serves gradient checks: plain loops
+    return attn_detail::tile_kernels_generic<double>();
+}
+template <>
+const TileKernels<float>& active_kernels<float>() {
+    switch (active_isa()) {
+        case Isa::avx512: return attn_detail::tile_kernels_avx512();
+        case Isa::avx2: return attn_detail::tile_kernels_avx2();
+        default: return attn_detail::tile_kernels_generic<float>();
+    }
+}
+
+constexpr double kLog2e = 1.4426950408889634;
+constexpr double kLn2 = 0.6931471805599453;
+
+int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// Block geometry of one problem, the same for every head.
+struct Geometry {
+    int64_t Tq, Tk, D, Dp, Bq, Bk, Bkp, nqb, nkb, off;
+    bool causal;
+
+    Geometry(int64_t Tq_, int64_t Tk_, int64_t D_, bool causal_, int64_t block_q, int64_t block_k, int nr)
+        : Tq(Tq_), Tk(Tk_), D(D_), causal(causal_) {
+        Dp = round_up(D, nr);
+        Bq = std::max<int64_t>(1, std::min(block_q, Tq));
+        Bk = std::max<int64_t>(1, std::min(block_k, Tk));
+        Bkp = round_up(Bk, nr);
+        nqb = (Tq + Bq - 1) / Bq;
+        nkb = (Tk + Bk - 1) / Bk;
+        off = Tk - Tq;
+    }
+    int64_t rows(int64_t qb) const { return std::min(Bq, Tq - qb * Bq); }
+    int64_t keys(int64_t kb) const { return std::min(Bk, Tk - kb * Bk); }
+    // Key blocks [0, kb_end) hold a key some row of query block qb sees.
+    int64_t kb_end(int64_t qb) const {
+        if (!causal) return nkb;
+        return (off + qb * Bq + rows(qb) - 1) / Bk + 1;
+    }
+    // Query blocks [qb_begin, nqb) hold a row that sees some key of key block kb.
+    int64_t qb_begin(int64_t kb) const {
+        if (!causal) return 0;
+        return std::max<int64_t>(0, kb * Bk - off) / Bq;
+    }
+    // Keys of the block starting at j0 (nk of them) that row i sees: a prefix.
+    int64_t visible(int64_t i, int64_t j0, int64_t nk) const {
+        if (!causal) return nk;
+        return std::clamp<int64_t>(off + i + 1 - j0, 0, nk);
+    }
+};
+
+// Scratch slices, each a multiple of 16 elements so every slice stays 64-byte aligned.
+int64_t slice(int64_t n) { return round_up(n, 16); }
+
+// (n, D) rows -> (n, Dp) rows, zero padded.
+template <typename T>
+void pack_rows(T* dst, const T* src, int64_t n, int64_t D, int64_t Dp) {
+    for (int64_t i = 0; i < n; i++) {
+        std::memcpy(dst + i * Dp, src + i * D, size_t(D) * sizeof(T));
+        for (int64_t d = D; d < Dp; d++) dst[i * Dp + d] = T(0);
+    }
+}
+
+// (Tk, D) rows -> key blocks transposed, block kb being (Dp, Bkp), zero padded.
+template <typename T>
+void pack_transposed_blocks(T* dst, const T* src, const Geometry& g) {
+    for (int64_t kb = 0; kb < g.nkb; kb++) {
+        T* blk = dst + kb * g.Dp * g.Bkp;
+        std::memset(blk, 0, size_t(g.Dp * g.Bkp) * sizeof(T));
+        int64_t nk = g.keys(kb);
+        for (int64_t j = 0; j < nk; j++) {
+            const T* s = src + (kb * g.Bk + j) * g.D;
+            for (int64_t d = 0; d < g.D; d++) blk[d * g.Bkp + j] = s[d];
+        }
+    }
+}
+
+// Rows (n, Dp) -> (n, D).
+template <typename T>
+void unpack_rows(T* dst, const T* src, int64_t n, int64_t D, int64_t Dp, T mul) {
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t d = 0; d < D; d++) dst[i * D + d] = src[i * Dp + d] * mul;
+}
+
+// Whether this many heads keep every thread busy on its own (see the top of the file).
+bool per_head_schedule(int64_t BH, int nt) { return BH % nt == 0 || BH >= 4 * int64_t(nt); }
+
+// ---------------------------------------------------------------- forward
+
+// One head's packed keys and values: K^T blocks and V with row stride Dp.
+template <typename T>
+struct FwdHead {
+    const T* q;  // (Tq, D), unpadded
+    const T* kt;
+    const T* v;
+};
+
+template <typename T>
+int64_t fwd_slot_size(const Geometry& g) {
+    return slice(g.nkb * g.Dp * g.Bkp) + (g.D != g.Dp ? slice(g.Tk * g.Dp) : 0);
+}
+
+template <typename T>
+FwdHead<T> fwd_pack(T* slot, const T* q, const T* k, const T* v, const Geometry& g) {
+    T* kt = slot;
+    pack_transposed_blocks(kt, k, g);
+    const T* vp = v;
+    if (g.D != g.Dp) {
+        T* vbuf = slot + slice(g.nkb * g.Dp * g.Bkp);
+        pack_rows(vbuf, v, g.Tk, g.D, g.Dp);
+        vp = vbuf;
+    }
+    return {q, kt, vp};
+}
+
+template <typename T>
+int64_t fwd_scratch_size(const Geometry& g) {
+    return 2 * slice(g.Bq * g.Dp) + slice(g.Bq * g.Bkp) + 2 * slice(g.Bq);
+}
+
+// out rows and lse of query block qb of one head.
+template <typename T>
+void fwd_qblock(T* out, T* lse, const FwdHead<T>& hd, const Geometry& g, int64_t qb, T c,
+                const TileKernels<T>& kn, T* scratch) {
+    const int64_t i0 = qb * g.Bq, mq = g.rows(qb), Dp = g.Dp, ld = g.Bkp;
+    T* qbuf = scratch;
+    T* s = qbuf + slice(g.Bq * Dp);  // (mq, Bkp): scores, then probabilities
+    T* o = s + slice(g.Bq * ld);     // (mq, Dp): unnormalized output
+    T* m = o + slice(g.Bq * Dp);     // running max of S*c
+    T* l = m + slice(g.Bq);          // running sum of exp2(S*c - m)
+    const T* qs = hd.q + i0 * g.D;
+    if (g.D != Dp) {
+        pack_rows(qbuf, qs, mq, g.D, Dp);
+        qs = qbuf;
+    }
+    std::fill(o, o + mq * Dp, T(0));
+    std::fill(m, m + mq, -std::numeric_limits<T>::infinity());
+    std::fill(l, l + mq, T(0));
+    const int64_t kb_end = g.kb_end(qb);
+    for (int64_t kb = 0; kb < kb_end; kb++) {
+        const int64_t j0 = kb * g.Bk, nk = g.keys(kb), nkp = round_up(nk, kn.nr);
+        kn.gemm(s, ld, qs, Dp, 1, hd.kt + kb * Dp * ld, ld, mq, nkp, Dp, false);
+        for (int64_t r = 0; r < mq; r++) {
+            T* row = s + r * ld;
+            const int64_t n = g.visible(i0 + r, j0, nk);
+            if (n == 0) {
+                std::fill(row, row + nkp, T(0));
+                continue;
+            }
+            const T mnew = std::max(m[r], kn.row_max(row, n, c));
+            const T sum = kn.exp2_row(row, n, nkp, c, mnew);
+            if (mnew != m[r] && l[r] != T(0)) {  // the max moved: rescale what came before
+                const T alpha = std::exp2(m[r] - mnew);
+                l[r] *= alpha;
+                kn.scale_row(o + r * Dp, Dp, alpha);
+            }
+            l[r] += sum;
+            m[r] = mnew;
+        }
+        kn.gemm(o, Dp, s, ld, 1, hd.v + j0 * Dp, Dp, mq, Dp, nk, true);
+    }
+    for (int64_t r = 0; r < mq; r++) {
+        const T inv = T(1) / l[r];
+        for (int64_t d = 0; d < g.D; d++) out[(i0 + r) * g.D + d] = o[r * Dp + d] * inv;
+        lse[i0 + r] = (m[r] + std::log2(l[r])) * T(kLn2);
+    }
+}
+
+}  // namespace
+
+// out (B,H,Tq,D), lse (B,H,Tq) <- q (B,H,Tq,D), k (B,H,Tk,D), v (B,H,Tk,D)
+template <typename T>
+void attention_flash_forward(T* out, T* lse, const T* q, const T* k, const T* v, int64_t B, int64_t H, int64_t Tq,
+                             int64_t Tk, int64_t D, bool causal, T scale, int64_t block_q, int64_t block_k) {
+    const int64_t BH = B * H;
+    if (Tq == 0 || BH == 0) return;
+    if (Tk == 0) {  // nothing to attend to: zero output, empty log-sum-exp
+        std::fill(out, out + BH * Tq * D, T(0));
+        std::fill(lse, lse + BH * Tq, -std::numeric_limits<T>::infinity());
+        return;
+    }
+    const TileKernels<T>& kn = active_kernels<T>();
+    const Geometry g(Tq, Tk, D, causal, block_q, block_k, kn.nr);
+    const T c = scale * T(kLog2e);
+    const int nt = num_threads();
+    const bool per_head = per_head_schedule(BH, nt);
+    const int64_t slot_size = fwd_slot_size<T>(g), scratch_size = fwd_scratch_size<T>(g);
+    const int64_t nslots = per_head ? nt : BH;
+    PoolBuffer slots(size_t(nslots * slot_size) * sizeof(T));
+    PoolBuffer scratch(size_t(nt * scratch_size) * sizeof(T));
+    auto head_in = [&](int64_t bh, T* slot) {
+        return fwd_pack<T>(slot, q + bh * Tq * D, k + bh * Tk * D, v + bh * Tk * D, g);
+    };
+    if (per_head) {
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int64_t bh = 0; bh < BH; bh++) {
+            const int tid = thread_id();
+            FwdHead<T> hd = head_in(bh, slots.data<T>() + tid * slot_size);
+            for (int64_t qb = 0; qb < g.nqb; qb++)
+                fwd_qblock<T>(out + bh * Tq * D, lse + bh * Tq, hd, g, qb, c, kn,
+                              scratch.data<T>() + tid * scratch_size);
+        }
+    } else {
+        std::vector<FwdHead<T>> heads(static_cast<size_t>(BH));
+#pragma omp parallel for schedule(static)
+        for (int64_t bh = 0; bh < BH; bh++) heads[size_t(bh)] = head_in(bh, slots.data<T>() + bh * slot_size);
+        // Latest query blocks first: under a causal mask they are the most work.
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int64_t t = 0; t < BH * g.nqb; t++) {
+            const int64_t bh = t / g.nqb, qb = g.nqb - 1 - t % g.nqb;
+            fwd_qblock<T>(out + bh * Tq * D, lse + bh * Tq, heads[size_t(bh)], g, qb, c, kn,
+                          scratch.data<T>() + thread_id() * scratch_size);
+        }
+    }
+}
+
+namespace {
+
+// ---------------------------------------------------------------- backward
+
+// One head's operands for backward, all with row stride Dp.
+template <typename T>
+struct BwdHead {
+    const T *q, *k, *dout;  // (Tq,Dp), (Tk,Dp), (Tq,Dp)
+    const T *kt, *vt;       // K^T and V^T blocks, (Dp,Bkp) each
+    const T *l2, *drow;     // (Tq): lse * log2(e), rowsum(dO * O)
+};
+
+template <typename T>
+int64_t bwd_slot_size(const Geometry& g) {
+    int64_t n = 2 * slice(g.nkb * g.Dp * g.Bkp) + 2 * slice(g.Tq);
+    if (g.D != g.Dp) n += 2 * slice(g.Tq * g.Dp) + slice(g.Tk * g.Dp);
+    return n;
+}
+
+template <typename T>
+BwdHead<T> bwd_pack(T* slot, const T* q, const T* k, const T* v, const T* out, const T* dout, const T* lse,
+                    const Geometry& g) {
+    BwdHead<T> hd;
+    T* kt = slot;
+    T* vt = kt + slice(g.nkb * g.Dp * g.Bkp);
+    T* l2 = vt + slice(g.nkb * g.Dp * g.Bkp);
+    T* drow = l2 + slice(g.Tq);
+    pack_transposed_blocks(kt, k, g);
+    pack_transposed_blocks(vt, v, g);
+    for (int64_t i = 0; i < g.Tq; i++) {
+        l2[i] = lse[i] * T(kLog2e);
+        T acc = 0;
+        for (int64_t d = 0; d < g.D; d++) acc += dout[i * g.D + d] * out[i * g.D + d];
+        drow[i] = acc;
+    }
+    hd.q = q, hd.k = k, hd.dout = dout, hd.kt = kt, hd.vt = vt, hd.l2 = l2, hd.drow = drow;
+    if (g.D != g.Dp) {
+        T* qp = drow + slice(g.Tq);
+        T* dop = qp + slice(g.Tq * g.Dp);
+        T* kp = dop + slice(g.Tq * g.Dp);
+        pack_rows(qp, q, g.Tq, g.D, g.Dp);
+        pack_rows(dop, dout, g.Tq, g.D, g.Dp);
+        pack_rows(kp, k, g.Tk, g.D, g.Dp);
+        hd.q = qp, hd.dout = dop, hd.k = kp;
+    }
+    return hd;
+}
+
+template <typename T>
+int64_t bwd_scratch_size(const Geometry& g) {
+    return 2 * slice(g.Bq * g.Bkp) + 2 * slice(g.Bk * g.Dp) + slice(g.Bq * g.Dp);
+}
+
+// P and dS (mq, Bkp) of tile (qb, kb); both schedules make their tiles here.
+template <typename T>
+void bwd_tile(T* p, T* ds, const BwdHead<T>& hd, const Geometry& g, int64_t qb, int64_t kb, T c, T scale,
+              const TileKernels<T>& kn) {
+    const int64_t i0 = qb * g.Bq, mq = g.rows(qb), j0 = kb * g.Bk, nk = g.keys(kb), nkp = round_up(nk, kn.nr);
+    const int64_t Dp = g.Dp, ld = g.Bkp;
+    kn.gemm(p, ld, hd.q + i0 * Dp, Dp, 1, hd.kt + kb * Dp * ld, ld, mq, nkp, Dp, false);  // S
+    for (int64_t r = 0; r < mq; r++) {
+        const int64_t n = g.visible(i0 + r, j0, nk);
+        kn.exp2_row(p + r * ld, n, nkp, c, hd.l2[i0 + r]);  // P = exp(S*scale - L)
+    }
+    kn.gemm(ds, ld, hd.dout + i0 * Dp, Dp, 1, hd.vt + kb * Dp * ld, ld, mq, nkp, Dp, false);  // dP = dO V^T
+    for (int64_t r = 0; r < mq; r++)
+        kn.ds_row(ds + r * ld, p + r * ld, nk, hd.drow[i0 + r], scale);  // dS = scale * P * (dP - Drow)
+}
+
+// dK and dV rows of key block kb; with dq_acc (Tq,Dp) also adds each tile's dS K to it.
+template <typename T>
+void bwd_kblock(T* dk, T* dv, T* dq_acc, const BwdHead<T>& hd, const Geometry& g, int64_t kb, T c, T scale,
+                const TileKernels<T>& kn, T* scratch) {
+    const int64_t j0 = kb * g.Bk, nk = g.keys(kb), Dp = g.Dp, ld = g.Bkp;
+    T* p = scratch;
+    T* ds = p + slice(g.Bq * ld);
+    T* dk_acc = ds + slice(g.Bq * ld);
+    T* dv_acc = dk_acc + slice(g.Bk * Dp);
+    std::fill(dk_acc, dk_acc + nk * Dp, T(0));
+    std::fill(dv_acc, dv_acc + nk * Dp, T(0));
+    for (int64_t qb = g.qb_begin(kb); qb < g.nqb; qb++) {
+        const int64_t i0 = qb * g.Bq, mq = g.rows(qb);
+        bwd_tile(p, ds, hd, g, qb, kb, c, scale, kn);
+        kn.gemm(dv_acc, Dp, p, 1, ld, hd.dout + i0 * Dp, Dp, nk, Dp, mq, true);  // dV += P^T dO
+        kn.gemm(dk_acc, Dp, ds, 1, ld, hd.q + i0 * Dp, Dp, nk, Dp, mq, true);    // dK += dS^T Q
+        if (dq_acc) kn.gemm(dq_acc + i0 * Dp, Dp, ds, ld, 1, hd.k + j0 * Dp, Dp, mq, Dp, nk, true);  // dQ += dS K
+    }
+    unpack_rows(dk + j0 * g.D, dk_acc, nk, g.D, Dp, T(1));
+    unpack_rows(dv + j0 * g.D, dv_acc, nk, g.D, Dp, T(1));
+}
+
+// dQ rows of query block qb (the two-pass schedule's second pass).
+template <typename T>
+void bwd_qblock(T* dq, const BwdHead<T>& hd, const Geometry& g, int64_t qb, T c, T scale, const TileKernels<T>& kn,
+                T* scratch) {
+    const int64_t i0 = qb * g.Bq, mq = g.rows(qb), Dp = g.Dp, ld = g.Bkp;
+    T* p = scratch;
+    T* ds = p + slice(g.Bq * ld);
+    T* dq_acc = ds + slice(g.Bq * ld) + 2 * slice(g.Bk * Dp);
+    std::fill(dq_acc, dq_acc + mq * Dp, T(0));
+    const int64_t kb_end = g.kb_end(qb);
+    for (int64_t kb = 0; kb < kb_end; kb++) {
+        bwd_tile(p, ds, hd, g, qb, kb, c, scale, kn);
+        kn.gemm(dq_acc, Dp, ds, ld, 1, hd.k + kb * g.Bk * Dp, Dp, mq, Dp, g.keys(kb), true);  // dQ += dS K
+    }
+    unpack_rows(dq + i0 * g.D, dq_acc, mq, g.D, Dp, T(1));
+}
+
+}  // namespace
+
+// dq (B,H,Tq,D), dk, dv (B,H,Tk,D) <- dout, q, out (B,H,Tq,D), k, v (B,H,Tk,D), lse (B,H,Tq)
+template <typename T>
+void attention_flash_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
+                              const T* out, const T* lse, int64_t B, int64_t H, int64_t Tq, int64_t Tk, int64_t D,
+                              bool causal, T scale, int64_t block_q, int64_t block_k) {
+    const int64_t BH = B * H;
+    if (BH == 0) return;
+    if (Tq == 0 || Tk == 0) {  // no query-key pair: every gradient is zero
+        std::fill(dq, dq + BH * Tq * D, T(0));
+        std::fill(dk, dk + BH * Tk * D, T(0));
+        std::fill(dv, dv + BH * Tk * D, T(0));
+        return;
+    }
+    const TileKernels<T>& kn = active_kernels<T>();
+    const Geometry g(Tq, Tk, D, causal, block_q, block_k, kn.nr);
+    const T c = scale * T(kLog2e);
+    const int nt = num_threads();
+    const bool per_head = per_head_schedule(BH, nt);
+    const int64_t dq_acc_size = per_head && D != g.Dp ? slice(Tq * g.Dp) : 0;
+    const int64_t slot_size = bwd_slot_size<T>(g) + dq_acc_size, scratch_size = bwd_scratch_size<T>(g);
+    const int64_t nslots = per_head ? nt : BH;
+    PoolBuffer slots(size_t(nslots * slot_size) * sizeof(T));
+    PoolBuffer scratch(size_t(nt * scratch_size) * sizeof(T));
+    auto head_in = [&](int64_t bh, T* slot) {
+        return bwd_pack<T>(slot, q + bh * Tq * D, k + bh * Tk * D, v + bh * Tk * D, out + bh * Tq * D,
+                           dout + bh * Tq * D, lse + bh * Tq, g);
+    };
+    if (per_head) {
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int64_t bh = 0; bh < BH; bh++) {
+            const int tid = thread_id();
+            T* slot = slots.data<T>() + tid * slot_size;
+            BwdHead<T> hd = head_in(bh, slot);
+            T* dq_h = dq + bh * Tq * D;
+            T* dq_acc = D != g.Dp ? slot + bwd_slot_size<T>(g) : dq_h;
+            std::fill(dq_acc, dq_acc + Tq * g.Dp, T(0));
+            for (int64_t kb = 0; kb < g.nkb; kb++)
+                bwd_kblock<T>(dk + bh * Tk * D, dv + bh * Tk * D, dq_acc, hd, g, kb, c, scale, kn,
+                              scratch.data<T>() + tid * scratch_size);
+            if (D != g.Dp) unpack_rows(dq_h, dq_acc, Tq, D, g.Dp, T(1));
+        }
+        return;
+    }
+    std::vector<BwdHead<T>> heads(static_cast<size_t>(BH));
+#pragma omp parallel for schedule(static)
+    for (int64_t bh = 0; bh < BH; bh++) heads[size_t(bh)] = head_in(bh, slots.data<T>() + bh * slot_size);
+    // Pass 1: dK, dV by key block (earliest first: under a causal mask they are the most work).
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t t = 0; t < BH * g.nkb; t++) {
+        const int64_t bh = t / g.nkb, kb = t % g.nkb;
+        bwd_kblock<T>(dk + bh * Tk * D, dv + bh * Tk * D, nullptr, heads[size_t(bh)], g, kb, c, scale, kn,
+                      scratch.data<T>() + thread_id() * scratch_size);
+    }
+    // Pass 2: dQ by query block (latest first, for the same reason).
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t t = 0; t < BH * g.nqb; t++) {
+        const int64_t bh = t / g.nqb, qb = g.nqb - 1 - t % g.nqb;
+        bwd_qblock<T>(dq + bh * Tq * D, heads[size_t(bh)], g, qb, c, scale, kn,
+                      scratch.data<T>() + thread_id() * scratch_size);
+    }
+}
+
+#define FG_INSTANTIATE(T)                                                                                      \
+    template void attention_flash_forward<T>(T*, T*, const T*, const T*, const T*, int64_t, int64_t, int64_t,  \
+                                             int64_t, int64_t, bool, T, int64_t, int64_t);                     \
+    template void attention_flash_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*,    \
+                                              const T*, int64_t, int64_t, int64_t, int64_t, int64_t, bool, T,  \
+                                              int64_t, int64_t);
+FG_INSTANTIATE(float)
+FG_INSTANTIATE(double)
+#undef FG_INSTANTIATE
+
+}  // namespace femtogpt::cpu

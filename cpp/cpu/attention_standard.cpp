@@ -1,0 +1,100 @@
+// Standard attention: the reference the flash path is held to. It materializes the
+// probabilities P (Tq,Tk) of every head, saves them for backward, and does its products
+// with cpu::gemm (which parallelizes itself); the row-wise softmax runs rows in parallel.
+// Every element's arithmetic is fixed by its row, so 1 and 2 threads agree bitwise.
+#include <cmath>
+#include <limits>
+
+#include "cpu/attention.h"
+#include "cpu/matmul.h"
+#include "parallel.h"
+#include "pool.h"
+
+namespace femtogpt::cpu {
+
+// out (B,H,Tq,D), probs (B,H,Tq,Tk) <- q (B,H,Tq,D), k (B,H,Tk,D), v (B,H,Tk,D)
+template <typename T>
+void attention_standard_forward(T* out, T* probs, const T* q, const T* k, const T* v, int64_t B, int64_t H,
+                                int64_t Tq, int64_t Tk, int64_t D, bool causal, T scale) {
+    const int64_t off = Tk - Tq;  // causal: query i sees keys 0..off+i
+    for (int64_t bh = 0; bh < B * H; bh++) {
+        const T* qh = q + bh * Tq * D;
+        const T* kh = k + bh * Tk * D;
+        const T* vh = v + bh * Tk * D;
+        T* oh = out + bh * Tq * D;
+        T* ph = probs + bh * Tq * Tk;
+        if (Tk == 0) {
+            for (int64_t i = 0; i < Tq * D; i++) oh[i] = T(0);
+            continue;
+        }
+        // S = scale * Q K^T
+        gemm<T>(ph, Tk, qh, D, kh, D, Tq, Tk, D, false, true, scale, T(0));
+        // P = softmax(S) over the visible keys; masked entries are exactly 0
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < Tq; i++) {
+            T* row = ph + i * Tk;
+            int64_t n = causal ? off + i + 1 : Tk;
+            T mx = -std::numeric_limits<T>::infinity();
+            for (int64_t j = 0; j < n; j++) mx = row[j] > mx ? row[j] : mx;
+            T sum = 0;
+            for (int64_t j = 0; j < n; j++) {
+                row[j] = std::exp(row[j] - mx);
+                sum += row[j];
+            }
+            T inv = T(1) / sum;
+            for (int64_t j = 0; j < n; j++) row[j] *= inv;
+            for (int64_t j = n; j < Tk; j++) row[j] = T(0);
+        }
+        // O = P V
+        gemm<T>(oh, D, ph, Tk, vh, D, Tq, D, Tk, false, false, T(1), T(0));
+    }
+}
+
+// dq (B,H,Tq,D), dk, dv (B,H,Tk,D) <- dout, q, out (B,H,Tq,D), k, v (B,H,Tk,D), probs (B,H,Tq,Tk)
+template <typename T>
+void attention_standard_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
+                                 const T* out, const T* probs, int64_t B, int64_t H, int64_t Tq, int64_t Tk,
+                                 int64_t D, bool causal, T scale) {
+    (void)causal;  // masked probabilities are 0, so the mask needs no second look
+    if (Tq == 0 || Tk == 0) {
+        for (int64_t i = 0; i < B * H * Tq * D; i++) dq[i] = T(0);
+        for (int64_t i = 0; i < B * H * Tk * D; i++) dk[i] = dv[i] = T(0);
+        return;
+    }
+    PoolBuffer ds_buf(size_t(Tq * Tk) * sizeof(T));  // dP, then dS, of one head
+    T* ds = ds_buf.data<T>();
+    for (int64_t bh = 0; bh < B * H; bh++) {
+        const T* qh = q + bh * Tq * D;
+        const T* kh = k + bh * Tk * D;
+        const T* vh = v + bh * Tk * D;
+        const T* oh = out + bh * Tq * D;
+        const T* doh = dout + bh * Tq * D;
+        const T* ph = probs + bh * Tq * Tk;
+        // O = P V  ->  dV = P^T dO, dP = dO V^T
+        gemm<T>(dv + bh * Tk * D, D, ph, Tk, doh, D, Tk, D, Tq, true, false, T(1), T(0));
+        gemm<T>(ds, Tk, doh, D, vh, D, Tq, Tk, D, false, true, T(1), T(0));
+        // P = softmax(S)  ->  dS = P * (dP - rowsum(dO * O))
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < Tq; i++) {
+            T drow = 0;
+            for (int64_t d = 0; d < D; d++) drow += doh[i * D + d] * oh[i * D + d];
+            T* r = ds + i * Tk;
+            const T* p = ph + i * Tk;
+            for (int64_t j = 0; j < Tk; j++) r[j] = p[j] * (r[j] - drow);
+        }
+        // S = scale * Q K^T  ->  dQ = scale * dS K, dK = scale * dS^T Q
+        gemm<T>(dq + bh * Tq * D, D, ds, Tk, kh, D, Tq, D, Tk, false, false, scale, T(0));
+        gemm<T>(dk + bh * Tk * D, D, ds, Tk, qh, D, Tk, D, Tq, true, false, scale, T(0));
+    }
+}
+
+#define FG_INSTANTIATE(T)                                                                                        \
+    template void attention_standard_forward<T>(T*, T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, \
+                                                int64_t, int64_t, bool, T);                                      \
+    template void attention_standard_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*,   \
+                                                 const T*, int64_t, int64_t, int64_t, int64_t, int64_t, bool, T);
+FG_INSTANTIATE(float)
+FG_INSTANTIATE(double)
+#undef FG_INSTANTIATE
+
+}  // namespace femtogpt::cpu
