@@ -126,7 +126,9 @@ def np_log_softmax(x):
 
 def np_cross_entropy(logits, targets, ignore_index, reduction):
     lsm = np_log_softmax(logits)
-    lse = logits.astype(np.float64)[:, 0] - lsm[:, 0] if logits.shape[1] else np.zeros(len(logits))
+    z = logits.astype(np.float64)
+    m = z.max(-1, keepdims=True)
+    lse = (m + np.log(np.exp(z - m).sum(-1, keepdims=True)))[:, 0]
     keep = targets != ignore_index
     safe = np.where(keep, targets, 0)
     rows = np.where(keep, -lsm[np.arange(len(targets)), safe], 0.0)
@@ -361,6 +363,20 @@ def test_cross_entropy_gradcheck(rng, reduction):
     dl = A(_core.cross_entropy_backward(T(np.asarray(dloss)), T(logits), T(targets), lse, -1, reduction))
     assert np.all(dl[2] == 0)
     gradcheck(lambda z: _core.cross_entropy_forward(T(z), T(targets), -1, reduction)[0], [logits], 0, dloss, dl)
+
+
+def test_cross_entropy_wide_logits(each_isa, rng):
+    # logits spanning the whole exp range (and beyond: exp underflows to 0) keep lse and p accurate
+    logits = (rng.standard_normal((13, 127)) * 40).astype(np.float32)
+    logits[0, :5] = [-1e30, 88.0, -88.0, 0.0, 1e-3]
+    targets = rng.integers(0, 127, 13)
+    loss, lse = _core.cross_entropy_forward(T(logits), T(targets), -100, "none")
+    rloss, rlse = np_cross_entropy(logits, targets, -100, "none")
+    np.testing.assert_allclose(A(lse), rlse, rtol=1e-6)
+    np.testing.assert_allclose(A(loss), rloss, rtol=1e-5, atol=1e-4)
+    dl = A(_core.cross_entropy_backward(T(np.ones(13, np.float32)), T(logits), T(targets), lse, -100, "none"))
+    np.testing.assert_allclose(dl, np_cross_entropy_backward(np.ones(13), logits, targets, -100, "none"),
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_cross_entropy_all_ignored_mean_is_zero(rng):

@@ -79,6 +79,9 @@ void gelu_backward_reference(T* dx, const T* dout, const T* x, int64_t n, GeluAp
 // out (n) <- x (n)
 template <typename T>
 void gelu_forward(T* out, const T* x, int64_t n, GeluApprox approx) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (approx == GeluApprox::tanh && active_isa() != Isa::generic) return gelu_tanh_forward_avx2(out, x, n);
+    }
     if (approx == GeluApprox::tanh) {
 #pragma omp parallel for simd schedule(static) if (n > kParallelElems)
         for (int64_t i = 0; i < n; i++) out[i] = gelu_tanh<T>(x[i]);
@@ -91,6 +94,10 @@ void gelu_forward(T* out, const T* x, int64_t n, GeluApprox approx) {
 // dx (n) <- dout (n), x (n)
 template <typename T>
 void gelu_backward(T* dx, const T* dout, const T* x, int64_t n, GeluApprox approx) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (approx == GeluApprox::tanh && active_isa() != Isa::generic)
+            return gelu_tanh_backward_avx2(dx, dout, x, n);
+    }
     if (approx == GeluApprox::tanh) {
 #pragma omp parallel for simd schedule(static) if (n > kParallelElems)
         for (int64_t i = 0; i < n; i++) dx[i] = dout[i] * gelu_tanh_grad<T>(x[i]);

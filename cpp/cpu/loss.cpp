@@ -52,6 +52,10 @@ void cross_entropy_backward_reference(T* dlogits, const T* g, int64_t g_stride, 
 template <typename T, typename I>
 void cross_entropy_forward(T* losses, T* lse, const T* logits, const I* targets, int64_t N, int64_t V,
                            int64_t ignore_index) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (active_isa() != Isa::generic)
+            return cross_entropy_forward_avx2<I>(losses, lse, logits, targets, N, V, ignore_index);
+    }
 #pragma omp parallel for schedule(static) if (N * V > kParallelElems)
     for (int64_t n = 0; n < N; n++) {
         const T* z = logits + n * V;
@@ -70,6 +74,10 @@ void cross_entropy_forward(T* losses, T* lse, const T* logits, const I* targets,
 template <typename T, typename I>
 void cross_entropy_backward(T* dlogits, const T* g, int64_t g_stride, const T* logits, const I* targets, const T* lse,
                             int64_t N, int64_t V, int64_t ignore_index) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (active_isa() != Isa::generic)
+            return cross_entropy_backward_avx2<I>(dlogits, g, g_stride, logits, targets, lse, N, V, ignore_index);
+    }
 #pragma omp parallel for schedule(static) if (N * V > kParallelElems)
     for (int64_t n = 0; n < N; n++) {
         int64_t t = int64_t(targets[n]);

@@ -85,6 +85,9 @@ void layernorm_backward_reference(T* dx, T* dweight, T* dbias, const T* dout, co
 template <typename T>
 void layernorm_forward(T* out, T* mean, T* rstd, const T* x, const T* weight, const T* bias, int64_t N, int64_t C,
                        double eps) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (active_isa() != Isa::generic) return layernorm_forward_avx2(out, mean, rstd, x, weight, bias, N, C, eps);
+    }
 #pragma omp parallel for schedule(static) if (N * C > kParallelElems)
     for (int64_t n = 0; n < N; n++) {
         const T* xr = x + n * C;
@@ -122,6 +125,10 @@ void layernorm_forward(T* out, T* mean, T* rstd, const T* x, const T* weight, co
 template <typename T>
 void layernorm_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* weight, const T* mean,
                         const T* rstd, int64_t N, int64_t C) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (active_isa() != Isa::generic)
+            return layernorm_backward_avx2(dx, dweight, dbias, dout, x, weight, mean, rstd, N, C);
+    }
     const int64_t R = kLayerNormRowsPerChunk;
     const int64_t nchunks = (N + R - 1) / R;
     PoolBuffer scratch(size_t(nchunks) * 2 * size_t(C) * sizeof(T));  // (nchunks, 2, C): dweight, dbias partials

@@ -1,0 +1,56 @@
+// AVX2+FMA helpers shared by the nn kernels' *_avx2.cpp files (include only from
+// files compiled with -mavx2 -mfma). Functions are static: each AVX2 file gets
+// its own copy, so no baseline translation unit can ever link to one.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstdint>
+
+namespace femtogpt::cpu::avx2 {
+
+// exp(x) for 8 floats, within ~2 ulp of std::exp for x in [-87, 88]; inputs are
+// clamped to that range (so exp(-inf) gives ~1.6e-38, not 0: harmless in sums
+// against a max term of 1). Method: x = n ln2 + r with |r| <= ln2/2 (ln2 split in
+// a high part exact in float and a low part), exp(r) by its degree-7 Taylor
+// polynomial (truncation < 6e-9 relative), times 2^n built in the exponent bits.
+static inline __m256 exp_ps(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);  // ln2 high part: 8 significant bits
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);     // ln2 - high part
+    __m256 p = _mm256_set1_ps(1.0f / 5040);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+// Sum of the 8 lanes, in a fixed order.
+static inline float hsum_ps(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// Max of the 8 lanes.
+static inline float hmax_ps(__m256 v) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// A lane mask selecting the first `rem` (0..8) lanes, for maskload/maskstore of a row's tail.
+static inline __m256i tail_mask(int64_t rem) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(rem)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+}  // namespace femtogpt::cpu::avx2
