@@ -213,8 +213,9 @@ def test_detach_cuts_the_graph(rng):
 def test_saved_activations_are_freed_during_backward(rng):
     """Memory falls while backward runs, not only at its end: the pool's current bytes, sampled
     from inside a backward closure late in the order, are below their value at the start."""
-    x = fg.tensor(rng.standard_normal((64, 256)).astype(np.float32), requires_grad=True)
-    w = [fg.tensor(rng.standard_normal((256, 256)).astype(np.float32) * 0.05, requires_grad=True) for _ in range(6)]
+    # Large activations, small weights: the weight gradients made during backward weigh little.
+    x = fg.tensor(rng.standard_normal((4096, 64)).astype(np.float32), requires_grad=True)
+    w = [fg.tensor(rng.standard_normal((64, 64)).astype(np.float32) * 0.1, requires_grad=True) for _ in range(6)]
     h = x
     for wi in w:
         h = F.gelu(F.linear(h, wi))

@@ -7,6 +7,7 @@ C channels, V vocabulary, H heads, D head size.
 
 from __future__ import annotations
 
+import builtins
 import math
 
 import numpy as np
@@ -363,7 +364,7 @@ def split(x: Tensor, split_size_or_sections, dim: int = -1) -> list:
         sizes = [min(step, size - s) for s in range(0, size, step)]
     else:
         sizes = [int(s) for s in split_size_or_sections]
-        if sum(sizes) != size:
+        if builtins.sum(sizes) != size:
             raise ValueError(f"split: sections {sizes} do not add up to dimension {dim} of size {size}")
     out, start = [], 0
     for s in sizes:

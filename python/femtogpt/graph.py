@@ -214,7 +214,10 @@ def _accumulate(existing, g):
 def run_backward(root: Tensor, seed) -> None:
     order = _topological_order(root)
     grads = {id(root): seed}
-    for node in reversed(order):
+    # Pop nodes off the order (outputs first) so that, once a node has run, nothing
+    # here refers to it any more and its output and saved tensors can be freed.
+    while order:
+        node = order.pop()
         g = grads.pop(id(node), None)
         if g is None:
             continue
@@ -229,7 +232,7 @@ def run_backward(root: Tensor, seed) -> None:
         # Free what this node saved for backward: its closure and the links to its inputs.
         node._backward = _freed_backward
         node._parents = ()
-        del fn, g
+        del fn, g, node
         for p, pg in zip(parents, parent_grads):
             if pg is not None and p is not None and p.requires_grad:
                 grads[id(p)] = _accumulate(grads.get(id(p)), pg)
@@ -261,8 +264,8 @@ def tensor(data, dtype=None, device: str = "cpu", requires_grad: bool = False) -
     """
     if isinstance(data, Tensor):
         data = data.numpy()
-    if isinstance(data, np.ndarray):
-        arr = data
+    if isinstance(data, (np.ndarray, np.generic)):
+        arr = np.asarray(data)
     else:
         arr = np.asarray(data)
         if arr.dtype.kind == "f":
