@@ -1,37 +1,293 @@
-// The matmul driver. (Placeholder until the packed SIMD kernels land: a
-// row-parallel loop over the reference.)
+// The matmul driver: Goto/BLIS loops around the micro-kernel of the active ISA.
+//
+// C (M,N) = alpha * op(A) (M,K) @ op(B) (K,N) + beta * C, float32:
+//
+//   for jc in N step nc:                 B block (kc,nc) packed once, shared by all threads (L3)
+//     for pc in K step kc:
+//       pack B block                     threads split its NR-panels, then a barrier
+//       for ic in (this thread's rows) step mc:
+//         pack A block (mc,kc)           private to the thread (L2)
+//         for jr in (this thread's NR-panels of the block):   B panel (kc,NR) stays in L1
+//           for ir in mc step MR:
+//             micro-kernel: C tile (MR,NR) (+)= A panel^T @ B panel
+//
+// Threads split the M x N tile grid (never K), so every element of C is summed by
+// one thread in the same order whatever the thread count: results are bitwise
+// identical for 1 and n threads. The tile grid is anchored at (0,0), so a given
+// element always falls in the same tile and the same k blocks.
+//
+// float64 (gradient checks only) runs a plain row loop, parallel over rows.
 #include "cpu/matmul.h"
 
+#include <algorithm>
+#include <exception>
+
+#include "cpu/matmul_kernels.h"
 #include "parallel.h"
+#include "pool.h"
 
 namespace femtogpt::cpu {
 
+namespace gemm_detail {
+
+namespace {
+
+Blocking g_blocking_override;
+
+// Below this many flops per thread a second thread costs more than it saves.
+constexpr int64_t kMinFlopsPerThread = int64_t(1) << 19;
+constexpr int kMaxTile = 1024;  // floats in the edge-tile scratch (>= MR*NR of every kernel)
+
+int team_size() {
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+bool in_parallel() {
+#ifdef _OPENMP
+    return omp_in_parallel();
+#else
+    return false;
+#endif
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// C (M,N) = beta * C, writing zeros without reading when beta == 0.
 template <typename T>
-void gemm(T* C, int64_t ldc, const T* A, int64_t lda, const T* B, int64_t ldb,
-          int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b, T alpha, T beta) {
-#pragma omp parallel for schedule(static) if (M * N * K > 32768)
+void scale_c(T* C, int64_t ldc, int64_t M, int64_t N, T beta) {
     for (int64_t i = 0; i < M; i++) {
-        const T* Ai = trans_a ? A + i : A + i * lda;
-        int64_t lda_i = trans_a ? lda : 1;
-        for (int64_t j = 0; j < N; j++) {
-            T acc = 0;
-            for (int64_t p = 0; p < K; p++) {
-                T a = trans_a ? Ai[p * lda_i] : Ai[p];
-                T b = trans_b ? B[j * ldb + p] : B[p * ldb + j];
-                acc += a * b;
-            }
-            C[i * ldc + j] = alpha * acc + (beta == T(0) ? T(0) : beta * C[i * ldc + j]);
+        T* c = C + i * ldc;
+        if (beta == T(0)) {
+            std::fill(c, c + N, T(0));
+        } else if (beta != T(1)) {
+            for (int64_t j = 0; j < N; j++) c[j] *= beta;
         }
     }
+}
+
+// Splits `team` threads into a tm x tn grid over the (mtiles, ntiles) tile grid:
+// the smallest largest share, ties going to more row groups (a row group packs
+// its A block once; column groups sharing rows pack it again each).
+void choose_grid(int team, int64_t mtiles, int64_t ntiles, int& tm, int& tn) {
+    tm = team;
+    tn = 1;
+    int64_t best = -1;
+    for (int r = team; r >= 1; r--) {
+        if (team % r) continue;
+        int c = team / r;
+        int64_t share = ceil_div(mtiles, r) * ceil_div(ntiles, c);
+        if (best < 0 || share < best) {
+            best = share;
+            tm = r;
+            tn = c;
+        }
+    }
+}
+
+const KernelF32& active_kernel_f32() {
+    switch (active_isa()) {
+        case Isa::avx512:
+            if (const KernelF32* k = kernel_f32_avx512()) return *k;
+            [[fallthrough]];
+        case Isa::avx2:
+            if (const KernelF32* k = kernel_f32_avx2()) return *k;
+            [[fallthrough]];
+        default:
+            return *kernel_f32_generic();
+    }
+}
+
+// Single-precision GEMM on at most `nthreads` threads.
+void sgemm(float* C, int64_t ldc, const float* A, int64_t lda, const float* B, int64_t ldb, int64_t M, int64_t N,
+           int64_t K, bool ta, bool tb, float alpha, float beta, int nthreads) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == 0.0f) {  // empty sum: A and B are not read
+        scale_c(C, ldc, M, N, beta);
+        return;
+    }
+    const KernelF32& kr = active_kernel_f32();
+    const int MR = kr.mr, NR = kr.nr;
+    const Blocking ov = g_blocking_override;
+    const int64_t MC = round_up(ov.mc > 0 ? ov.mc : kr.mc, MR);
+    const int64_t KC = ov.kc > 0 ? ov.kc : kr.kc;
+    const int64_t NC = round_up(ov.nc > 0 ? ov.nc : kr.nc, NR);
+
+    // k blocks of equal size (K=257 gives 129+128, not 256+1); the split depends
+    // only on K, never on the threads.
+    const int64_t kcb = ceil_div(K, ceil_div(K, KC));
+    const int64_t ncb = std::min(NC, round_up(N, NR));
+    const int64_t mcb = std::min(MC, round_up(M, MR));
+    const int64_t mtiles = ceil_div(M, MR), ntiles = ceil_div(N, NR);
+
+    int nt = std::max(1, nthreads);
+    if (in_parallel()) nt = 1;
+    nt = int(std::min<int64_t>(nt, std::max<int64_t>(1, 2 * M * N * K / kMinFlopsPerThread)));
+    nt = int(std::min<int64_t>(nt, mtiles * ntiles));
+
+    const int64_t a_stride = round_up(mcb * kcb, 16);  // floats per thread's A block, 64-byte multiple
+    PoolBuffer bbuf(size_t(kcb * ncb) * sizeof(float));
+    PoolBuffer abuf(size_t(a_stride * nt) * sizeof(float));
+    float* const Bp = bbuf.data<float>();
+
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        const int team = team_size(), tid = thread_id();
+        int tm, tn;
+        choose_grid(team, mtiles, ntiles, tm, tn);
+        const int gi = tid / tn, gj = tid % tn;
+        const int64_t row0 = std::min(M, mtiles * gi / tm * MR);
+        const int64_t row1 = std::min(M, mtiles * (gi + 1) / tm * MR);
+        float* const Ap = abuf.data<float>() + a_stride * tid;
+        alignas(64) float tile[kMaxTile];
+
+        for (int64_t jc = 0; jc < N; jc += ncb) {
+            const int64_t nc = std::min(ncb, N - jc);
+            const int64_t npanels = ceil_div(nc, NR);
+            for (int64_t pc = 0; pc < K; pc += kcb) {
+                const int64_t kc = std::min(kcb, K - pc);
+                {  // every thread packs a share of the B block
+                    const int64_t p0 = npanels * tid / team, p1 = npanels * (tid + 1) / team;
+                    if (p1 > p0) {
+                        const int64_t j = jc + p0 * NR;
+                        const float* src = tb ? B + j * ldb + pc : B + pc * ldb + j;
+                        kr.pack_b(Bp + p0 * NR * kc, src, ldb, tb, kc, std::min(nc, p1 * NR) - p0 * NR);
+                    }
+                }
+#pragma omp barrier
+                const float beff = pc == 0 ? beta : 1.0f;
+                const int64_t q0 = npanels * gj / tn, q1 = npanels * (gj + 1) / tn;
+                if (gi < tm && q1 > q0) {
+                    for (int64_t ic = row0; ic < row1; ic += mcb) {
+                        const int64_t mc = std::min(mcb, row1 - ic);
+                        kr.pack_a(Ap, ta ? A + pc * lda + ic : A + ic * lda + pc, lda, ta, mc, kc);
+                        for (int64_t jr = q0; jr < q1; jr++) {
+                            const int64_t nr = std::min<int64_t>(NR, nc - jr * NR);
+                            const float* bpanel = Bp + jr * NR * kc;
+                            for (int64_t ir = 0; ir < mc; ir += MR) {
+                                const int64_t mr = std::min<int64_t>(MR, mc - ir);
+                                float* c = C + (ic + ir) * ldc + jc + jr * NR;
+                                const float* apanel = Ap + ir * kc;
+                                if (mr == MR && nr == NR) {
+                                    kr.kernel(kc, apanel, bpanel, c, ldc, alpha, beff);
+                                } else {  // edge tile: compute in full, write the valid part
+                                    kr.kernel(kc, apanel, bpanel, tile, NR, alpha, 0.0f);
+                                    for (int64_t i = 0; i < mr; i++)
+                                        for (int64_t j = 0; j < nr; j++) {
+                                            float& cij = c[i * ldc + j];
+                                            cij = beff == 0.0f ? tile[i * NR + j] : tile[i * NR + j] + beff * cij;
+                                        }
+                                }
+                            }
+                        }
+                    }
+                }
+#pragma omp barrier
+            }
+        }
+    }
+}
+
+// Double-precision GEMM: one row of C at a time, parallel over rows.
+void dgemm(double* C, int64_t ldc, const double* A, int64_t lda, const double* B, int64_t ldb, int64_t M,
+           int64_t N, int64_t K, bool ta, bool tb, double alpha, double beta, int nthreads) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == 0.0) {
+        scale_c(C, ldc, M, N, beta);
+        return;
+    }
+    int nt = std::max(1, nthreads);
+    if (in_parallel()) nt = 1;
+    nt = int(std::min<int64_t>({int64_t(nt), M, std::max<int64_t>(1, 2 * M * N * K / kMinFlopsPerThread)}));
+    const int64_t stride = round_up(K + N, 8);
+    PoolBuffer buf(size_t(stride * nt) * sizeof(double));
+
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        double* arow = buf.data<double>() + stride * thread_id();  // op(A) row i (K)
+        double* acc = arow + K;                                     // its product row (N)
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < M; i++) {
+            for (int64_t p = 0; p < K; p++) arow[p] = ta ? A[p * lda + i] : A[i * lda + p];
+            if (!tb) {
+                std::fill(acc, acc + N, 0.0);
+                for (int64_t p = 0; p < K; p++) {
+                    const double a = arow[p];
+                    const double* b = B + p * ldb;
+                    for (int64_t j = 0; j < N; j++) acc[j] += a * b[j];
+                }
+            } else {
+                for (int64_t j = 0; j < N; j++) {
+                    const double* b = B + j * ldb;
+                    double s = 0.0;
+                    for (int64_t p = 0; p < K; p++) s += arow[p] * b[p];
+                    acc[j] = s;
+                }
+            }
+            double* c = C + i * ldc;
+            for (int64_t j = 0; j < N; j++) c[j] = beta == 0.0 ? alpha * acc[j] : alpha * acc[j] + beta * c[j];
+        }
+    }
+}
+
+void gemm_nt(float* C, int64_t ldc, const float* A, int64_t lda, const float* B, int64_t ldb, int64_t M, int64_t N,
+             int64_t K, bool ta, bool tb, float alpha, float beta, int nthreads) {
+    sgemm(C, ldc, A, lda, B, ldb, M, N, K, ta, tb, alpha, beta, nthreads);
+}
+void gemm_nt(double* C, int64_t ldc, const double* A, int64_t lda, const double* B, int64_t ldb, int64_t M,
+             int64_t N, int64_t K, bool ta, bool tb, double alpha, double beta, int nthreads) {
+    dgemm(C, ldc, A, lda, B, ldb, M, N, K, ta, tb, alpha, beta, nthreads);
+}
+
+}  // namespace
+
+void set_blocking_override(Blocking b) { g_blocking_override = b; }
+
+}  // namespace gemm_detail
+
+template <typename T>
+void gemm(T* C, int64_t ldc, const T* A, int64_t lda, const T* B, int64_t ldb, int64_t M, int64_t N, int64_t K,
+          bool trans_a, bool trans_b, T alpha, T beta) {
+    gemm_detail::gemm_nt(C, ldc, A, lda, B, ldb, M, N, K, trans_a, trans_b, alpha, beta, num_threads());
 }
 
 template <typename T>
 void gemm_batched(T* C, int64_t stride_c, int64_t ldc, const T* A, int64_t stride_a, int64_t lda, const T* B,
                   int64_t stride_b, int64_t ldb, int64_t batch, int64_t M, int64_t N, int64_t K, bool trans_a,
                   bool trans_b, T alpha, T beta) {
+    using gemm_detail::gemm_nt;
+    if (batch <= 0 || M <= 0 || N <= 0) return;
+    const int nt = gemm_detail::in_parallel() ? 1 : num_threads();
+    // One B for every A, A and C stacked row after row: one tall product, (batch*M, K) @ (K, N).
+    if (batch == 1 || (stride_b == 0 && !trans_a && stride_a == M * lda && stride_c == M * ldc)) {
+        gemm_nt(C, ldc, A, lda, B, ldb, batch * M, N, K, trans_a, trans_b, alpha, beta, nt);
+        return;
+    }
+    // Many small products (attention's per-head ones): one whole product per thread.
+    // The same per-product code runs either way, so the result does not depend on it.
+    const bool small = M * N * K <= (int64_t(1) << 21);
+    if (nt > 1 && batch >= nt && (small || batch >= 4 * nt)) {
+        std::exception_ptr error;  // an exception must not leave an OpenMP region
+#pragma omp parallel for schedule(static) num_threads(nt)
+        for (int64_t b = 0; b < batch; b++) {
+            try {
+                gemm_nt(C + b * stride_c, ldc, A + b * stride_a, lda, B + b * stride_b, ldb, M, N, K, trans_a,
+                        trans_b, alpha, beta, 1);
+            } catch (...) {
+#pragma omp critical(femtogpt_gemm_error)
+                if (!error) error = std::current_exception();
+            }
+        }
+        if (error) std::rethrow_exception(error);
+        return;
+    }
     for (int64_t b = 0; b < batch; b++)
-        gemm<T>(C + b * stride_c, ldc, A + b * stride_a, lda, B + b * stride_b, ldb, M, N, K, trans_a, trans_b,
-                alpha, beta);
+        gemm_nt(C + b * stride_c, ldc, A + b * stride_a, lda, B + b * stride_b, ldb, M, N, K, trans_a, trans_b,
+                alpha, beta, nt);
 }
 
 #define FG_INSTANTIATE(T)                                                                                     \

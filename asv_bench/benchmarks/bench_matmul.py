@@ -1,0 +1,176 @@
+"""float32 matmul: femtogpt's packed kernels against numpy's BLAS, in the same run.
+
+`time_*` are asv's timings; `track_gflops_*` report GFLOP/s from the median of
+repeats measured inside one call, and `track_ratio_vs_numpy` femtogpt's GFLOP/s over
+numpy's, the two measured interleaved so that machine noise hits both alike.
+
+numpy's BLAS threads are set with threadpoolctl when it is installed (it is not a
+dependency of femtogpt). Without it, numpy keeps the thread count its BLAS started
+with (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, default all cores), so numpy's
+benchmarks are skipped for the other thread counts rather than compared unfairly.
+"""
+
+import os
+import time
+
+import numpy as np
+
+from femtogpt import _core
+
+try:
+    from threadpoolctl import threadpool_limits
+except ImportError:  # optional; see the module docstring
+    threadpool_limits = None
+
+# (M, K, N): square; GPT-2-small-like linear layers; a large one; the small model's
+# (n_embd 64: qkv 192, mlp 256, and back to 64).
+SHAPES = ["512x512x512", "2048x256x768", "2048x768x256", "4096x512x2048", "2048x64x192", "2048x64x256", "2048x256x64"]
+THREADS = [1, 2]
+
+
+def _dims(shape):
+    return tuple(int(x) for x in shape.split("x"))
+
+
+def _median_seconds(fn, min_time=0.2, min_reps=5, max_reps=200):
+    fn()  # warm-up
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_reps or (time.perf_counter() - start < min_time and len(times) < max_reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def _blas_threads_fixed(threads):
+    """True when numpy's BLAS can be held to `threads` threads."""
+    if threadpool_limits is not None:
+        return True
+    env = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    return env is not None and env.strip() == str(threads)
+
+
+class _Base:
+    def _setup_threads(self, threads):
+        self._limits = threadpool_limits(limits=threads, user_api="blas") if threadpool_limits else None
+        self._threads_before = _core.get_num_threads()
+        _core.set_num_threads(threads)
+
+    def teardown(self, *args):
+        if getattr(self, "_limits", None) is not None:
+            self._limits.restore_original_limits()
+        if hasattr(self, "_threads_before"):
+            _core.set_num_threads(self._threads_before)
+
+
+class Matmul(_Base):
+    """C (M,N) = A (M,K) @ B (K,N)."""
+
+    params = [SHAPES, THREADS]
+    param_names = ["MxKxN", "threads"]
+
+    def setup(self, shape, threads):
+        M, K, N = _dims(shape)
+        rng = np.random.default_rng(0)
+        self.a = rng.standard_normal((M, K)).astype(np.float32)
+        self.b = rng.standard_normal((K, N)).astype(np.float32)
+        self.c = np.empty((M, N), np.float32)
+        self.ta, self.tb = _core.from_numpy(self.a), _core.from_numpy(self.b)
+        self.tc = _core.from_numpy(self.c)
+        self.flops = 2.0 * M * N * K
+        self.numpy_ok = _blas_threads_fixed(threads)
+        self._setup_threads(threads)
+
+    def _femtogpt(self):
+        _core.matmul(self.ta, self.tb, out=self.tc)
+
+    def _numpy(self):
+        np.matmul(self.a, self.b, out=self.c)
+
+    def time_femtogpt(self, shape, threads):
+        self._femtogpt()
+
+    def time_numpy(self, shape, threads):
+        if not self.numpy_ok:
+            raise NotImplementedError("numpy's BLAS threads cannot be set without threadpoolctl")
+        self._numpy()
+
+    def track_gflops_femtogpt(self, shape, threads):
+        return self.flops / _median_seconds(self._femtogpt) / 1e9
+
+    track_gflops_femtogpt.unit = "GFLOP/s"
+
+    def track_gflops_numpy(self, shape, threads):
+        if not self.numpy_ok:
+            raise NotImplementedError("numpy's BLAS threads cannot be set without threadpoolctl")
+        return self.flops / _median_seconds(self._numpy) / 1e9
+
+    track_gflops_numpy.unit = "GFLOP/s"
+
+    def track_ratio_vs_numpy(self, shape, threads):
+        """femtogpt GFLOP/s / numpy GFLOP/s (> 1: femtogpt faster), interleaved medians."""
+        if not self.numpy_ok:
+            raise NotImplementedError("numpy's BLAS threads cannot be set without threadpoolctl")
+        ours, theirs = [], []
+        for _ in range(5):
+            ours.append(_median_seconds(self._femtogpt, min_time=0.05, min_reps=3))
+            theirs.append(_median_seconds(self._numpy, min_time=0.05, min_reps=3))
+        return float(np.median(theirs) / np.median(ours))
+
+    track_ratio_vs_numpy.unit = "ratio"
+
+
+class MatmulTransposed(_Base):
+    """The backward pass's layouts: op(A) @ op(B) with A or B stored transposed."""
+
+    params = [["nn", "nt", "tn", "tt"], THREADS]
+    param_names = ["layout", "threads"]
+
+    def setup(self, layout, threads):
+        M, K, N = 2048, 256, 768
+        self.trans_a, self.trans_b = layout[0] == "t", layout[1] == "t"
+        rng = np.random.default_rng(0)
+        self.a = rng.standard_normal((K, M) if self.trans_a else (M, K)).astype(np.float32)
+        self.b = rng.standard_normal((N, K) if self.trans_b else (K, N)).astype(np.float32)
+        self.c = np.empty((M, N), np.float32)
+        self.ta, self.tb = _core.from_numpy(self.a), _core.from_numpy(self.b)
+        self.tc = _core.from_numpy(self.c)
+        self.opa = self.a.T if self.trans_a else self.a
+        self.opb = self.b.T if self.trans_b else self.b
+        self.numpy_ok = _blas_threads_fixed(threads)
+        self._setup_threads(threads)
+
+    def time_femtogpt(self, layout, threads):
+        _core.matmul(self.ta, self.tb, self.trans_a, self.trans_b, out=self.tc)
+
+    def time_numpy(self, layout, threads):
+        if not self.numpy_ok:
+            raise NotImplementedError("numpy's BLAS threads cannot be set without threadpoolctl")
+        np.matmul(self.opa, self.opb, out=self.c)
+
+
+class MatmulBatched(_Base):
+    """Attention's per-head products: (B*H, T, hs) @ (B*H, hs, T) and back."""
+
+    params = [["128x64x16x64", "128x64x64x16", "32x256x64x256"], THREADS]
+    param_names = ["batch x M x K x N", "threads"]
+
+    def setup(self, shape, threads):
+        batch, M, K, N = (int(x) for x in shape.split("x"))
+        rng = np.random.default_rng(0)
+        self.a = rng.standard_normal((batch, M, K)).astype(np.float32)
+        self.b = rng.standard_normal((batch, K, N)).astype(np.float32)
+        self.c = np.empty((batch, M, N), np.float32)
+        self.ta, self.tb = _core.from_numpy(self.a), _core.from_numpy(self.b)
+        self.tc = _core.from_numpy(self.c)
+        self.numpy_ok = _blas_threads_fixed(threads)
+        self._setup_threads(threads)
+
+    def time_femtogpt(self, shape, threads):
+        _core.matmul(self.ta, self.tb, out=self.tc)
+
+    def time_numpy(self, shape, threads):
+        if not self.numpy_ok:
+            raise NotImplementedError("numpy's BLAS threads cannot be set without threadpoolctl")
+        np.matmul(self.a, self.b, out=self.c)

@@ -1,0 +1,89 @@
+// AVX2+FMA float32 micro-kernel: a 6x16 register tile (12 ymm accumulators,
+// 2 for the B row, 1 for the broadcast A element: 15 of 16 registers).
+// Per k step: 2 loads of B, 6 broadcasts of A, 12 FMAs -- the two FMA pipes
+// of Zen/Haswell stay busy while the loads fit the load ports.
+#include "cpu/matmul_kernels.h"
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+
+namespace femtogpt::cpu::gemm_detail {
+
+namespace {
+
+constexpr int MR = 6, NR = 16;
+
+inline void store_row(float* c, __m256 lo, __m256 hi, __m256 va, __m256 vb, int mode) {
+    // mode 0: c = alpha*acc; 1: c = alpha*acc + c; 2: c = alpha*acc + beta*c
+    if (mode == 0) {
+        _mm256_storeu_ps(c, _mm256_mul_ps(va, lo));
+        _mm256_storeu_ps(c + 8, _mm256_mul_ps(va, hi));
+    } else if (mode == 1) {
+        _mm256_storeu_ps(c, _mm256_fmadd_ps(va, lo, _mm256_loadu_ps(c)));
+        _mm256_storeu_ps(c + 8, _mm256_fmadd_ps(va, hi, _mm256_loadu_ps(c + 8)));
+    } else {
+        _mm256_storeu_ps(c, _mm256_fmadd_ps(va, lo, _mm256_mul_ps(vb, _mm256_loadu_ps(c))));
+        _mm256_storeu_ps(c + 8, _mm256_fmadd_ps(va, hi, _mm256_mul_ps(vb, _mm256_loadu_ps(c + 8))));
+    }
+}
+
+// C (6,16) = alpha * Ap (kc,6)^T @ Bp (kc,16) + beta * C
+void kernel_6x16(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta) {
+    __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
+    __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
+    __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
+    __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
+    __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
+    __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+    for (int i = 0; i < MR; i++) _mm_prefetch(reinterpret_cast<const char*>(C + i * ldc), _MM_HINT_T0);
+    const float* a = Ap;
+    const float* b = Bp;
+#pragma GCC unroll 4
+    for (int64_t p = 0; p < kc; p++) {
+        const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+        __m256 ai = _mm256_broadcast_ss(a + 0);
+        c00 = _mm256_fmadd_ps(ai, b0, c00);
+        c01 = _mm256_fmadd_ps(ai, b1, c01);
+        ai = _mm256_broadcast_ss(a + 1);
+        c10 = _mm256_fmadd_ps(ai, b0, c10);
+        c11 = _mm256_fmadd_ps(ai, b1, c11);
+        ai = _mm256_broadcast_ss(a + 2);
+        c20 = _mm256_fmadd_ps(ai, b0, c20);
+        c21 = _mm256_fmadd_ps(ai, b1, c21);
+        ai = _mm256_broadcast_ss(a + 3);
+        c30 = _mm256_fmadd_ps(ai, b0, c30);
+        c31 = _mm256_fmadd_ps(ai, b1, c31);
+        ai = _mm256_broadcast_ss(a + 4);
+        c40 = _mm256_fmadd_ps(ai, b0, c40);
+        c41 = _mm256_fmadd_ps(ai, b1, c41);
+        ai = _mm256_broadcast_ss(a + 5);
+        c50 = _mm256_fmadd_ps(ai, b0, c50);
+        c51 = _mm256_fmadd_ps(ai, b1, c51);
+        a += MR;
+        b += NR;
+    }
+    const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+    const int mode = beta == 0.0f ? 0 : beta == 1.0f ? 1 : 2;
+    store_row(C + 0 * ldc, c00, c01, va, vb, mode);
+    store_row(C + 1 * ldc, c10, c11, va, vb, mode);
+    store_row(C + 2 * ldc, c20, c21, va, vb, mode);
+    store_row(C + 3 * ldc, c30, c31, va, vb, mode);
+    store_row(C + 4 * ldc, c40, c41, va, vb, mode);
+    store_row(C + 5 * ldc, c50, c51, va, vb, mode);
+}
+
+const KernelF32 kAvx2 = {"avx2", MR, NR, 144, 256, 4080, kernel_6x16, pack_a_plain<MR>, pack_b_plain<NR>};
+
+}  // namespace
+
+const KernelF32* kernel_f32_avx2() { return &kAvx2; }
+
+}  // namespace femtogpt::cpu::gemm_detail
+
+#else
+
+namespace femtogpt::cpu::gemm_detail {
+const KernelF32* kernel_f32_avx2() { return nullptr; }
+}  // namespace femtogpt::cpu::gemm_detail
+
+#endif
