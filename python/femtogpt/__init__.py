@@ -49,9 +49,11 @@ def matmul(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False, o
 
 
 from . import functional  # noqa: E402  (attaches the Tensor operators)
+from .model import GPT, GPTConfig  # noqa: E402
+from .optim import AdamW, clip_grad_norm_, cosine_lr  # noqa: E402
 
 __all__ = [
-    "Tensor", "tensor", "zeros", "ones", "empty", "randn", "no_grad", "enable_grad", "matmul", "functional",
+    "GPT", "GPTConfig", "AdamW", "clip_grad_norm_", "cosine_lr", "Tensor", "tensor", "zeros", "ones", "empty", "randn", "no_grad", "enable_grad", "matmul", "functional",
     "memory_stats", "reset_peak_memory_stats", "empty_cache", "set_num_threads", "get_num_threads",
     "cpu_isa", "available_isas",
 ]

@@ -57,6 +57,15 @@ class Module:
         for p in self.parameters():
             p.grad = None
 
+    def to_dtype(self, dtype):
+        """Convert every parameter in place (float64 is for gradient checks)."""
+        from . import _core
+
+        for p in self.parameters():
+            p._impl = _core.from_numpy(np.ascontiguousarray(p.numpy(), dtype=dtype), p.device)
+            p.grad = None
+        return self
+
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 

@@ -1,0 +1,187 @@
+"""The GPT model: shapes, loss at initialisation, whole-model gradients, config checks, checkpoints."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+import femtogpt as fg
+from femtogpt import GPT, GPTConfig
+from femtogpt.checkpoint import CheckpointError
+from femtogpt.testing import gradcheck
+
+TINY = dict(vocab_size=7, block_size=5, n_layer=2, n_head=2, n_embd=4)
+
+
+def batch(rng, cfg, B=2, T=None):
+    T = T or cfg.block_size
+    return rng.integers(0, cfg.vocab_size, (B, T)), rng.integers(0, cfg.vocab_size, (B, T))
+
+
+def test_forward_shapes_and_initial_loss(rng):
+    cfg = GPTConfig(vocab_size=76, block_size=16, n_layer=2, n_head=2, n_embd=32)
+    model = GPT(cfg, seed=0)
+    x, y = batch(rng, cfg, B=3)
+    logits, loss = model(x, y)
+    assert logits.shape == (3, 16, 76)
+    # Small initial weights give near-uniform predictions: the loss starts near ln(V).
+    assert abs(loss.item() - math.log(76)) < 0.1
+    logits2, none = model(x[:, :5])
+    assert none is None and logits2.shape == (3, 5, 76)
+
+
+def test_logits_do_not_see_the_future(rng):
+    cfg = GPTConfig(**TINY)
+    model = GPT(cfg, seed=1)
+    x, _ = batch(rng, cfg)
+    a = model(x)[0].numpy().copy()
+    x2 = x.copy()
+    x2[:, -1] = (x2[:, -1] + 1) % cfg.vocab_size
+    b = model(x2)[0].numpy()
+    np.testing.assert_array_equal(a[:, :-1], b[:, :-1])
+
+
+@pytest.mark.parametrize("attention", ["flash", "standard"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_whole_model_gradients_against_finite_differences(rng, attention, bias):
+    cfg = GPTConfig(**TINY, bias=bias, attention=attention)
+    model = GPT(cfg, seed=2).to_dtype(np.float64)
+    x, y = batch(rng, cfg)
+    params = model.parameters()
+    gradcheck(lambda *ps: model(x, y)[1], params, atol=1e-6, rtol=1e-4)
+
+
+def test_flash_and_standard_models_agree(rng):
+    cfg = GPTConfig(vocab_size=11, block_size=33, n_layer=2, n_head=2, n_embd=16)
+    x, y = batch(rng, cfg)
+    a = GPT(cfg, seed=3)
+    b = GPT(GPTConfig(**{**cfg.to_dict(), "attention": "standard"}), seed=3)
+    la, lb = a(x, y)[1], b(x, y)[1]
+    assert abs(la.item() - lb.item()) < 1e-5
+    la.backward()
+    lb.backward()
+    for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
+        np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-3, atol=1e-6, err_msg=n)
+
+
+def test_parameter_names_follow_gpt2():
+    model = GPT(GPTConfig(**TINY))
+    names = [n for n, _ in model.named_parameters()]
+    assert names[:2] == ["wte.weight", "wpe.weight"]
+    assert "h.1.attn.c_attn.weight" in names and "h.0.mlp.c_proj.bias" in names and names[-1] == "ln_f.bias"
+    sd = model.state_dict()
+    C = TINY["n_embd"]
+    assert sd["h.0.attn.c_attn.weight"].shape == (C, 3 * C)
+    assert sd["h.0.mlp.c_fc.weight"].shape == (C, 4 * C)
+    assert sd["h.0.mlp.c_proj.weight"].shape == (4 * C, C)
+    n = model.num_parameters()
+    assert n == sum(v.size for v in sd.values())
+    assert model.num_parameters(exclude_embeddings=True) == n - TINY["block_size"] * C
+
+
+def test_gpt2_initialisation_scales_residual_projections():
+    cfg = GPTConfig(vocab_size=50, block_size=8, n_layer=8, n_head=4, n_embd=128)
+    sd = GPT(cfg).state_dict()
+    assert abs(sd["h.0.mlp.c_fc.weight"].std() - 0.02) < 0.002
+    assert abs(sd["h.0.mlp.c_proj.weight"].std() - 0.02 / math.sqrt(16)) < 0.001
+
+
+def test_dropout_is_seeded_and_off_in_eval(rng):
+    cfg = GPTConfig(**{**TINY, "dropout": 0.2})
+    x, y = batch(rng, cfg)
+    l1 = GPT(cfg, seed=4)(x, y)[1].item()
+    l2 = GPT(cfg, seed=4)(x, y)[1].item()
+    assert l1 == l2
+    m = GPT(cfg, seed=4).eval()
+    assert m(x, y)[1].item() == m(x, y)[1].item()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(n_embd=10, n_head=3), "divisible"),
+    (dict(n_layer=0), "positive"),
+    (dict(attention="sparse"), "attention"),
+    (dict(device="tpu"), "device"),
+    (dict(dropout=1.0), "dropout"),
+])
+def test_config_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GPTConfig(**{**TINY, **kwargs})
+
+
+def test_input_errors(rng):
+    model = GPT(GPTConfig(**TINY))
+    with pytest.raises(ValueError, match="longer than block_size 5"):
+        model(np.zeros((1, 6), np.int64))
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        model(np.full((1, 3), 7))
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        model(np.full((1, 3), -1))
+    with pytest.raises(TypeError, match="integer"):
+        model(np.zeros((1, 3), np.float32))
+    with pytest.raises(ValueError, match="2-D"):
+        model(np.zeros(3, np.int64))
+    with pytest.raises(ValueError, match="targets"):
+        model(np.zeros((1, 3), np.int64), np.zeros((1, 2), np.int64))
+    with pytest.raises(ValueError, match="preset"):
+        GPTConfig.from_preset("huge")
+
+
+# ---- checkpoints -------------------------------------------------------------------------------
+
+
+def test_save_load_round_trip_is_bit_exact(tmp_path, rng):
+    cfg = GPTConfig(**TINY)
+    model = GPT(cfg, seed=5)
+    for p in model.parameters():  # make every tensor distinct from its initialisation
+        p.numpy()[...] += rng.standard_normal(p.shape).astype(np.float32)
+    model.save(tmp_path / "ck")
+    loaded = GPT.load(tmp_path / "ck")
+    assert loaded.config == cfg
+    for (n, p), (_, q) in zip(model.named_parameters(), loaded.named_parameters()):
+        np.testing.assert_array_equal(p.numpy(), q.numpy(), err_msg=n)
+
+
+def test_load_errors(tmp_path):
+    cfg = GPTConfig(**TINY)
+    GPT(cfg).save(tmp_path / "ck")
+    with pytest.raises(FileNotFoundError):
+        GPT.load(tmp_path / "missing")
+    # A config that does not match the tensors.
+    bad = json.loads((tmp_path / "ck" / "config.json").read_text())
+    bad["n_embd"] = 8
+    (tmp_path / "ck" / "config.json").write_text(json.dumps(bad))
+    with pytest.raises(CheckpointError, match="shape|missing"):
+        GPT.load(tmp_path / "ck")
+    # A truncated tensor file.
+    GPT(cfg).save(tmp_path / "ck2")
+    f = tmp_path / "ck2" / "model.safetensors"
+    f.write_bytes(f.read_bytes()[:100])
+    with pytest.raises(CheckpointError):
+        GPT.load(tmp_path / "ck2")
+    os.remove(tmp_path / "ck2" / "model.safetensors")
+    with pytest.raises(FileNotFoundError):
+        GPT.load(tmp_path / "ck2")
+
+
+def test_loads_a_hugging_face_gpt2_directory(tmp_path, rng):
+    """A GPT-2 directory as transformers writes it: Conv1D layouts, a `transformer.` prefix,
+    attention-mask buffers, a tied lm_head."""
+    from safetensors.numpy import save_file
+
+    C, V, T, L = 8, 13, 6, 2
+    ours = GPT(GPTConfig(vocab_size=V, block_size=T, n_layer=L, n_head=2, n_embd=C), seed=6)
+    sd = {f"transformer.{k}": v for k, v in ours.state_dict().items()}
+    for i in range(L):
+        sd[f"transformer.h.{i}.attn.bias"] = np.tril(np.ones((T, T), np.float32))[None, None]
+        sd[f"transformer.h.{i}.attn.masked_bias"] = np.array(-1e4, np.float32)
+    sd["lm_head.weight"] = sd["transformer.wte.weight"].copy()
+    d = tmp_path / "gpt2"
+    d.mkdir()
+    save_file(sd, str(d / "model.safetensors"))
+    (d / "config.json").write_text(json.dumps(dict(model_type="gpt2", n_embd=C, n_layer=L, n_head=2,
+                                                   n_positions=T, vocab_size=V)))
+    model = GPT.load(d)
+    x = rng.integers(0, V, (2, T))
+    np.testing.assert_array_equal(model(x)[0].numpy(), ours(x)[0].numpy())
