@@ -297,7 +297,7 @@ def test_relu(rng, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("N", NS)
 @pytest.mark.parametrize("C", CS)
-def test_softmax_and_log_softmax(rng, dtype, N, C):
+def test_softmax_and_log_softmax(each_isa, rng, dtype, N, C):
     x = (rng.standard_normal((N, C)) * 3).astype(dtype)
     g = rng.standard_normal((N, C)).astype(dtype)
     lsm = np_log_softmax(x)
@@ -314,14 +314,33 @@ def test_softmax_and_log_softmax(rng, dtype, N, C):
         np.testing.assert_allclose(A(fast(T(x))), A(ref(T(x))), **tol(dtype))
 
 
-def test_softmax_large_logits_and_leading_dims(rng):
+def test_softmax_large_logits_and_leading_dims(each_isa, rng):
     x = rng.standard_normal((2, 3, 7)).astype(np.float32) * 50 + 1000  # exp would overflow without the max
     out = A(_core.softmax_forward(T(x)))
     assert out.shape == (2, 3, 7) and np.all(np.isfinite(out))
     np.testing.assert_allclose(out, np.exp(np_log_softmax(x)), rtol=1e-5, atol=1e-6)
 
 
-def test_softmax_gradcheck(rng):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_masked_minus_inf_and_nan(each_isa, rng, dtype):
+    x = rng.standard_normal((7, 13)).astype(dtype)
+    x[np.triu_indices(7, 1, 13)] = -np.inf  # a causal mask: -inf scores get exactly 0
+    p = A(_core.softmax_forward(T(x)))
+    ref = np.exp(np_log_softmax(x))
+    assert np.all(p[np.isinf(x)] == 0)
+    np.testing.assert_allclose(p, ref, **tol(dtype))
+    lp = A(_core.log_softmax_forward(T(x)))
+    assert np.all(lp[np.isinf(x)] == -np.inf)
+    g = rng.standard_normal(x.shape).astype(dtype)
+    dx = A(_core.log_softmax_backward(T(g), T(lp)))
+    np.testing.assert_allclose(dx, g - ref * g.sum(-1, keepdims=True), **tol(dtype))
+    x[3, 2] = np.nan  # NaN propagates to its row (never silently dropped)
+    assert np.all(np.isnan(A(_core.softmax_forward(T(x)))[3]))
+    loss, _ = _core.cross_entropy_forward(T(x[:, :5].copy()), T(np.zeros(7, np.int64)), -100, "mean")
+    assert np.isnan(A(loss))
+
+
+def test_softmax_gradcheck(rng):  # float64: the generic kernels
     x, dout = rng.standard_normal((3, 5)), rng.standard_normal((3, 5))
     dx = A(_core.softmax_backward(T(dout), _core.softmax_forward(T(x))))
     gradcheck(lambda x: _core.softmax_forward(T(x)), [x], 0, dout, dx)
@@ -447,7 +466,7 @@ def test_embedding_index_out_of_range(rng, bad):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 0.9])
-def test_dropout_mask(rng, dtype, p):
+def test_dropout_mask(each_isa, rng, dtype, p):
     x = rng.standard_normal((13, 77)).astype(dtype)
     keep = np_dropout_keep(x.size, p, 42).reshape(x.shape)
     out = A(_core.dropout_forward(T(x), p, 42))
@@ -460,7 +479,7 @@ def test_dropout_mask(rng, dtype, p):
         np.testing.assert_array_equal(out, x)
 
 
-def test_dropout_statistics_and_seeds():
+def test_dropout_statistics_and_seeds(each_isa):
     x = np.ones(200000, np.float32)
     a = A(_core.dropout_forward(T(x), 0.25, 7))
     assert abs((a == 0).mean() - 0.25) < 0.005
@@ -471,6 +490,22 @@ def test_dropout_statistics_and_seeds():
     np.testing.assert_array_equal(a, c)  # the mask depends on (seed, flat index) only
     neg = A(_core.dropout_forward(T(x[:1000]), 0.25, -3))  # negative seeds are fine
     assert neg.shape == (1000,)
+
+
+@pytest.mark.parametrize("seed", [0, 2**62 + 5, -(2**63)])
+def test_dropout_mask_same_on_every_isa(rng, seed):
+    x = rng.standard_normal(100003).astype(np.float32)  # many blocks, a ragged tail
+    outs = []
+    before = _core.cpu_isa()
+    try:
+        for isa in ISAS:
+            _core.set_cpu_isa(isa)
+            outs.append(A(_core.dropout_forward(T(x), 0.37, seed)))
+    finally:
+        _core.set_cpu_isa(before)
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o == 0, outs[0] == 0)
+    np.testing.assert_array_equal(outs[0][:2000] != 0, np_dropout_keep(2000, 0.37, seed % 2**64))
 
 
 def test_dropout_gradcheck(rng):

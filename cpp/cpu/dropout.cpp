@@ -1,6 +1,9 @@
 // Dropout: the mask is recomputed from (seed, index) by a counter-based hash.
 #include "cpu/dropout.h"
 
+#include <type_traits>
+
+#include "cpu/isa.h"
 #include "parallel.h"
 
 namespace femtogpt::cpu {
@@ -21,6 +24,9 @@ void dropout_forward_reference(T* out, const T* x, int64_t n, double p, uint64_t
 // out (n) <- x (n)
 template <typename T>
 void dropout_forward(T* out, const T* x, int64_t n, double p, uint64_t seed) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (active_isa() != Isa::generic) return dropout_forward_avx2(out, x, n, p, seed);
+    }
     const uint64_t thr = dropout_threshold(p);
     const T scale = T(1.0 / (1.0 - p));
 #pragma omp parallel for simd schedule(static) if (n > kParallelElems)

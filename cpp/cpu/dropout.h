@@ -29,4 +29,7 @@ void dropout_forward(T* out, const T* x, int64_t n, double p, uint64_t seed);
 template <typename T>
 void dropout_forward_reference(T* out, const T* x, int64_t n, double p, uint64_t seed);
 
+// AVX2 float32 kernel (dropout_avx2.cpp): the same mask, bit for bit.
+void dropout_forward_avx2(float* out, const float* x, int64_t n, double p, uint64_t seed);
+
 }  // namespace femtogpt::cpu

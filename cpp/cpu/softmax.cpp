@@ -4,7 +4,9 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
+#include "cpu/isa.h"
 #include "parallel.h"
 
 namespace femtogpt::cpu {
@@ -68,6 +70,9 @@ void log_softmax_backward_reference(T* dx, const T* dout, const T* out, int64_t 
 
 template <typename T>
 void softmax_forward(T* out, const T* x, int64_t N, int64_t C) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (active_isa() != Isa::generic) return softmax_forward_avx2(out, x, N, C);
+    }
 #pragma omp parallel for schedule(static) if (N * C > kParallelElems)
     for (int64_t n = 0; n < N; n++) {
         const T* xr = x + n * C;
@@ -85,6 +90,9 @@ void softmax_forward(T* out, const T* x, int64_t N, int64_t C) {
 
 template <typename T>
 void softmax_backward(T* dx, const T* dout, const T* out, int64_t N, int64_t C) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (active_isa() != Isa::generic) return softmax_backward_avx2(dx, dout, out, N, C);
+    }
 #pragma omp parallel for schedule(static) if (N * C > kParallelElems)
     for (int64_t n = 0; n < N; n++) {
         const T* g = dout + n * C;
@@ -99,6 +107,9 @@ void softmax_backward(T* dx, const T* dout, const T* out, int64_t N, int64_t C) 
 
 template <typename T>
 void log_softmax_forward(T* out, const T* x, int64_t N, int64_t C) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (active_isa() != Isa::generic) return log_softmax_forward_avx2(out, x, N, C);
+    }
 #pragma omp parallel for schedule(static) if (N * C > kParallelElems)
     for (int64_t n = 0; n < N; n++) {
         const T* xr = x + n * C;
@@ -112,6 +123,9 @@ void log_softmax_forward(T* out, const T* x, int64_t N, int64_t C) {
 
 template <typename T>
 void log_softmax_backward(T* dx, const T* dout, const T* out, int64_t N, int64_t C) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (active_isa() != Isa::generic) return log_softmax_backward_avx2(dx, dout, out, N, C);
+    }
 #pragma omp parallel for schedule(static) if (N * C > kParallelElems)
     for (int64_t n = 0; n < N; n++) {
         const T* g = dout + n * C;

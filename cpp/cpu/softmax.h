@@ -33,4 +33,10 @@ void log_softmax_backward(T* dx, const T* dout, const T* out, int64_t N, int64_t
 template <typename T>
 void log_softmax_backward_reference(T* dx, const T* dout, const T* out, int64_t N, int64_t C);
 
+// AVX2+FMA float32 kernels (softmax_avx2.cpp); same contracts.
+void softmax_forward_avx2(float* out, const float* x, int64_t N, int64_t C);
+void softmax_backward_avx2(float* dx, const float* dout, const float* out, int64_t N, int64_t C);
+void log_softmax_forward_avx2(float* out, const float* x, int64_t N, int64_t C);
+void log_softmax_backward_avx2(float* dx, const float* dout, const float* out, int64_t N, int64_t C);
+
 }  // namespace femtogpt::cpu

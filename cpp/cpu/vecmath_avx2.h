@@ -9,13 +9,14 @@
 
 namespace femtogpt::cpu::avx2 {
 
-// exp(x) for 8 floats, within ~2 ulp of std::exp for x in [-87, 88]; inputs are
-// clamped to that range (so exp(-inf) gives ~1.6e-38, not 0: harmless in sums
-// against a max term of 1). Method: x = n ln2 + r with |r| <= ln2/2 (ln2 split in
-// a high part exact in float and a low part), exp(r) by its degree-7 Taylor
-// polynomial (truncation < 6e-9 relative), times 2^n built in the exponent bits.
-static inline __m256 exp_ps(__m256 x) {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+// exp(x) for 8 floats, within ~2 ulp of std::exp for x in [-87, 88]: x = n ln2 + r
+// with |r| <= ln2/2 (ln2 split in a high part exact in float and a low part),
+// exp(r) by its degree-7 Taylor polynomial (truncation < 6e-9 relative), times 2^n
+// built in the exponent bits. x > 88 gives exp(88) (no inf); x < -87 gives exactly
+// 0 (so masked -inf scores vanish as with std::exp); NaN stays NaN.
+static inline __m256 exp_ps(__m256 x_in) {
+    // max/min return their second operand when one is NaN: NaN passes the clamp
+    const __m256 x = _mm256_min_ps(_mm256_set1_ps(88.0f), _mm256_max_ps(_mm256_set1_ps(-87.0f), x_in));
     const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);  // ln2 high part: 8 significant bits
@@ -29,7 +30,8 @@ static inline __m256 exp_ps(__m256 x) {
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
     const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+    const __m256 tiny = _mm256_cmp_ps(x_in, _mm256_set1_ps(-87.0f), _CMP_LT_OQ);
+    return _mm256_andnot_ps(tiny, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
 }
 
 // Sum of the 8 lanes, in a fixed order.
