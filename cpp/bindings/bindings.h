@@ -16,6 +16,7 @@ void register_matmul(py::module_& m);     // bind_matmul.cpp
 void register_nn(py::module_& m);         // bind_nn.cpp: norm, activation, softmax, loss, embedding, dropout
 void register_tensorops(py::module_& m);  // bind_tensorops.cpp: elementwise, layout, reductions, optimizer, sampling
 void register_attention(py::module_& m);  // bind_attention.cpp
+void register_infer(py::module_& m);      // bind_infer.cpp: GPT inference with a KV cache
 
 // Releases the GIL for the scope: every kernel call runs inside one.
 using nogil = py::gil_scoped_release;

@@ -28,4 +28,5 @@ PYBIND11_MODULE(_core, m) {
     femtogpt::bindings::register_nn(m);
     femtogpt::bindings::register_tensorops(m);
     femtogpt::bindings::register_attention(m);
+    femtogpt::bindings::register_infer(m);
 }
