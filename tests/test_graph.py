@@ -260,3 +260,20 @@ def test_type_errors(rng):
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         F.dropout(t64(rng, 3), 1.0)
 
+
+
+@pytest.mark.parametrize("impl", ["flash", "standard"])
+def test_packed_causal_self_attention_equals_the_unpacked_ops(rng, impl):
+    B, T, H, D = 2, 5, 2, 3
+    C = H * D
+    qkv = t64(rng, B, T, 3 * C)
+
+    def unpacked(qkv):
+        q, k, v = F.split(qkv, C, dim=2)
+        q, k, v = (t.reshape(B, T, H, D).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, impl=impl)
+        return y.transpose(1, 2).reshape(B, T, C)
+
+    np.testing.assert_allclose(F.causal_self_attention(qkv, H, impl=impl).numpy(), unpacked(qkv).numpy(),
+                               rtol=1e-12, atol=1e-12)
+    gradcheck(lambda qkv: F.causal_self_attention(qkv, H, impl=impl, block_q=2, block_k=2), [qkv])

@@ -17,7 +17,7 @@ from .graph import Tensor, make_result, tensor
 
 __all__ = [
     "linear", "matmul", "gelu", "relu", "layer_norm", "softmax", "log_softmax", "cross_entropy",
-    "embedding", "dropout", "scaled_dot_product_attention", "add", "sub", "mul", "scale", "neg",
+    "embedding", "dropout", "scaled_dot_product_attention", "causal_self_attention", "add", "sub", "mul", "scale", "neg",
     "reshape", "permute", "transpose", "split", "chunk", "cat", "sum", "mean",
 ]
 
@@ -209,6 +209,34 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, is_causal: boo
         return _core.attention_backward(g, q._impl, k._impl, v._impl, out, saved, *args)
 
     return make_result(out, (q, k, v), backward)
+
+
+def causal_self_attention(qkv: Tensor, n_head: int, impl: str = "flash", block_q: int = 64,
+                          block_k: int = 64) -> Tensor:
+    """The attention of a GPT block on its fused projection: qkv (B, T, 3C) -> y (B, T, C), heads merged.
+
+    Equivalent to splitting qkv into q, k, v, viewing each as (B, H, T, D),
+    causal scaled_dot_product_attention, and merging the heads back; but it
+    rearranges the packed qkv with one copy (and its gradient with two).
+    """
+    B, T, C3 = qkv.shape  # noqa: N806 - the size letters of the shape comments
+    C = C3 // 3  # noqa: N806
+    if C3 % 3 or C % n_head:
+        raise ValueError(f"causal_self_attention: last dim {C3} must be 3 * C with C divisible by n_head {n_head}")
+    H, D = n_head, C // n_head  # noqa: N806
+    packed = _core.permute(qkv._impl.view([B, T, 3, H, D]), [2, 0, 3, 1, 4])  # (3, B, H, T, D)
+    q, k, v = (packed.narrow0(i, 1).view([B, H, T, D]) for i in range(3))
+    args = (True, 1.0 / math.sqrt(D), impl, int(block_q), int(block_k))
+    y, saved = _core.attention_forward(q, k, v, *args)  # (B, H, T, D)
+    out = _core.permute(y, [0, 2, 1, 3]).view([B, T, C])
+
+    def backward(g):
+        gy = _core.permute(g.view([B, T, H, D]), [0, 2, 1, 3])  # (B, H, T, D)
+        dq, dk, dv = _core.attention_backward(gy, q, k, v, y, saved, *args)
+        dpacked = _core.concat([dq, dk, dv], 0).view([3, B, H, T, D])
+        return (_core.permute(dpacked, [1, 3, 0, 2, 4]).view([B, T, C3]),)
+
+    return make_result(out, (qkv,), backward)
 
 
 # ---- elementwise ------------------------------------------------------------------

@@ -132,15 +132,8 @@ class CausalSelfAttention(Module):
         self.attention = attention
 
     def forward(self, x: Tensor) -> Tensor:
-        B, T, C = x.shape  # noqa: N806 - the size letters of the shape comments
-        H, D = self.n_head, C // self.n_head  # noqa: N806
-        qkv = self.c_attn(x)  # (B, T, 3C)
-        q, k, v = F.split(qkv, C, dim=2)  # each (B, T, C)
-        q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
-        k = k.view(B, T, H, D).transpose(1, 2)
-        v = v.view(B, T, H, D).transpose(1, 2)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, impl=self.attention)  # (B, H, T, D)
-        y = y.transpose(1, 2).reshape(B, T, C)
+        # x (B, T, C) -> qkv (B, T, 3C) -> per head q, k, v (B, H, T, D) -> causal attention -> y (B, T, C)
+        y = F.causal_self_attention(self.c_attn(x), self.n_head, impl=self.attention)
         return self.resid_dropout(self.c_proj(y))
 
 
