@@ -36,7 +36,9 @@ Blocking g_blocking_override;
 
 // Below this many flops per thread a second thread costs more than it saves.
 constexpr int64_t kMinFlopsPerThread = int64_t(1) << 19;
-constexpr int kMaxTile = 1024;  // floats in the edge-tile scratch (>= MR*NR of every kernel)
+constexpr int kMaxTile = 1024;
+// Up to this N the kernel reads A in place instead of packing it (see sgemm).
+constexpr int64_t kDirectAMaxN = 256;  // floats in the edge-tile scratch (>= MR*NR of every kernel)
 
 int team_size() {
 #ifdef _OPENMP
@@ -123,6 +125,9 @@ void sgemm(float* C, int64_t ldc, const float* A, int64_t lda, const float* B, i
     const int64_t ncb = std::min(NC, round_up(N, NR));
     const int64_t mcb = std::min(MC, round_up(M, MR));
     const int64_t mtiles = ceil_div(M, MR), ntiles = ceil_div(N, NR);
+    // Packing A pays off when each A panel meets many B panels; with few (small N)
+    // the kernel reads A's rows in place (same FMAs, same order, same bits).
+    const bool direct_a = !ta && kr.kernel_rows && (ov.direct_a >= 0 ? ov.direct_a > 0 : N <= kDirectAMaxN);
 
     int nt = std::max(1, nthreads);
     if (in_parallel()) nt = 1;
@@ -155,7 +160,7 @@ void sgemm(float* C, int64_t ldc, const float* A, int64_t lda, const float* B, i
                     if (p1 > p0) {
                         const int64_t j = jc + p0 * NR;
                         const float* src = tb ? B + j * ldb + pc : B + pc * ldb + j;
-                        kr.pack_b(Bp + p0 * NR * kc, src, ldb, tb, kc, std::min(nc, p1 * NR) - p0 * NR);
+                        kr.pack_b(Bp + p0 * NR * kc, src, ldb, tb, std::min(nc, p1 * NR) - p0 * NR, kc);
                     }
                 }
 #pragma omp barrier
@@ -164,24 +169,32 @@ void sgemm(float* C, int64_t ldc, const float* A, int64_t lda, const float* B, i
                 if (gi < tm && q1 > q0) {
                     for (int64_t ic = row0; ic < row1; ic += mcb) {
                         const int64_t mc = std::min(mcb, row1 - ic);
-                        kr.pack_a(Ap, ta ? A + pc * lda + ic : A + ic * lda + pc, lda, ta, mc, kc);
+                        const float* ablock = ta ? A + pc * lda + ic : A + ic * lda + pc;
+                        // Rows [0, direct_rows) of the block are read in place, the rest packed.
+                        const int64_t direct_rows = direct_a ? mc / MR * MR : 0;
+                        if (direct_rows < mc)
+                            kr.pack_a(Ap, ta ? ablock + direct_rows : ablock + direct_rows * lda, lda, !ta,
+                                      mc - direct_rows, kc);
                         for (int64_t jr = q0; jr < q1; jr++) {
                             const int64_t nr = std::min<int64_t>(NR, nc - jr * NR);
                             const float* bpanel = Bp + jr * NR * kc;
                             for (int64_t ir = 0; ir < mc; ir += MR) {
                                 const int64_t mr = std::min<int64_t>(MR, mc - ir);
                                 float* c = C + (ic + ir) * ldc + jc + jr * NR;
-                                const float* apanel = Ap + ir * kc;
-                                if (mr == MR && nr == NR) {
-                                    kr.kernel(kc, apanel, bpanel, c, ldc, alpha, beff);
-                                } else {  // edge tile: compute in full, write the valid part
-                                    kr.kernel(kc, apanel, bpanel, tile, NR, alpha, 0.0f);
+                                const bool full = mr == MR && nr == NR;
+                                float* dst = full ? c : tile;  // edge tile: compute in full, write the valid part
+                                const int64_t ldd = full ? ldc : NR;
+                                const float bdst = full ? beff : 0.0f;
+                                if (ir < direct_rows)
+                                    kr.kernel_rows(kc, ablock + ir * lda, lda, bpanel, dst, ldd, alpha, bdst);
+                                else
+                                    kr.kernel(kc, Ap + (ir - direct_rows) * kc, bpanel, dst, ldd, alpha, bdst);
+                                if (!full)
                                     for (int64_t i = 0; i < mr; i++)
                                         for (int64_t j = 0; j < nr; j++) {
                                             float& cij = c[i * ldc + j];
                                             cij = beff == 0.0f ? tile[i * NR + j] : tile[i * NR + j] + beff * cij;
                                         }
-                                }
                             }
                         }
                     }

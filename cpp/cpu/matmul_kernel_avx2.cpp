@@ -7,6 +7,8 @@
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 
+#include "cpu/matmul_pack_avx2.h"
+
 namespace femtogpt::cpu::gemm_detail {
 
 namespace {
@@ -27,8 +29,12 @@ inline void store_row(float* c, __m256 lo, __m256 hi, __m256 va, __m256 vb, int 
     }
 }
 
-// C (6,16) = alpha * Ap (kc,6)^T @ Bp (kc,16) + beta * C
-void kernel_6x16(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta) {
+// C (6,16) = alpha * op(A) (6,kc) @ Bp (kc,16) + beta * C, with element (i, p) of
+// op(A) at a[p*6 + i] from a packed panel (kRows false), or at a[i*lda + p] straight
+// from A's rows (kRows true). The two run the same FMAs in the same order.
+template <bool kRows>
+inline void kernel_6x16(int64_t kc, const float* a, int64_t lda, const float* b, float* C, int64_t ldc,
+                        float alpha, float beta) {
     __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
     __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
     __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
@@ -36,30 +42,29 @@ void kernel_6x16(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t
     __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
     __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
     for (int i = 0; i < MR; i++) _mm_prefetch(reinterpret_cast<const char*>(C + i * ldc), _MM_HINT_T0);
-    const float* a = Ap;
-    const float* b = Bp;
+    const int64_t rs = kRows ? lda : 1;  // stride between rows of op(A)
 #pragma GCC unroll 4
     for (int64_t p = 0; p < kc; p++) {
         const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
-        __m256 ai = _mm256_broadcast_ss(a + 0);
+        __m256 ai = _mm256_broadcast_ss(a);
         c00 = _mm256_fmadd_ps(ai, b0, c00);
         c01 = _mm256_fmadd_ps(ai, b1, c01);
-        ai = _mm256_broadcast_ss(a + 1);
+        ai = _mm256_broadcast_ss(a + rs);
         c10 = _mm256_fmadd_ps(ai, b0, c10);
         c11 = _mm256_fmadd_ps(ai, b1, c11);
-        ai = _mm256_broadcast_ss(a + 2);
+        ai = _mm256_broadcast_ss(a + 2 * rs);
         c20 = _mm256_fmadd_ps(ai, b0, c20);
         c21 = _mm256_fmadd_ps(ai, b1, c21);
-        ai = _mm256_broadcast_ss(a + 3);
+        ai = _mm256_broadcast_ss(a + 3 * rs);
         c30 = _mm256_fmadd_ps(ai, b0, c30);
         c31 = _mm256_fmadd_ps(ai, b1, c31);
-        ai = _mm256_broadcast_ss(a + 4);
+        ai = _mm256_broadcast_ss(a + 4 * rs);
         c40 = _mm256_fmadd_ps(ai, b0, c40);
         c41 = _mm256_fmadd_ps(ai, b1, c41);
-        ai = _mm256_broadcast_ss(a + 5);
+        ai = _mm256_broadcast_ss(a + 5 * rs);
         c50 = _mm256_fmadd_ps(ai, b0, c50);
         c51 = _mm256_fmadd_ps(ai, b1, c51);
-        a += MR;
+        a += kRows ? 1 : MR;
         b += NR;
     }
     const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
@@ -72,7 +77,16 @@ void kernel_6x16(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t
     store_row(C + 5 * ldc, c50, c51, va, vb, mode);
 }
 
-const KernelF32 kAvx2 = {"avx2", MR, NR, 144, 256, 4080, kernel_6x16, pack_a_plain<MR>, pack_b_plain<NR>};
+void kernel_packed(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta) {
+    kernel_6x16<false>(kc, Ap, 0, Bp, C, ldc, alpha, beta);
+}
+
+void kernel_rows(int64_t kc, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc, float alpha,
+                 float beta) {
+    kernel_6x16<true>(kc, A, lda, Bp, C, ldc, alpha, beta);
+}
+
+const KernelF32 kAvx2 = {"avx2", MR, NR, 144, 256, 4080, kernel_packed, kernel_rows, pack_avx2<MR>, pack_avx2<NR>};
 
 }  // namespace
 

@@ -37,7 +37,7 @@ void kernel_4x8(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t 
     }
 }
 
-const KernelF32 kGeneric = {"generic", MR, NR, 120, 256, 2048, kernel_4x8, pack_a_plain<MR>, pack_b_plain<NR>};
+const KernelF32 kGeneric = {"generic", MR, NR, 120, 256, 2048, kernel_4x8, nullptr, pack_plain<MR>, pack_plain<NR>};
 
 }  // namespace
 

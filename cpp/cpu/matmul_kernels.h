@@ -23,20 +23,26 @@ namespace femtogpt::cpu::gemm_detail {
 using MicroKernel = void (*)(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha,
                              float beta);
 
-// Packs rows [0,m) x columns [0,k) of op(A) into panels of (k, MR), zero padded.
-// op(A)(i, p) = trans ? A[p*lda + i] : A[i*lda + p].
-using PackA = void (*)(float* dst, const float* A, int64_t lda, bool trans, int64_t m, int64_t k);
-// Packs rows [0,k) x columns [0,n) of op(B) into panels of (k, NR), zero padded.
-// op(B)(p, j) = trans ? B[j*ldb + p] : B[p*ldb + j].
-using PackB = void (*)(float* dst, const float* B, int64_t ldb, bool trans, int64_t k, int64_t n);
+// The same, reading op(A) = A (not transposed) in place: element (i, p) at A[i*lda + p].
+// Saves packing A where each A panel meets few B panels (small N).
+using MicroKernelRows = void (*)(int64_t kc, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc,
+                                 float alpha, float beta);
+
+// Packs `lanes` rows of op(A) (or columns of op(B)) over k steps into panels of
+// (k, R): dst[panel*R*k + p*R + r]; a short last panel is padded with zeros.
+// along_k: lane r's k values are contiguous, at src[r*ld + p] (A as stored, B
+// transposed); otherwise a k step's lanes are, at src[p*ld + r] (A transposed, B
+// as stored). op(A)'s rows are lanes with R = MR, op(B)'s columns with R = NR.
+using Pack = void (*)(float* dst, const float* src, int64_t ld, bool along_k, int64_t lanes, int64_t k);
 
 struct KernelF32 {
     const char* name;
     int mr, nr;      // register tile
     int mc, kc, nc;  // cache blocking: A block (mc,kc) in L2, B panel (kc,NR) in L1, B block (kc,nc) in L3
     MicroKernel kernel;
-    PackA pack_a;
-    PackB pack_b;
+    MicroKernelRows kernel_rows;  // nullptr: always pack A
+    Pack pack_a;  // R = mr
+    Pack pack_b;  // R = nr
 };
 
 // nullptr when the file was compiled without that ISA (e.g. non-x86 builds).
@@ -47,65 +53,40 @@ const KernelF32* kernel_f32_avx512();
 // Blocking override for the dev harness (0 = the kernel's default).
 struct Blocking {
     int mc = 0, kc = 0, nc = 0;
+    int direct_a = -1;  // read A in place: -1 the driver's choice, 0 never, 1 whenever possible
 };
 void set_blocking_override(Blocking b);
 
 namespace {
 
-// Plain packing loops; each ISA file instantiates them with its own flags and
-// may override the hot cases with intrinsics.
-template <int MR>
-inline void pack_a_plain(float* dst, const float* A, int64_t lda, bool trans, int64_t m, int64_t k) {
-    for (int64_t i0 = 0; i0 < m; i0 += MR, dst += MR * k) {
-        const int64_t mr = m - i0 < MR ? m - i0 : MR;
-        if (trans) {
+// Plain packing loops; each ISA file instantiates them with its own flags (and
+// may take over the hot cases with intrinsics). A full panel has a fixed width,
+// which the compiler turns into a few vector moves per k step.
+template <int R>
+inline void pack_plain(float* dst, const float* src, int64_t ld, bool along_k, int64_t lanes, int64_t k) {
+    for (int64_t l0 = 0; l0 < lanes; l0 += R, dst += R * k) {
+        const int64_t n = lanes - l0 < R ? lanes - l0 : R;
+        if (along_k) {
+            const float* s = src + l0 * ld;
+            int64_t r = 0;
+            for (; r < n; r++)
+                for (int64_t p = 0; p < k; p++) dst[p * R + r] = s[r * ld + p];
+            for (; r < R; r++)
+                for (int64_t p = 0; p < k; p++) dst[p * R + r] = 0.0f;
+        } else if (n == R) {
             for (int64_t p = 0; p < k; p++) {
-                const float* src = A + p * lda + i0;
-                float* d = dst + p * MR;
-                int64_t i = 0;
-                for (; i < mr; i++) d[i] = src[i];
-                for (; i < MR; i++) d[i] = 0.0f;
+                const float* s = src + p * ld + l0;
+                float* d = dst + p * R;
+                for (int r = 0; r < R; r++) d[r] = s[r];
             }
         } else {
-            int64_t i = 0;
-            for (; i < mr; i++) {
-                const float* src = A + (i0 + i) * lda;
-                for (int64_t p = 0; p < k; p++) dst[p * MR + i] = src[p];
+            for (int64_t p = 0; p < k; p++) {
+                const float* s = src + p * ld + l0;
+                float* d = dst + p * R;
+                int64_t r = 0;
+                for (; r < n; r++) d[r] = s[r];
+                for (; r < R; r++) d[r] = 0.0f;
             }
-            for (; i < MR; i++)
-                for (int64_t p = 0; p < k; p++) dst[p * MR + i] = 0.0f;
-        }
-    }
-}
-
-template <int NR>
-inline void pack_b_plain(float* dst, const float* B, int64_t ldb, bool trans, int64_t k, int64_t n) {
-    for (int64_t j0 = 0; j0 < n; j0 += NR, dst += NR * k) {
-        const int64_t nr = n - j0 < NR ? n - j0 : NR;
-        if (!trans) {
-            if (nr == NR) {
-                for (int64_t p = 0; p < k; p++) {
-                    const float* src = B + p * ldb + j0;
-                    float* d = dst + p * NR;
-                    for (int j = 0; j < NR; j++) d[j] = src[j];
-                }
-            } else {
-                for (int64_t p = 0; p < k; p++) {
-                    const float* src = B + p * ldb + j0;
-                    float* d = dst + p * NR;
-                    int64_t j = 0;
-                    for (; j < nr; j++) d[j] = src[j];
-                    for (; j < NR; j++) d[j] = 0.0f;
-                }
-            }
-        } else {
-            int64_t j = 0;
-            for (; j < nr; j++) {
-                const float* src = B + (j0 + j) * ldb;
-                for (int64_t p = 0; p < k; p++) dst[p * NR + j] = src[p];
-            }
-            for (; j < NR; j++)
-                for (int64_t p = 0; p < k; p++) dst[p * NR + j] = 0.0f;
         }
     }
 }
