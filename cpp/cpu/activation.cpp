@@ -45,14 +45,16 @@ inline T gelu_tanh_grad(T x) {
     // d/dx x s(2u) = s + x * 2 s (1 - s) du/dx
     return s + T(2) * x * s * (T(1) - s) * T(kSqrt2OverPi) * (T(1) + T(3 * kGeluCubic) * x2);
 }
+// Exact GELU through Phi(x) = 0.5 (1 + erf(x/sqrt 2)) = 0.5 erfc(-x/sqrt 2): erfc keeps
+// the tail x << 0 relative-accurate where 1 + erf cancels.
 template <typename T>
 inline T gelu_erf(T x) {
-    return T(0.5) * x * (T(1) + std::erf(x * T(kInvSqrt2)));
+    return T(0.5) * x * std::erfc(-x * T(kInvSqrt2));
 }
 template <typename T>
 inline T gelu_erf_grad(T x) {
     // d/dx x Phi(x) = Phi(x) + x phi(x)
-    return T(0.5) * (T(1) + std::erf(x * T(kInvSqrt2))) + x * T(kInvSqrt2Pi) * std::exp(T(-0.5) * x * x);
+    return T(0.5) * std::erfc(-x * T(kInvSqrt2)) + x * T(kInvSqrt2Pi) * std::exp(T(-0.5) * x * x);
 }
 
 }  // namespace
@@ -80,7 +82,7 @@ void gelu_backward_reference(T* dx, const T* dout, const T* x, int64_t n, GeluAp
 template <typename T>
 void gelu_forward(T* out, const T* x, int64_t n, GeluApprox approx) {
     if constexpr (std::is_same_v<T, float>) {
-        if (approx == GeluApprox::tanh && active_isa() != Isa::generic) return gelu_tanh_forward_avx2(out, x, n);
+        if (active_isa() != Isa::generic) return gelu_forward_avx2(out, x, n, approx);
     }
     if (approx == GeluApprox::tanh) {
 #pragma omp parallel for simd schedule(static) if (n > kParallelElems)
@@ -95,8 +97,7 @@ void gelu_forward(T* out, const T* x, int64_t n, GeluApprox approx) {
 template <typename T>
 void gelu_backward(T* dx, const T* dout, const T* x, int64_t n, GeluApprox approx) {
     if constexpr (std::is_same_v<T, float>) {
-        if (approx == GeluApprox::tanh && active_isa() != Isa::generic)
-            return gelu_tanh_backward_avx2(dx, dout, x, n);
+        if (active_isa() != Isa::generic) return gelu_backward_avx2(dx, dout, x, n, approx);
     }
     if (approx == GeluApprox::tanh) {
 #pragma omp parallel for simd schedule(static) if (n > kParallelElems)
