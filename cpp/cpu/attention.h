@@ -56,8 +56,8 @@ struct TileKernels {
     // is sar=1, sap=lda), B and C row-major with row strides ldb, ldc.
     void (*gemm)(T* C, int64_t ldc, const T* A, int64_t sar, int64_t sap, const T* B, int64_t ldb, int64_t M,
                  int64_t N, int64_t K, bool accumulate);
-    // max over i < n of x[i] * c  (n >= 1)
-    T (*row_max)(const T* x, int64_t n, T c);
+    // max over i < n of x[i]  (n >= 1)
+    T (*row_max)(const T* x, int64_t n);
     // x[i] = exp2(x[i] * c - sub) for i < n, x[i] = 0 for n <= i < npad; returns the sum
     T (*exp2_row)(T* x, int64_t n, int64_t npad, T c, T sub);
     // dp[i] = p[i] * (dp[i] - d) * scale for i < n

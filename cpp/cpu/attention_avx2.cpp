@@ -4,9 +4,9 @@
 //
 // gemm: 6 x 16 register tiles (12 accumulators + 2 B vectors + 1 broadcast = 15 of the 16
 // ymm registers); A is read by scalar broadcasts, so A and A^T cost the same.
-// exp2: x = n + f with n = round(x), 2^f by a degree-7 Taylor polynomial on |f| <= 1/2
-// (truncation error 5e-9, below float rounding), 2^n built in the exponent bits; inputs
-// at or below -127 (masked scores are never passed, but -inf would be) give exactly 0.
+// exp2: x = n + f with n = round(x), 2^f by a degree-6 polynomial on |f| <= 1/2 (fit error
+// 2e-9, about 1 ulp once evaluated in float), 2^n built in the exponent bits; inputs at or
+// below -127 (masked scores are never passed, but -inf would be) give exactly 0.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -53,44 +53,59 @@ inline float hmax(vec v) {
 }
 
 inline vec exp2v(vec x) {
-    x = _mm256_min_ps(_mm256_max_ps(x, vset1(-127.0f)), vset1(127.0f));
+    x = _mm256_max_ps(x, vset1(-127.0f));  // callers pass x <= 0 (scores minus their max or lse)
     vec n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     vec f = _mm256_sub_ps(x, n);
-    vec p = vset1(1.5252733804e-05f);  // ln(2)^k / k!, k = 7 .. 0
-    p = vfmadd(p, f, vset1(1.5403530393e-04f));
-    p = vfmadd(p, f, vset1(1.3333558146e-03f));
-    p = vfmadd(p, f, vset1(9.6181291076e-03f));
-    p = vfmadd(p, f, vset1(5.5504108665e-02f));
-    p = vfmadd(p, f, vset1(2.4022650696e-01f));
-    p = vfmadd(p, f, vset1(6.9314718056e-01f));
+    vec p = vset1(1.5345795e-04f);  // near-minimax fit of 2^f on [-1/2, 1/2], relative error 2e-9
+    p = vfmadd(p, f, vset1(1.3399931e-03f));
+    p = vfmadd(p, f, vset1(9.6184891e-03f));
+    p = vfmadd(p, f, vset1(5.5503286e-02f));
+    p = vfmadd(p, f, vset1(2.4022646e-01f));
+    p = vfmadd(p, f, vset1(6.9314718e-01f));
     p = vfmadd(p, f, vset1(1.0f));
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
-// C (MR, kNR) = [C +] A (MR, K) B (K, kNR)
+// C (MR, kNR) = [C +] A (MR, K) B (K, kNR). The accumulators are named variables, not an
+// array: GCC keeps an array of vectors in registers but also stores it to the stack on
+// every iteration, which made this loop store-bound.
+#define FG_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
 template <int MR>
 void tile(float* C, int64_t ldc, const float* A, int64_t sar, int64_t sap, const float* B, int64_t ldb, int64_t K,
           bool accumulate) {
-    vec c0[MR], c1[MR];
-    for (int r = 0; r < MR; r++) {
-        c0[r] = accumulate ? vload(C + r * ldc) : _mm256_setzero_ps();
-        c1[r] = accumulate ? vload(C + r * ldc + kW) : _mm256_setzero_ps();
+    static_assert(MR >= 1 && MR <= kMR, "tile rows");
+#define FG_DECL(r) vec c##r##0 = _mm256_setzero_ps(), c##r##1 = _mm256_setzero_ps();
+    FG_ROWS(FG_DECL)
+#define FG_LOAD(r)                           \
+    if constexpr (MR > r) {                  \
+        c##r##0 = vload(C + r * ldc);        \
+        c##r##1 = vload(C + r * ldc + kW);   \
     }
-    for (int64_t p = 0; p < K; p++) {
+    if (accumulate) { FG_ROWS(FG_LOAD) }
+    const float* a = A;
+    for (int64_t p = 0; p < K; p++, a += sap) {
         const vec b0 = vload(B + p * ldb), b1 = vload(B + p * ldb + kW);
-        const float* a = A + p * sap;
-        for (int r = 0; r < MR; r++) {
-            const vec ar = vbroadcast(a + r * sar);
-            c0[r] = vfmadd(ar, b0, c0[r]);
-            c1[r] = vfmadd(ar, b1, c1[r]);
+#define FG_FMA(r)                                 \
+        if constexpr (MR > r) {                   \
+            const vec ar = vbroadcast(a + r * sar); \
+            c##r##0 = vfmadd(ar, b0, c##r##0);    \
+            c##r##1 = vfmadd(ar, b1, c##r##1);    \
         }
+        FG_ROWS(FG_FMA)
     }
-    for (int r = 0; r < MR; r++) {
-        vstore(C + r * ldc, c0[r]);
-        vstore(C + r * ldc + kW, c1[r]);
+#define FG_STORE(r)                          \
+    if constexpr (MR > r) {                  \
+        vstore(C + r * ldc, c##r##0);        \
+        vstore(C + r * ldc + kW, c##r##1);   \
     }
+    FG_ROWS(FG_STORE)
+#undef FG_DECL
+#undef FG_LOAD
+#undef FG_FMA
+#undef FG_STORE
 }
+#undef FG_ROWS
 
 void gemm(float* C, int64_t ldc, const float* A, int64_t sar, int64_t sap, const float* B, int64_t ldb, int64_t M,
           int64_t N, int64_t K, bool accumulate) {
@@ -111,12 +126,12 @@ void gemm(float* C, int64_t ldc, const float* A, int64_t sar, int64_t sap, const
     }
 }
 
-float row_max(const float* x, int64_t n, float c) {
-    const vec vc = vset1(c), ninf = vset1(-__builtin_inff());
+float row_max(const float* x, int64_t n) {
+    const vec ninf = vset1(-__builtin_inff());
     vec m = ninf;
     int64_t i = 0;
-    for (; i + kW <= n; i += kW) m = _mm256_max_ps(m, _mm256_mul_ps(vload(x + i), vc));
-    if (i < n) m = _mm256_max_ps(m, vkeep_tail(_mm256_mul_ps(vload_tail(x + i, n - i), vc), n - i, ninf));
+    for (; i + kW <= n; i += kW) m = _mm256_max_ps(m, vload(x + i));
+    if (i < n) m = _mm256_max_ps(m, vkeep_tail(vload_tail(x + i, n - i), n - i, ninf));
     return hmax(m);
 }
 

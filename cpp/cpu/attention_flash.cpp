@@ -1,13 +1,14 @@
 // Flash attention (FlashAttention-2 schedule) on the CPU, forward and backward.
 //
 // Forward, per query block of Bq rows: for each key block of Bk keys the driver forms the
-// scores S = Q_blk K_blk^T with a register-tiled gemm, turns them into unnormalized
-// probabilities exp2(S*c - m) under a running row max m (c = scale*log2(e), so the softmax
-// runs in base 2 and the exponent is a single FMA), rescales the output accumulator only
-// when m moved, adds P V_blk, and divides by the row sum once at the end. It saves only O
-// and the natural-log log-sum-exp L = (m + log2(l)) * ln(2).
+// scores S = (c Q_blk) K_blk^T with a register-tiled gemm (c = scale*log2(e), so the softmax
+// runs in base 2), turns them into unnormalized probabilities exp2(S - m) under a running
+// row max m, rescales the output accumulator only when m moved, adds P V_blk, and divides
+// by the row sum once at the end. It saves only O and the natural-log log-sum-exp
+// L = (m + log2(l)) * ln(2).
 //
-// Backward recomputes each tile's P = exp2(S*c - L*log2(e)) from Q, K and L, with
+// Backward recomputes each tile's P = exp2(c Q K^T - L*log2(e)) from Q, K and L (one FMA per
+// element on the raw scores, as backward needs the unscaled Q for dK anyway), with
 // Drow = rowsum(dO * O), dV += P^T dO, dP = dO V^T, dS = scale * P * (dP - Drow),
 // dK += dS^T Q, dQ += dS K. Key blocks own their dK and dV rows (no races). dQ is the
 // one sum that crosses key blocks; it is accumulated race-free in one of two schedules:
@@ -80,9 +81,9 @@ void gemm_generic(T* C, int64_t ldc, const T* A, int64_t sar, int64_t sap, const
 }
 
 template <typename T>
-T row_max_generic(const T* x, int64_t n, T c) {
-    T m = x[0] * c;
-    for (int64_t i = 1; i < n; i++) m = std::max(m, x[i] * c);
+T row_max_generic(const T* x, int64_t n) {
+    T m = x[0];
+    for (int64_t i = 1; i < n; i++) m = std::max(m, x[i]);
     return m;
 }
 
@@ -257,11 +258,13 @@ void fwd_qblock(T* out, T* lse, const FwdHead<T>& hd, const Geometry& g, int64_t
     T* o = s + slice(g.Bq * ld);     // (mq, Dp): unnormalized output
     T* m = o + slice(g.Bq * Dp);     // running max of S*c
     T* l = m + slice(g.Bq);          // running sum of exp2(S*c - m)
-    const T* qs = hd.q + i0 * g.D;
-    if (g.D != Dp) {
-        pack_rows(qbuf, qs, mq, g.D, Dp);
-        qs = qbuf;
+    // Q * c: the scores come out in base-2 units, and their max is the max whatever c's sign
+    for (int64_t r = 0; r < mq; r++) {
+        const T* src = hd.q + (i0 + r) * g.D;
+        for (int64_t d = 0; d < g.D; d++) qbuf[r * Dp + d] = src[d] * c;
+        for (int64_t d = g.D; d < Dp; d++) qbuf[r * Dp + d] = T(0);
     }
+    const T* qs = qbuf;
     std::fill(o, o + mq * Dp, T(0));
     std::fill(m, m + mq, -std::numeric_limits<T>::infinity());
     std::fill(l, l + mq, T(0));
@@ -276,8 +279,8 @@ void fwd_qblock(T* out, T* lse, const FwdHead<T>& hd, const Geometry& g, int64_t
                 std::fill(row, row + nkp, T(0));
                 continue;
             }
-            const T mnew = std::max(m[r], kn.row_max(row, n, c));
-            const T sum = kn.exp2_row(row, n, nkp, c, mnew);
+            const T mnew = std::max(m[r], kn.row_max(row, n));
+            const T sum = kn.exp2_row(row, n, nkp, T(1), mnew);
             if (mnew != m[r] && l[r] != T(0)) {  // the max moved: rescale what came before
                 const T alpha = std::exp2(m[r] - mnew);
                 l[r] *= alpha;

@@ -1,0 +1,126 @@
+// Attention harness (as llm.c's dev/cpu): validates the flash path against the standard
+// one on a causal problem, then times the tile micro-kernel alone and flash / standard
+// forward and forward+backward, reporting GFLOP/s (causal forward counts 2*B*H*T^2*D,
+// forward+backward 3.5 times that).
+//
+//   build: CMake with -DFEMTOGPT_DEV_HARNESSES=ON once cpp/dev/CMakeLists.txt has
+//   include(attention.cmake) (target dev_attention); or by hand from the repository root:
+//     F="-O3 -g -fopenmp -std=c++17 -Icpp"; mkdir -p /tmp/ah &&
+//     g++ $F -mavx2 -mfma -c cpp/cpu/attention_avx2.cpp -o /tmp/ah/avx2.o &&
+//     g++ $F -mavx512f -mavx512dq -mavx512bw -mavx512vl -mavx2 -mfma -c cpp/cpu/attention_avx512.cpp
+//       -o /tmp/ah/avx512.o &&
+//     g++ $F -mavx2 -mfma -c cpp/cpu/matmul_kernel_avx2.cpp -o /tmp/ah/mk2.o &&
+//     g++ $F -mavx512f -mavx512dq -mavx512bw -mavx512vl -c cpp/cpu/matmul_kernel_avx512.cpp -o /tmp/ah/mk5.o &&
+//     g++ $F cpp/dev/attention_harness.cpp cpp/cpu/attention_flash.cpp cpp/cpu/attention_standard.cpp
+//       cpp/cpu/isa.cpp cpp/cpu/matmul.cpp cpp/cpu/matmul_reference.cpp cpp/cpu/matmul_kernel_generic.cpp
+//       cpp/pool.cpp /tmp/ah/*.o -o /tmp/attention_harness
+//   run: /tmp/attention_harness [T ...]   (OMP_NUM_THREADS and FEMTOGPT_ISA apply)
+#include <algorithm>
+#include <ctime>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <vector>
+
+#include "cpu/attention.h"
+#include "cpu/isa.h"
+#include "parallel.h"
+
+using namespace femtogpt;
+
+namespace {
+
+// Process CPU time, not wall time: the development machine is shared, and CPU time is
+// what a kernel change moves (divide by the thread count for multi-threaded runs).
+double cpu_seconds() {
+    timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
+template <typename F>
+double best_time(F&& f, int reps) {
+    std::vector<double> ts;
+    for (int i = 0; i < reps; i++) {
+        double t0 = cpu_seconds();
+        f();
+        ts.push_back((cpu_seconds() - t0) / num_threads());
+    }
+    return *std::min_element(ts.begin(), ts.end());  // the least disturbed run
+}
+
+std::vector<float> randn(size_t n, std::mt19937& g) {
+    std::normal_distribution<float> d;
+    std::vector<float> v(n);
+    for (auto& x : v) x = d(g);
+    return v;
+}
+
+void time_tile(const cpu::attn_detail::TileKernels<float>& kn) {
+    const int64_t M = 64, N = 64, K = 64;
+    std::mt19937 g(1);
+    auto A = randn(M * K, g), B = randn(K * N, g), C = randn(M * N, g);
+    const int reps = 20000;
+    double t = best_time([&] { for (int i = 0; i < reps; i++) kn.gemm(C.data(), N, A.data(), K, 1, B.data(), N, M, N, K, true); }, 5);
+    std::printf("tile gemm 64x64x64 (A):    %6.1f GFLOP/s\n", 2.0 * M * N * K * reps / t / 1e9);
+    t = best_time([&] { for (int i = 0; i < reps; i++) kn.gemm(C.data(), N, A.data(), 1, K, B.data(), N, M, N, K, true); }, 5);
+    std::printf("tile gemm 64x64x64 (A^T):  %6.1f GFLOP/s\n", 2.0 * M * N * K * reps / t / 1e9);
+    std::vector<float> row(64);
+    t = best_time([&] { for (int i = 0; i < reps * 64; i++) { row[0] = float(i & 7); kn.exp2_row(row.data(), 61, 64, 0.01f, 1.0f); } }, 5);
+    std::printf("exp2_row 61/64:            %6.2f ns/element\n", t / (reps * 64.0 * 61) * 1e9);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    const auto& kn = cpu::active_isa() == cpu::Isa::avx2 ? cpu::attn_detail::tile_kernels_avx2()
+                                                          : cpu::attn_detail::tile_kernels_generic<float>();
+    std::printf("isa %s, %d threads\n", cpu::isa_name(cpu::active_isa()), num_threads());
+    time_tile(kn);
+    std::vector<int64_t> Ts;
+    for (int i = 1; i < argc; i++) Ts.push_back(std::atoll(argv[i]));
+    if (Ts.empty()) Ts = {1024, 4096};
+    const int64_t B = 1, H = 8, D = 64;
+    const float scale = 1.0f / 8.0f;
+    const int64_t bq = std::getenv("BQ") ? std::atoll(std::getenv("BQ")) : 64;
+    const int64_t bk = std::getenv("BK") ? std::atoll(std::getenv("BK")) : 64;
+    const bool validate = !std::getenv("NOVALIDATE");
+    for (int64_t T : Ts) {
+        std::mt19937 g(T);
+        size_t n = size_t(B * H * T * D);
+        auto q = randn(n, g), k = randn(n, g), v = randn(n, g), dout = randn(n, g);
+        std::vector<float> out(n), lse(size_t(B * H * T)), dq(n), dk(n), dv(n);
+        const double flops = 2.0 * B * H * T * T * D;
+        int reps = T <= 1024 ? 5 : 3;
+        double tf = best_time([&] {
+            cpu::attention_flash_forward<float>(out.data(), lse.data(), q.data(), k.data(), v.data(), B, H, T, T, D,
+                                                true, scale, bq, bk);
+        }, reps);
+        double tb = best_time([&] {
+            cpu::attention_flash_backward<float>(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(),
+                                                 v.data(), out.data(), lse.data(), B, H, T, T, D, true, scale, bq, bk);
+        }, reps);
+        std::printf("flash T=%5lld b%lldx%lld: fwd %8.2f ms (%5.1f GFLOP/s)  bwd %8.2f ms (%5.1f GFLOP/s)  fwd+bwd %8.2f ms "
+                    "(%5.1f GFLOP/s)\n",
+                    (long long)T, (long long)bq, (long long)bk, tf * 1e3, flops / tf / 1e9, tb * 1e3, 2.5 * flops / tb / 1e9, (tf + tb) * 1e3,
+                    3.5 * flops / (tf + tb) / 1e9);
+        if (validate && T <= 1024) {  // validate against the standard path
+            std::vector<float> out2(n), P(size_t(B * H * T * T)), dq2(n), dk2(n), dv2(n);
+            cpu::attention_standard_forward<float>(out2.data(), P.data(), q.data(), k.data(), v.data(), B, H, T, T,
+                                                   D, true, scale);
+            cpu::attention_standard_backward<float>(dq2.data(), dk2.data(), dv2.data(), dout.data(), q.data(),
+                                                    k.data(), v.data(), out2.data(), P.data(), B, H, T, T, D, true,
+                                                    scale);
+            double e[4] = {0, 0, 0, 0};
+            for (size_t i = 0; i < n; i++) {
+                e[0] = std::max(e[0], double(std::fabs(out[i] - out2[i])));
+                e[1] = std::max(e[1], double(std::fabs(dq[i] - dq2[i])));
+                e[2] = std::max(e[2], double(std::fabs(dk[i] - dk2[i])));
+                e[3] = std::max(e[3], double(std::fabs(dv[i] - dv2[i])));
+            }
+            std::printf("  max |flash - standard|: out %.2e dq %.2e dk %.2e dv %.2e\n", e[0], e[1], e[2], e[3]);
+        }
+    }
+    return 0;
+}
