@@ -92,10 +92,12 @@ void layernorm_forward(T* out, T* mean, T* rstd, const T* x, const T* weight, co
     for (int64_t n = 0; n < N; n++) {
         const T* xr = x + n * C;
         T* o = out + n * C;
+        // mean = x0 + mean(x - x0): the sum runs over deviations, not over a large common offset
+        const T x0 = xr[0];
         T sum = 0;
 #pragma omp simd reduction(+ : sum)
-        for (int64_t c = 0; c < C; c++) sum += xr[c];
-        T m = sum / T(C);
+        for (int64_t c = 0; c < C; c++) sum += xr[c] - x0;
+        T m = x0 + sum / T(C);
         T var = 0;
 #pragma omp simd reduction(+ : var)
         for (int64_t c = 0; c < C; c++) var += (xr[c] - m) * (xr[c] - m);

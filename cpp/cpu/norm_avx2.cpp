@@ -25,15 +25,20 @@ void layernorm_forward_avx2(float* out, float* mean, float* rstd, const float* x
     for (int64_t n = 0; n < N; n++) {
         const float* xr = x + n * C;
         float* o = out + n * C;
+        // mean = x0 + mean(x - x0): the sum runs over deviations, not over a large common offset
+        const float x0 = xr[0];
+        const __m256 vx0 = _mm256_set1_ps(x0);
         __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
         int64_t c = 0;
         for (; c + 16 <= Cv; c += 16) {
-            acc0 = _mm256_add_ps(acc0, _mm256_loadu_ps(xr + c));
-            acc1 = _mm256_add_ps(acc1, _mm256_loadu_ps(xr + c + 8));
+            acc0 = _mm256_add_ps(acc0, _mm256_sub_ps(_mm256_loadu_ps(xr + c), vx0));
+            acc1 = _mm256_add_ps(acc1, _mm256_sub_ps(_mm256_loadu_ps(xr + c + 8), vx0));
         }
-        if (c < Cv) acc0 = _mm256_add_ps(acc0, _mm256_loadu_ps(xr + c));
-        if (tail) acc1 = _mm256_add_ps(acc1, _mm256_maskload_ps(xr + Cv, tm));
-        const float m = avx2::hsum_ps(_mm256_add_ps(acc0, acc1)) / float(C);
+        if (c < Cv) acc0 = _mm256_add_ps(acc0, _mm256_sub_ps(_mm256_loadu_ps(xr + c), vx0));
+        if (tail)
+            acc1 = _mm256_add_ps(acc1, _mm256_and_ps(_mm256_sub_ps(_mm256_maskload_ps(xr + Cv, tm), vx0),
+                                                     _mm256_castsi256_ps(tm)));
+        const float m = x0 + avx2::hsum_ps(_mm256_add_ps(acc0, acc1)) / float(C);
         const __m256 vm = _mm256_set1_ps(m);
         acc0 = _mm256_setzero_ps();
         acc1 = _mm256_setzero_ps();
