@@ -14,6 +14,15 @@ def arr(x):
     return np.asarray(x)
 
 
+@pytest.fixture(params=_core.available_isas())
+def each_isa(request):
+    """Runs the test once per kernel family this CPU has (generic, avx2, avx512)."""
+    before = _core.cpu_isa()
+    _core.set_cpu_isa(request.param)
+    yield request.param
+    _core.set_cpu_isa(before)
+
+
 def adamw_reference(p, g, m, v, lr, beta1, beta2, eps, wd, step):
     """torch.optim.AdamW's update (decoupled weight decay, bias correction), float64."""
     p = p * (1 - lr * wd)
@@ -25,12 +34,12 @@ def adamw_reference(p, g, m, v, lr, beta1, beta2, eps, wd, step):
     return p, m, v
 
 
-SHAPES = [(1,), (7,), (13, 17), (3, 5, 2), (), (65537,), (129, 257)]
-WDS = [0.0, 0.1, 0.0, 0.01, 0.5, 0.1, 0.0]
+SHAPES = [(1,), (7,), (13, 17), (3, 5, 2), (), (65537,), (129, 257), (15,), (16,), (17,), (31,), (33,)]
+WDS = [0.0, 0.1, 0.0, 0.01, 0.5, 0.1, 0.0, 0.1, 0.0, 0.1, 0.0, 0.1]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_adamw_matches_torch_formula(dtype):
+def test_adamw_matches_torch_formula(dtype, each_isa):
     rng = np.random.default_rng(0)
     params = [np.asarray(rng.standard_normal(s)).astype(dtype) for s in SHAPES]
     ref = [(p.astype(np.float64), np.zeros(p.shape), np.zeros(p.shape)) for p in params]
@@ -51,7 +60,7 @@ def test_adamw_matches_torch_formula(dtype):
         np.testing.assert_allclose(arr(c), v, rtol=rtol, atol=atol)
 
 
-def test_adamw_mixed_dtypes_and_large_step():
+def test_adamw_mixed_dtypes_and_large_step(each_isa):
     rng = np.random.default_rng(1)
     p32, p64 = rng.standard_normal(100).astype(np.float32), rng.standard_normal(50)
     g32, g64 = rng.standard_normal(100).astype(np.float32), rng.standard_normal(50)
@@ -107,9 +116,12 @@ def test_adamw_errors():
         ok(weight_decays=[0.0, -0.1])
     with pytest.raises(ValueError, match="distinct"):
         ok(exp_avg_sq=m)
+    with pytest.raises(ValueError, match="same tensor"):
+        fresh = [t(np.zeros(3, np.float32)) for _ in range(2)]
+        ok(params=[p[0], p[0].view([3])], grads=[g[0], g[0]], exp_avg=[m[0], fresh[0]], exp_avg_sq=[v[0], fresh[1]])
 
 
-def test_adamw_one_and_two_threads_bitwise():
+def test_adamw_one_and_two_threads_bitwise(each_isa):
     rng = np.random.default_rng(2)
     shapes = [(300, 301), (7,), (65536 * 3 + 5,)]
     start = [rng.standard_normal(s).astype(np.float32) for s in shapes]
@@ -131,7 +143,7 @@ def test_adamw_one_and_two_threads_bitwise():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_grad_norm_sq_and_scale_all(dtype):
+def test_grad_norm_sq_and_scale_all(dtype, each_isa):
     rng = np.random.default_rng(3)
     xs = [np.asarray(rng.standard_normal(s)).astype(dtype) for s in [(1,), (), (13, 17), (100003,), (0, 3)]]
     expect = sum(float((x.astype(np.float64) ** 2).sum()) for x in xs)
@@ -145,7 +157,7 @@ def test_grad_norm_sq_and_scale_all(dtype):
     assert _core.grad_norm_sq([]) == 0.0
 
 
-def test_grad_norm_sq_mixed_dtypes_threads_and_errors():
+def test_grad_norm_sq_mixed_dtypes_threads_and_errors(each_isa):
     rng = np.random.default_rng(4)
     xs = [rng.standard_normal(200001).astype(np.float32), rng.standard_normal(70000)]
     before = _core.get_num_threads()
@@ -162,3 +174,6 @@ def test_grad_norm_sq_mixed_dtypes_threads_and_errors():
         _core.grad_norm_sq([t(np.zeros(3, np.int64))])
     with pytest.raises(TypeError):
         _core.scale_all_([t(np.zeros(3, np.int32))], 2.0)
+    x = t(np.ones(3))
+    with pytest.raises(ValueError, match="same tensor"):
+        _core.scale_all_([x, x], 2.0)

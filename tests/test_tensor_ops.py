@@ -31,11 +31,20 @@ def rand(shape, dtype, seed=0):
 
 
 @pytest.fixture
-def threads():
+def set_threads():
     """Yields a setter for the thread count and restores it afterwards."""
     before = _core.get_num_threads()
     yield _core.set_num_threads
     _core.set_num_threads(before)
+
+
+@pytest.fixture(params=_core.available_isas())
+def each_isa(request):
+    """Runs the test once per kernel family this CPU has (generic, avx2, avx512)."""
+    before = _core.cpu_isa()
+    _core.set_cpu_isa(request.param)
+    yield request.param
+    _core.set_cpu_isa(before)
 
 
 # ---------------------------------------------------------------- broadcasting
@@ -204,7 +213,7 @@ SUFFIX_CASES = [
 
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("xshape,shape", SUFFIX_CASES)
-def test_sum_to_suffix(xshape, shape, dtype):
+def test_sum_to_suffix(xshape, shape, dtype, each_isa):
     x = rand(xshape, dtype, 6)
     got = arr(_core.sum_to_suffix(t(x), list(shape)))
     assert got.shape == shape and got.dtype == dtype
@@ -221,7 +230,7 @@ def test_sum_to_suffix_errors(xshape, shape):
 
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("shape", [(), (1,), (2, 3), (97, 101), (300007,)])
-def test_sum_mean_all(shape, dtype):
+def test_sum_mean_all(shape, dtype, each_isa):
     x = rand(shape, dtype, 7) + 0.5
     s, m = arr(_core.sum_all(t(x))), arr(_core.mean_all(t(x)))
     assert s.shape == () and m.shape == () and s.dtype == dtype
@@ -231,7 +240,7 @@ def test_sum_mean_all(shape, dtype):
     np.testing.assert_allclose(m, x64.mean(), rtol=1e-7 if dtype == np.float32 else 1e-13)
 
 
-def test_sum_all_float32_accumulates_in_double():
+def test_sum_all_float32_accumulates_in_double(each_isa):
     x = np.full(10_000_001, 0.1, np.float32)  # a float32 running sum drifts by percents
     np.testing.assert_allclose(arr(_core.sum_all(t(x))), x.astype(np.float64).sum(), rtol=1e-7)
 
@@ -370,7 +379,7 @@ def test_layout_errors():
 
 # ---------------------------------------------------------------- threads
 
-def test_one_and_two_threads_bitwise(threads):
+def test_one_and_two_threads_bitwise(set_threads, each_isa):
     rng = np.random.default_rng(12)
     x = rng.standard_normal((64, 129, 48)).astype(np.float32)
     bias = rng.standard_normal((48,)).astype(np.float32)
@@ -385,9 +394,9 @@ def test_one_and_two_threads_bitwise(threads):
                 arr(_core.permute(t(x), [1, 0, 2])), arr(_core.permute(t(x), [2, 1, 0])),
                 arr(_core.concat([t(x), t(y)], 1)), arr(_core.slice(t(x), 1, 5, 100))]
 
-    threads(1)
+    set_threads(1)
     one = run()
-    threads(2)
+    set_threads(2)
     two = run()
     for a, b in zip(one, two):
         assert a.tobytes() == b.tobytes()

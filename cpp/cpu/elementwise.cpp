@@ -1,8 +1,11 @@
 #include "cpu/elementwise.h"
 
 #include <cstring>
+#include <utility>
+#include <vector>
 
 #include "cpu/chunking.h"
+#include "cpu/reduce.h"
 
 namespace femtogpt::cpu {
 
@@ -85,6 +88,26 @@ void fill(T* dst, T value, int64_t n) {
     for_chunks(n, [&](int64_t begin, int64_t end) {
         for (int64_t i = begin; i < end; i++) dst[i] = value;
     });
+}
+
+void scale_many(const FloatSpan* spans, int64_t count, double s) {
+    std::vector<std::pair<int64_t, int64_t>> pieces;  // (span, first element)
+    for (int64_t k = 0; k < count; k++)
+        for (int64_t b = 0; b < spans[k].n; b += kChunk) pieces.emplace_back(k, b);
+    const int64_t np = int64_t(pieces.size());
+#pragma omp parallel for schedule(static) if (np > 1)
+    for (int64_t i = 0; i < np; i++) {
+        const FloatSpan& sp = spans[pieces[size_t(i)].first];
+        int64_t b = pieces[size_t(i)].second, e = std::min(sp.n, b + kChunk);
+        if (sp.f64) {
+            double* x = static_cast<double*>(sp.data);
+            for (int64_t j = b; j < e; j++) x[j] *= s;
+        } else {
+            float* x = static_cast<float*>(sp.data);
+            const float sf = float(s);
+            for (int64_t j = b; j < e; j++) x[j] *= sf;
+        }
+    }
 }
 
 void copy_bytes(void* dst, const void* src, size_t nbytes) {

@@ -37,6 +37,11 @@ void scale(T* out, const T* a, T s, int64_t n);
 template <typename T>
 void axpy(T* dst, const T* src, T alpha, int64_t n);
 
+// Every element of every span *= s (spans: float32 or float64 arrays), in one
+// parallel loop over (span, chunk) pieces.
+struct FloatSpan;
+void scale_many(const FloatSpan* spans, int64_t count, double s);
+
 // dst (n) <- value
 template <typename T>
 void fill(T* dst, T value, int64_t n);

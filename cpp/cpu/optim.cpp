@@ -2,9 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/chunking.h"
+#include "cpu/isa.h"
+#include "cpu/tensorops_isa.h"
 
 namespace femtogpt::cpu {
 
@@ -37,12 +40,31 @@ void adamw_range(T* __restrict p, const T* __restrict g, T* __restrict m, T* __r
     }
 }
 
+// One piece with the active ISA's kernel (float32) or the portable loop.
+template <typename T>
+void adamw_piece(Isa isa, T* p, const T* g, T* m, T* v, int64_t n, T decay, const AdamWScalars& s) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (isa != Isa::generic) {
+            const AdamWConstsF32 c{float(s.beta1),     float(s.beta2),        float(s.one_minus_beta1),
+                                   float(s.one_minus_beta2), float(s.step_size), float(s.inv_bc2_sqrt),
+                                   float(s.eps),       decay};
+            if (isa == Isa::avx512)
+                adamw_f32_avx512(p, g, m, v, n, c);
+            else
+                adamw_f32_avx2(p, g, m, v, n, c);
+            return;
+        }
+    }
+    adamw_range(p, g, m, v, n, decay, s);
+}
+
 }  // namespace
 
 template <typename T>
 void adamw_step(const AdamWSlot<T>* slots, int64_t count, double lr, double beta1, double beta2, double eps,
                 int64_t step) {
     const AdamWScalars s = make_scalars(lr, beta1, beta2, eps, step);
+    const Isa isa = active_isa();
     // (slot, first element) of every piece
     std::vector<std::pair<int64_t, int64_t>> pieces;
     for (int64_t k = 0; k < count; k++)
@@ -53,7 +75,7 @@ void adamw_step(const AdamWSlot<T>* slots, int64_t count, double lr, double beta
         const AdamWSlot<T>& sl = slots[pieces[size_t(i)].first];
         int64_t b = pieces[size_t(i)].second, len = std::min(kChunk, sl.n - b);
         T decay = T(1.0 - lr * sl.weight_decay);
-        adamw_range(sl.param + b, sl.grad + b, sl.exp_avg + b, sl.exp_avg_sq + b, len, decay, s);
+        adamw_piece(isa, sl.param + b, sl.grad + b, sl.exp_avg + b, sl.exp_avg_sq + b, len, decay, s);
     }
 }
 

@@ -7,7 +7,10 @@
 //   p -= (lr / (1 - beta1^t)) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 // which is p -= lr * mhat / (sqrt(vhat) + eps) with mhat = m / (1 - beta1^t),
 // vhat = v / (1 - beta2^t), arranged as torch arranges it. The scalar factors
-// are computed in double, the element updates in T.
+// are computed in double, the element updates in T. float32 runs the active
+// ISA's kernel (optim_avx2.cpp / optim_avx512.cpp, with FMA); float64 and the
+// generic ISA run the portable loop. The update is elementwise, so any thread
+// count gives the same bits.
 #pragma once
 
 #include <cstdint>

@@ -22,6 +22,17 @@ double sum_squares(const T* x, int64_t n);
 template <typename T>
 double sum_squares_reference(const T* x, int64_t n);
 
+// A float32 or float64 array, for the many-tensor kernels.
+struct FloatSpan {
+    void* data;
+    int64_t n;
+    bool f64;
+};
+
+// Sum of squares over every element of every span, in double: one parallel loop
+// over (span, chunk) pieces, partials added in span then chunk order.
+double sum_squares_many(const FloatSpan* spans, int64_t count);
+
 // out (K) <- sum over m of x (M,K): the gradient of broadcasting a (K) tensor over M rows.
 template <typename T>
 void sum_rows(T* out, const T* x, int64_t M, int64_t K);

@@ -1,5 +1,6 @@
 // The optimizer step, gradient-clipping helpers and sampling: validation and dispatch.
 #include <cmath>
+#include <unordered_map>
 #include <vector>
 
 #include "cpu/elementwise.h"
@@ -27,6 +28,23 @@ void run_adamw(const std::vector<Tensor>& params, const std::vector<Tensor>& gra
                          wds[i]});
     }
     if (!slots.empty()) cpu::adamw_step<T>(slots.data(), int64_t(slots.size()), lr, beta1, beta2, eps, step);
+}
+
+// ValueError when two tensors of the list share their first element: the
+// in-place kernels update pieces in parallel, so a tensor given twice would race.
+void check_distinct(const std::vector<Tensor>& tensors, const char* op, const char* what) {
+    std::unordered_map<const void*, size_t> seen;
+    for (size_t i = 0; i < tensors.size(); i++) {
+        if (tensors[i].numel() == 0) continue;
+        auto [it, fresh] = seen.emplace(tensors[i].raw_data(), i);
+        FG_CHECK(fresh, op, ": ", what, "[", it->second, "] and ", what, "[", i, "] are the same tensor");
+    }
+}
+
+std::vector<cpu::FloatSpan> float_spans(const std::vector<Tensor>& tensors) {
+    std::vector<cpu::FloatSpan> spans;
+    for (const Tensor& t : tensors) spans.push_back({t.raw_data(), t.numel(), t.dtype() == DType::float64});
+    return spans;
 }
 
 }  // namespace
@@ -67,6 +85,7 @@ void adamw_step(const std::vector<Tensor>& params, const std::vector<Tensor>& gr
                      p.raw_data() != exp_avg_sq[i].raw_data() && exp_avg[i].raw_data() != exp_avg_sq[i].raw_data(),
                  "adamw_step: params[", i, "], exp_avg[", i, "] and exp_avg_sq[", i, "] must be distinct tensors");
     }
+    check_distinct(params, "adamw_step", "params");
     run_adamw<float>(params, grads, exp_avg, exp_avg_sq, weight_decays, lr, beta1, beta2, eps, step);
     run_adamw<double>(params, grads, exp_avg, exp_avg_sq, weight_decays, lr, beta1, beta2, eps, step);
 }
@@ -78,14 +97,8 @@ double grad_norm_sq(const std::vector<Tensor>& tensors) {
                       "] must be float32 or float64, got ", dtype_name(tensors[i].dtype()));
         check_cpu(tensors[i], "grad_norm_sq");
     }
-    double total = 0;  // tensor by tensor, in list order
-    for (const Tensor& t : tensors) {
-        dispatch_float(t.dtype(), [&](auto z) {
-            using T = decltype(z);
-            total += cpu::sum_squares<T>(t.data<T>(), t.numel());
-        });
-    }
-    return total;
+    std::vector<cpu::FloatSpan> spans = float_spans(tensors);
+    return cpu::sum_squares_many(spans.data(), int64_t(spans.size()));
 }
 
 void scale_all_(const std::vector<Tensor>& tensors, double s) {
@@ -95,12 +108,9 @@ void scale_all_(const std::vector<Tensor>& tensors, double s) {
                       "] must be float32 or float64, got ", dtype_name(tensors[i].dtype()));
         check_cpu(tensors[i], "scale_all_");
     }
-    for (const Tensor& t : tensors) {
-        dispatch_float(t.dtype(), [&](auto z) {
-            using T = decltype(z);
-            cpu::scale<T>(t.data<T>(), t.data<T>(), T(s), t.numel());
-        });
-    }
+    check_distinct(tensors, "scale_all_", "tensors");
+    std::vector<cpu::FloatSpan> spans = float_spans(tensors);
+    cpu::scale_many(spans.data(), int64_t(spans.size()), s);
 }
 
 Tensor sample_tokens(const Tensor& logits, double temperature, int64_t top_k, double top_p,
