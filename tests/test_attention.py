@@ -87,6 +87,7 @@ CASES = [
     (1, 1, 65, 65, 256, True, 64, 64, 1.0),     # large head dimension
     (1, 1, 67, 67, 3, True, 16, 16, 1.0),       # head dimension below a vector
     (1, 1, 70, 91, 100, False, 32, 64, 1.0),    # head dimension not a tile multiple
+    (2, 2, 90, 90, 32, True, 32, 32, -1.0),     # a negative scale (the row max is then a min)
 ]
 
 

@@ -1,7 +1,10 @@
 // Standard attention: the reference the flash path is held to. It materializes the
 // probabilities P (Tq,Tk) of every head, saves them for backward, and does its products
-// with cpu::gemm (which parallelizes itself); the row-wise softmax runs rows in parallel.
-// Every element's arithmetic is fixed by its row, so 1 and 2 threads agree bitwise.
+// with cpu::gemm. With at least as many heads as threads, threads take whole heads (one
+// parallel region; gemm runs single-threaded inside it); otherwise heads go one after the
+// other and gemm and the row-wise softmax parallelize within each. cpu::gemm sums every
+// element in the same order whatever its thread count and the softmax is per row, so the
+// results are bitwise the same for any thread count and either schedule.
 #include <cmath>
 #include <limits>
 
@@ -17,7 +20,7 @@ template <typename T>
 void attention_standard_forward(T* out, T* probs, const T* q, const T* k, const T* v, int64_t B, int64_t H,
                                 int64_t Tq, int64_t Tk, int64_t D, bool causal, T scale) {
     const int64_t off = Tk - Tq;  // causal: query i sees keys 0..off+i
-    for (int64_t bh = 0; bh < B * H; bh++) {
+    auto head = [&](int64_t bh) {
         const T* qh = q + bh * Tq * D;
         const T* kh = k + bh * Tk * D;
         const T* vh = v + bh * Tk * D;
@@ -25,7 +28,7 @@ void attention_standard_forward(T* out, T* probs, const T* q, const T* k, const 
         T* ph = probs + bh * Tq * Tk;
         if (Tk == 0) {
             for (int64_t i = 0; i < Tq * D; i++) oh[i] = T(0);
-            continue;
+            return;
         }
         // S = scale * Q K^T
         gemm<T>(ph, Tk, qh, D, kh, D, Tq, Tk, D, false, true, scale, T(0));
@@ -47,6 +50,13 @@ void attention_standard_forward(T* out, T* probs, const T* q, const T* k, const 
         }
         // O = P V
         gemm<T>(oh, D, ph, Tk, vh, D, Tq, D, Tk, false, false, T(1), T(0));
+    };
+    const int64_t BH = B * H;
+    if (BH >= num_threads() && num_threads() > 1) {
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int64_t bh = 0; bh < BH; bh++) head(bh);
+    } else {
+        for (int64_t bh = 0; bh < BH; bh++) head(bh);
     }
 }
 
@@ -61,9 +71,10 @@ void attention_standard_backward(T* dq, T* dk, T* dv, const T* dout, const T* q,
         for (int64_t i = 0; i < B * H * Tk * D; i++) dk[i] = dv[i] = T(0);
         return;
     }
-    PoolBuffer ds_buf(size_t(Tq * Tk) * sizeof(T));  // dP, then dS, of one head
-    T* ds = ds_buf.data<T>();
-    for (int64_t bh = 0; bh < B * H; bh++) {
+    const int64_t BH = B * H;
+    const bool by_head = BH >= num_threads() && num_threads() > 1;
+    PoolBuffer ds_buf(size_t((by_head ? num_threads() : 1) * Tq * Tk) * sizeof(T));  // dP, then dS, per thread
+    auto head = [&](int64_t bh, T* ds) {
         const T* qh = q + bh * Tq * D;
         const T* kh = k + bh * Tk * D;
         const T* vh = v + bh * Tk * D;
@@ -85,6 +96,12 @@ void attention_standard_backward(T* dq, T* dk, T* dv, const T* dout, const T* q,
         // S = scale * Q K^T  ->  dQ = scale * dS K, dK = scale * dS^T Q
         gemm<T>(dq + bh * Tq * D, D, ds, Tk, kh, D, Tq, D, Tk, false, false, scale, T(0));
         gemm<T>(dk + bh * Tk * D, D, ds, Tk, qh, D, Tk, D, Tq, true, false, scale, T(0));
+    };
+    if (by_head) {
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int64_t bh = 0; bh < BH; bh++) head(bh, ds_buf.data<T>() + thread_id() * Tq * Tk);
+    } else {
+        for (int64_t bh = 0; bh < BH; bh++) head(bh, ds_buf.data<T>());
     }
 }
 
