@@ -135,18 +135,20 @@ class Trainer:
         self.model.train()
         return float(np.mean(losses))
 
-    def run(self, on_eval=None) -> dict:
+    def run(self, on_eval=None, stop_at: int | None = None) -> dict:
+        """Train to cfg.steps (or stop early at step `stop_at`, the schedule unchanged)."""
         cfg = self.cfg
+        end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
         bar = _progress(cfg.steps, self.step, cfg.progress)
         tokens_per_step = self.batch_size * self.model.config.block_size * cfg.grad_accum
         t0, tokens = time.perf_counter(), 0
         loss = float("nan")
         try:
-            while self.step < cfg.steps:
+            while self.step < end:
                 loss = self.train_step()
                 tokens += tokens_per_step
                 self.history["train"].append([self.step, loss])
-                if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                if self.step % cfg.eval_every == 0 or self.step == end:
                     val = self.evaluate()
                     self.history["val"].append([self.step, val])
                     if on_eval:
@@ -318,7 +320,8 @@ def main_from_args(args) -> int:
         print(f"resuming {args.resume} at step {trainer.step} of {trainer.cfg.steps}")
     else:
         cfg = TrainConfig(
-            data=args.data, preset=args.preset, steps=args.steps or TrainConfig.steps, batch_size=args.batch_size,
+            data=args.data, preset=args.preset, steps=TrainConfig.steps if args.steps is None else args.steps,
+            batch_size=args.batch_size,
             block_size=args.block_size, lr=args.lr, min_lr=args.min_lr, warmup_steps=args.warmup_steps,
             weight_decay=args.weight_decay, grad_clip=args.grad_clip, grad_accum=args.grad_accum,
             dropout=args.dropout, attention=args.attention, tokenizer=args.tokenizer, vocab_size=args.vocab_size,

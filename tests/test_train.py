@@ -1,0 +1,175 @@
+"""Training end to end: convergence on the bundled corpus, determinism, exact resume,
+atomic checkpoints, the plot, and the command's errors."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import femtogpt as fg
+from femtogpt import checkpoint
+from femtogpt.cli import main
+from femtogpt.model import GPT
+from femtogpt.train import TrainConfig, Trainer
+
+TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
+        "First Citizen:\nYou are all resolved rather to die than to famish?\n") * 40
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "tiny.txt"
+    path.write_text(TEXT)
+    return str(path)
+
+
+def tiny_cfg(corpus, out, **kw):
+    base = dict(data=corpus, preset="femto", steps=12, batch_size=4, block_size=16, lr=3e-3, min_lr=3e-4,
+                warmup_steps=3, eval_every=4, eval_iters=2, out=str(out), seed=0, progress=False, dropout=0.1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def losses(trainer):
+    return [loss for _, loss in trainer.history["train"]]
+
+
+def test_convergence_on_the_bundled_corpus(tmp_path):
+    """300 steps of the femto preset on Shakespeare, seed 0. The unigram entropy of the corpus's
+    characters (the best a model that ignores context can do) is 3.36 nats on the validation
+    split, and a bigram model reaches about 2.49: a validation loss below 2.75 means the model
+    learned to use context, and is what a correct model reaches in 300 steps (about 2.5)
+    while a broken gradient leaves the loss near ln(76) = 4.33. Flash and standard attention
+    must reach the same loss within 2%."""
+    results = {}
+    for attention in ("flash", "standard"):
+        cfg = TrainConfig(steps=300, eval_every=300, eval_iters=10, out="", seed=0, progress=False,
+                          attention=attention)
+        results[attention] = Trainer(cfg).run()["val_loss"]
+    assert results["flash"] < 2.75, results
+    assert abs(results["flash"] - results["standard"]) / results["flash"] < 0.02, results
+
+
+def test_same_seed_same_losses(corpus, tmp_path):
+    a = Trainer(tiny_cfg(corpus, tmp_path / "a"))
+    a.run()
+    b = Trainer(tiny_cfg(corpus, tmp_path / "b"))
+    b.run()
+    assert losses(a) == losses(b)
+    c = Trainer(tiny_cfg(corpus, tmp_path / "c", seed=1))
+    c.run()
+    assert losses(a) != losses(c)
+
+
+def test_resume_gives_the_losses_of_the_uninterrupted_run(corpus, tmp_path):
+    full = Trainer(tiny_cfg(corpus, tmp_path / "full", grad_accum=2))
+    full.run()
+    part = Trainer(tiny_cfg(corpus, tmp_path / "part", grad_accum=2, steps=12))
+    part.run(stop_at=8)  # as if interrupted after the checkpoint at step 8
+    resumed = Trainer.resume(str(tmp_path / "part"), steps=12)
+    assert resumed.step == 8
+    resumed.run()
+    assert losses(resumed) == losses(full)
+    final_a = GPT.load(tmp_path / "full").state_dict()
+    final_b = GPT.load(tmp_path / "part").state_dict()
+    for k in final_a:
+        np.testing.assert_array_equal(final_a[k], final_b[k], err_msg=k)
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_intact(corpus, tmp_path, monkeypatch):
+    t = Trainer(tiny_cfg(corpus, tmp_path / "run", steps=4))
+    t.run()
+    before = GPT.load(tmp_path / "run").state_dict()
+    t.train_step()
+
+    real_write = checkpoint.atomic_write_bytes
+
+    def failing(path, data, *a, **k):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(checkpoint, "atomic_write_bytes", failing)
+    import safetensors.numpy
+
+    def half_write(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"\x00" * 10)
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", half_write)
+    with pytest.raises(OSError, match="disk full"):
+        t.save(str(tmp_path / "run"))
+    monkeypatch.setattr(checkpoint, "atomic_write_bytes", real_write)
+    after = GPT.load(tmp_path / "run").state_dict()
+    for k in before:
+        np.testing.assert_array_equal(before[k], after[k])
+    assert Trainer.resume(str(tmp_path / "run")).step == 4
+    leftovers = [f for f in os.listdir(tmp_path / "run") if "tmp" in f]
+    assert not leftovers
+
+
+def test_cli_train_and_generate(corpus, tmp_path, capsys):
+    out = tmp_path / "cli"
+    rc = main(["train", "--data", corpus, "--steps", "6", "--batch-size", "4", "--block-size", "16",
+               "--eval-every", "3", "--eval-iters", "1", "--out", str(out), "--no-progress", "--sample-tokens", "20",
+               "--plot"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "sample before training" in text and "sample after training" in text
+    assert {"model.safetensors", "config.json", "tokenizer.json", "training_state.safetensors",
+            "train_config.json", "history.json", "loss.png"} <= set(os.listdir(out))
+    rc = main(["train", "--resume", str(out), "--steps", "8", "--no-progress"])
+    assert rc == 0
+    assert json.loads((out / "history.json").read_text())["train"][-1][0] == 8
+    capsys.readouterr()
+    rc = main(["generate", "--checkpoint", str(out), "--prompt", "First", "--max-new-tokens", "10", "--seed", "1"])
+    assert rc == 0
+    assert capsys.readouterr().out.startswith("First")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "/nonexistent/file.txt"], "nonexistent"),
+    (["--preset", "huge"], "preset"),
+    (["--steps", "0"], "--steps"),
+    (["--attention", "sparse"], "attention"),
+    (["--tokenizer", "words"], "tokenizer"),
+    (["--dropout", "1.5"], "dropout"),
+    (["--lr", "-1"], "lr"),
+])
+def test_cli_train_errors_are_one_line_and_exit_2(args, message, tmp_path, capsys):
+    rc = main(["train", "--out", str(tmp_path / "o"), "--no-progress", "--sample-tokens", "0"] + args)
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert message in err and "Traceback" not in err
+
+
+def test_cli_data_errors(tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    short = tmp_path / "short.txt"
+    short.write_text("abcdefghij" * 3)
+    for path in (empty, short):
+        rc = main(["train", "--data", str(path), "--out", str(tmp_path / "o"), "--no-progress"])
+        assert rc == 2
+    err = capsys.readouterr().err
+    assert "empty" in err and "block_size" in err
+
+
+def test_cli_checkpoint_errors(corpus, tmp_path, capsys):
+    assert main(["generate", "--checkpoint", str(tmp_path / "none")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    out = tmp_path / "ck"
+    Trainer(tiny_cfg(corpus, out, steps=2)).run()
+    (out / "model.safetensors").write_bytes(b"garbage")
+    assert main(["generate", "--checkpoint", str(out)]) == 2
+    assert main(["train", "--resume", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "model.safetensors" in err
+    os.remove(out / "training_state.safetensors")
+    assert main(["train", "--resume", str(out)]) == 2
+
+
+def test_info(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert fg.cpu_isa() in out and "threads" in out and "pool" in out
