@@ -5,16 +5,18 @@
 //   for jc in N step nc:                 B block (kc,nc) packed once, shared by all threads (L3)
 //     for pc in K step kc:
 //       pack B block                     threads split its NR-panels, then a barrier
-//       for ic in (this thread's rows) step mc:
-//         pack A block (mc,kc)           private to the thread (L2)
-//         for jr in (this thread's NR-panels of the block):   B panel (kc,NR) stays in L1
+//       for each work item (rows ic..ic+mc, B panels q0..q1), taken dynamically by the threads:
+//         pack A block (mc,kc)           private to the thread (L2); small N: A read in place
+//         for jr in q0..q1:              B panel (kc,NR) stays in L1
 //           for ir in mc step MR:
 //             micro-kernel: C tile (MR,NR) (+)= A panel^T @ B panel
+//       barrier
 //
 // Threads split the M x N tile grid (never K), so every element of C is summed by
 // one thread in the same order whatever the thread count: results are bitwise
 // identical for 1 and n threads. The tile grid is anchored at (0,0), so a given
-// element always falls in the same tile and the same k blocks.
+// element always falls in the same tile and the same k blocks, whose split
+// depends on K alone.
 //
 // float64 (gradient checks only) runs a plain row loop, parallel over rows.
 #include "cpu/matmul.h"
@@ -72,25 +74,6 @@ void scale_c(T* C, int64_t ldc, int64_t M, int64_t N, T beta) {
     }
 }
 
-// Splits `team` threads into a tm x tn grid over the (mtiles, ntiles) tile grid:
-// the smallest largest share, ties going to more row groups (a row group packs
-// its A block once; column groups sharing rows pack it again each).
-void choose_grid(int team, int64_t mtiles, int64_t ntiles, int& tm, int& tn) {
-    tm = team;
-    tn = 1;
-    int64_t best = -1;
-    for (int r = team; r >= 1; r--) {
-        if (team % r) continue;
-        int c = team / r;
-        int64_t share = ceil_div(mtiles, r) * ceil_div(ntiles, c);
-        if (best < 0 || share < best) {
-            best = share;
-            tm = r;
-            tn = c;
-        }
-    }
-}
-
 const KernelF32& active_kernel_f32() {
     switch (active_isa()) {
         case Isa::avx512:
@@ -123,7 +106,6 @@ void sgemm(float* C, int64_t ldc, const float* A, int64_t lda, const float* B, i
     // only on K, never on the threads.
     const int64_t kcb = ceil_div(K, ceil_div(K, KC));
     const int64_t ncb = std::min(NC, round_up(N, NR));
-    const int64_t mcb = std::min(MC, round_up(M, MR));
     const int64_t mtiles = ceil_div(M, MR), ntiles = ceil_div(N, NR);
     // Packing A pays off when each A panel meets many B panels; with few (small N)
     // the kernel reads A's rows in place (same FMAs, same order, same bits).
@@ -134,7 +116,20 @@ void sgemm(float* C, int64_t ldc, const float* A, int64_t lda, const float* B, i
     nt = int(std::min<int64_t>(nt, std::max<int64_t>(1, 2 * M * N * K / kMinFlopsPerThread)));
     nt = int(std::min<int64_t>(nt, mtiles * ntiles));
 
-    const int64_t a_stride = round_up(mcb * kcb, 16);  // floats per thread's A block, 64-byte multiple
+    // Work items of a (jc, pc) step: M blocks (about MC rows, whole MR tiles, as many
+    // as a multiple of the threads) times groups of B panels (more than one only when
+    // there are too few M blocks to go round). Threads take items dynamically, which
+    // keeps them busy when the machine is shared; an item's arithmetic does not
+    // depend on the thread that runs it.
+    int64_t mblocks = std::min(mtiles, ceil_div(mtiles * MR, MC));
+    if (nt > 1) mblocks = std::min(mtiles, round_up(mblocks, nt));
+    const int64_t max_block_tiles = ceil_div(mtiles, mblocks);
+    const int64_t npanels_max = ceil_div(ncb, NR);
+    const int64_t ngroups =
+        mblocks >= 2 * nt ? 1 : std::min(npanels_max, round_up(ceil_div(2 * nt, mblocks), nt));
+    const int64_t items = mblocks * ngroups;
+
+    const int64_t a_stride = round_up(max_block_tiles * MR * kcb, 16);  // floats per thread's A block
     PoolBuffer bbuf(size_t(kcb * ncb) * sizeof(float));
     PoolBuffer abuf(size_t(a_stride * nt) * sizeof(float));
     float* const Bp = bbuf.data<float>();
@@ -142,11 +137,6 @@ void sgemm(float* C, int64_t ldc, const float* A, int64_t lda, const float* B, i
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         const int team = team_size(), tid = thread_id();
-        int tm, tn;
-        choose_grid(team, mtiles, ntiles, tm, tn);
-        const int gi = tid / tn, gj = tid % tn;
-        const int64_t row0 = std::min(M, mtiles * gi / tm * MR);
-        const int64_t row1 = std::min(M, mtiles * (gi + 1) / tm * MR);
         float* const Ap = abuf.data<float>() + a_stride * tid;
         alignas(64) float tile[kMaxTile];
 
@@ -165,37 +155,39 @@ void sgemm(float* C, int64_t ldc, const float* A, int64_t lda, const float* B, i
                 }
 #pragma omp barrier
                 const float beff = pc == 0 ? beta : 1.0f;
-                const int64_t q0 = npanels * gj / tn, q1 = npanels * (gj + 1) / tn;
-                if (gi < tm && q1 > q0) {
-                    for (int64_t ic = row0; ic < row1; ic += mcb) {
-                        const int64_t mc = std::min(mcb, row1 - ic);
-                        const float* ablock = ta ? A + pc * lda + ic : A + ic * lda + pc;
-                        // Rows [0, direct_rows) of the block are read in place, the rest packed.
-                        const int64_t direct_rows = direct_a ? mc / MR * MR : 0;
-                        if (direct_rows < mc)
-                            kr.pack_a(Ap, ta ? ablock + direct_rows : ablock + direct_rows * lda, lda, !ta,
-                                      mc - direct_rows, kc);
-                        for (int64_t jr = q0; jr < q1; jr++) {
-                            const int64_t nr = std::min<int64_t>(NR, nc - jr * NR);
-                            const float* bpanel = Bp + jr * NR * kc;
-                            for (int64_t ir = 0; ir < mc; ir += MR) {
-                                const int64_t mr = std::min<int64_t>(MR, mc - ir);
-                                float* c = C + (ic + ir) * ldc + jc + jr * NR;
-                                const bool full = mr == MR && nr == NR;
-                                float* dst = full ? c : tile;  // edge tile: compute in full, write the valid part
-                                const int64_t ldd = full ? ldc : NR;
-                                const float bdst = full ? beff : 0.0f;
-                                if (ir < direct_rows)
-                                    kr.kernel_rows(kc, ablock + ir * lda, lda, bpanel, dst, ldd, alpha, bdst);
-                                else
-                                    kr.kernel(kc, Ap + (ir - direct_rows) * kc, bpanel, dst, ldd, alpha, bdst);
-                                if (!full)
-                                    for (int64_t i = 0; i < mr; i++)
-                                        for (int64_t j = 0; j < nr; j++) {
-                                            float& cij = c[i * ldc + j];
-                                            cij = beff == 0.0f ? tile[i * NR + j] : tile[i * NR + j] + beff * cij;
-                                        }
-                            }
+#pragma omp for schedule(dynamic, 1) nowait
+                for (int64_t item = 0; item < items; item++) {
+                    const int64_t mb = item / ngroups, g = item % ngroups;
+                    const int64_t ic = std::min(M, mtiles * mb / mblocks * MR);
+                    const int64_t mc = std::min(M, mtiles * (mb + 1) / mblocks * MR) - ic;
+                    const int64_t q0 = npanels * g / ngroups, q1 = npanels * (g + 1) / ngroups;
+                    if (mc <= 0 || q1 <= q0) continue;
+                    const float* ablock = ta ? A + pc * lda + ic : A + ic * lda + pc;
+                    // Rows [0, direct_rows) of the block are read in place, the rest packed.
+                    const int64_t direct_rows = direct_a ? mc / MR * MR : 0;
+                    if (direct_rows < mc)
+                        kr.pack_a(Ap, ta ? ablock + direct_rows : ablock + direct_rows * lda, lda, !ta,
+                                  mc - direct_rows, kc);
+                    for (int64_t jr = q0; jr < q1; jr++) {
+                        const int64_t nr = std::min<int64_t>(NR, nc - jr * NR);
+                        const float* bpanel = Bp + jr * NR * kc;
+                        for (int64_t ir = 0; ir < mc; ir += MR) {
+                            const int64_t mr = std::min<int64_t>(MR, mc - ir);
+                            float* c = C + (ic + ir) * ldc + jc + jr * NR;
+                            const bool full = mr == MR && nr == NR;
+                            float* dst = full ? c : tile;  // edge tile: compute in full, write the valid part
+                            const int64_t ldd = full ? ldc : NR;
+                            const float bdst = full ? beff : 0.0f;
+                            if (ir < direct_rows)
+                                kr.kernel_rows(kc, ablock + ir * lda, lda, bpanel, dst, ldd, alpha, bdst);
+                            else
+                                kr.kernel(kc, Ap + (ir - direct_rows) * kc, bpanel, dst, ldd, alpha, bdst);
+                            if (!full)
+                                for (int64_t i = 0; i < mr; i++)
+                                    for (int64_t j = 0; j < nr; j++) {
+                                        float& cij = c[i * ldc + j];
+                                        cij = beff == 0.0f ? tile[i * NR + j] : tile[i * NR + j] + beff * cij;
+                                    }
                         }
                     }
                 }
