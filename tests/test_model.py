@@ -185,3 +185,32 @@ def test_loads_a_hugging_face_gpt2_directory(tmp_path, rng):
     model = GPT.load(d)
     x = rng.integers(0, V, (2, T))
     np.testing.assert_array_equal(model(x)[0].numpy(), ours(x)[0].numpy())
+
+
+@pytest.mark.parametrize("every", [1, 2, 3])
+@pytest.mark.parametrize("dropout", [0.0, 0.2])
+def test_checkpointed_gradients_are_bitwise_equal(rng, every, dropout):
+    base = dict(vocab_size=11, block_size=9, n_layer=3, n_head=2, n_embd=8, dropout=dropout)
+    x, y = batch(rng, GPTConfig(**base), B=3)
+    plain = GPT(GPTConfig(**base), seed=7)
+    ckpt = GPT(GPTConfig(**base, checkpoint_every=every), seed=7)
+    for _ in range(2):  # twice: the dropout counters must advance identically
+        lp, lc = plain(x, y)[1], ckpt(x, y)[1]
+        assert lp.item() == lc.item()
+        lp.backward()
+        lc.backward()
+    for (n, p), (_, q) in zip(plain.named_parameters(), ckpt.named_parameters()):
+        np.testing.assert_array_equal(p.grad.numpy(), q.grad.numpy(), err_msg=n)
+
+
+def test_checkpointing_lowers_peak_memory(rng):
+    def peak(every):
+        cfg = GPTConfig(vocab_size=11, block_size=128, n_layer=4, n_head=2, n_embd=64, checkpoint_every=every)
+        model = GPT(cfg, seed=0)
+        x, y = batch(rng, cfg, B=8)
+        fg.reset_peak_memory_stats()
+        base = fg.memory_stats()["current_bytes"]
+        model(x, y)[1].backward()
+        return fg.memory_stats()["peak_bytes"] - base
+
+    assert peak(1) < 0.7 * peak(0)

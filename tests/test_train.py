@@ -173,3 +173,26 @@ def test_info(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert fg.cpu_isa() in out and "threads" in out and "pool" in out
+
+
+@pytest.mark.parametrize("checkpoint_every", [0, 1])
+def test_a_step_after_warm_up_allocates_nothing_from_the_os(corpus, tmp_path, checkpoint_every):
+    t = Trainer(tiny_cfg(corpus, tmp_path / "w", checkpoint_every=checkpoint_every, grad_accum=2))
+    t.train_step()
+    t.train_step()
+    before = fg.memory_stats()
+    for _ in range(3):
+        t.train_step()
+    after = fg.memory_stats()
+    assert after["os_allocations"] == before["os_allocations"]
+    requests = after["alloc_requests"] - before["alloc_requests"]
+    assert requests > 0 and after["pool_hits"] - before["pool_hits"] == requests
+
+
+def test_memory_report(corpus, tmp_path, capsys):
+    rc = main(["train", "--data", corpus, "--steps", "3", "--batch-size", "4", "--block-size", "16", "--out",
+               str(tmp_path / "m"), "--no-progress", "--sample-tokens", "0", "--memory-report", "--checkpoint-every",
+               "2"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "memory: parameters" in out and "activations (peak)" in out and "OS allocations" in out

@@ -306,3 +306,40 @@ def randn(*shape, seed=None, std: float = 1.0, dtype=np.float32, device: str = "
     rng = np.random.default_rng(seed)
     arr = (rng.standard_normal(_shape_list(shape)) * std).astype(dtype)
     return tensor(arr, device=device, requires_grad=requires_grad)
+
+
+# ---- gradient checkpointing ------------------------------------------------------------------
+
+
+def checkpoint(fn, x: Tensor, modules=()) -> Tensor:
+    """Run fn(x) without keeping its activations; recompute them during backward.
+
+    The graph keeps only x. In backward, fn runs again on a detached copy of x
+    with the graph on, and its own backward then accumulates into the
+    parameters' .grad and yields x's gradient, exactly (bitwise) as without
+    checkpointing. `modules`: the Dropout-like modules inside fn, whose call
+    counters are rewound for the recomputation so that it draws the same masks.
+    """
+    if not is_grad_enabled():
+        return fn(x)
+    counters_before = [m.calls for m in modules]
+    with no_grad():
+        out = fn(x)
+    counters_after = [m.calls for m in modules]
+
+    def backward(g):
+        for m, c in zip(modules, counters_before):
+            m.calls = c
+        inner_x = Tensor(x._impl, requires_grad=True)
+        with enable_grad():
+            inner_out = fn(inner_x)
+        for m, c in zip(modules, counters_after):
+            m.calls = c
+        run_backward(inner_out, g)
+        return (None if inner_x.grad is None else inner_x.grad._impl,)
+
+    result = Tensor(out._impl)
+    result.requires_grad = True
+    result._backward = backward
+    result._parents = (x,)
+    return result

@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from . import functional as F
-from .graph import Tensor, tensor
+from .graph import Tensor, checkpoint, tensor
 from .nn import Block, Dropout, Embedding, LayerNorm, Module
 
 ATTENTION_IMPLS = ("flash", "standard")
@@ -35,6 +35,7 @@ class GPTConfig:
     bias: bool = True
     attention: str = "flash"
     device: str = "cpu"
+    checkpoint_every: int = 0  # gradient checkpointing: keep the input of every k-th block only (0: off)
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -47,6 +48,8 @@ class GPTConfig:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
         if self.attention not in ATTENTION_IMPLS:
             raise ValueError(f"GPTConfig.attention must be one of {ATTENTION_IMPLS}, got {self.attention!r}")
+        if not isinstance(self.checkpoint_every, (int, np.integer)) or self.checkpoint_every < 0:
+            raise ValueError(f"GPTConfig.checkpoint_every must be an integer >= 0, got {self.checkpoint_every!r}")
         if self.device not in DEVICES:
             raise ValueError(f"GPTConfig.device must be one of {DEVICES}, got {self.device!r}")
 
@@ -125,8 +128,13 @@ class GPT(Module):
             raise ValueError("idx has no tokens (T = 0)")
         x = self.wte(idx) + self.wpe(self._pos(T))  # (B, T, C) + (T, C)
         x = self.drop(x)
-        for block in self.h:
-            x = block(x)
+        k = self.config.checkpoint_every
+        if k and self.training:
+            for start in range(0, len(self.h), k):
+                x = checkpoint(self._segment(start, k), x, self._segment_dropouts[start])
+        else:
+            for block in self.h:
+                x = block(x)
         x = self.ln_f(x)
         logits = F.linear(x, self.wte.weight)  # (B, T, V), weights tied to the token embedding
         if targets is None:
@@ -136,6 +144,22 @@ class GPT(Module):
             raise ValueError(f"targets have shape {targets.shape}, expected {(B, T)} like idx")
         loss = F.cross_entropy(logits.view(B * T, self.config.vocab_size), Tensor(targets._impl.view([B * T])))
         return logits, loss
+
+    def _segment(self, start: int, k: int):
+        blocks = self.h[start:start + k]
+
+        def run(x):
+            for block in blocks:
+                x = block(x)
+            return x
+
+        return run
+
+    @property
+    def _segment_dropouts(self) -> dict:
+        k = self.config.checkpoint_every
+        return {s: [m for b in self.h[s:s + k] for m in b.modules() if isinstance(m, Dropout)]
+                for s in range(0, len(self.h), k)}
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())

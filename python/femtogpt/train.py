@@ -36,6 +36,8 @@ class TrainConfig:
     grad_accum: int = 1
     dropout: float = 0.0
     attention: str = "flash"
+    checkpoint_every: int = 0  # gradient checkpointing: segments of k blocks (0: off)
+    memory_report: bool = False
     tokenizer: str = "char"
     vocab_size: int | None = None  # bpe only
     eval_every: int = 250
@@ -61,6 +63,8 @@ class TrainConfig:
             raise ValueError(f"need 0 <= --min-lr <= --lr and --lr > 0, got lr={self.lr}, min_lr={self.min_lr}")
         if self.warmup_steps < 0 or self.weight_decay < 0 or self.grad_clip < 0:
             raise ValueError("--warmup-steps, --weight-decay and --grad-clip must be >= 0")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"--checkpoint-every must be >= 0, got {self.checkpoint_every}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.attention not in ("flash", "standard"):
@@ -91,7 +95,8 @@ class Trainer:
         block_size = cfg.block_size or preset["block_size"]
         if model is None:
             model = GPT(GPTConfig.from_preset(cfg.preset, vocab_size=tokenizer.vocab_size, block_size=block_size,
-                                              dropout=cfg.dropout, attention=cfg.attention), seed=cfg.seed)
+                                              dropout=cfg.dropout, attention=cfg.attention,
+                                              checkpoint_every=cfg.checkpoint_every), seed=cfg.seed)
         self.model = model
         self.dataset = data_mod.TokenDataset(ids, model.config.block_size, self.batch_size, val_fraction=0.1,
                                              seed=cfg.seed)
@@ -142,11 +147,17 @@ class Trainer:
         bar = _progress(cfg.steps, self.step, cfg.progress)
         tokens_per_step = self.batch_size * self.model.config.block_size * cfg.grad_accum
         t0, tokens = time.perf_counter(), 0
+        start_step = self.step
         loss = float("nan")
         try:
             while self.step < end:
+                if cfg.memory_report and self.step == start_step + 1:
+                    fg_stats_reset()
                 loss = self.train_step()
                 tokens += tokens_per_step
+                if cfg.memory_report and self.step == start_step + 2:
+                    report = self.memory_report()
+                    (bar.write if bar is not None else print)(format_memory_report(report))
                 self.history["train"].append([self.step, loss])
                 if self.step % cfg.eval_every == 0 or self.step == end:
                     val = self.evaluate()
@@ -166,6 +177,27 @@ class Trainer:
         elapsed = time.perf_counter() - t0
         return {"train_loss": loss, "val_loss": self.history["val"][-1][1] if self.history["val"] else None,
                 "tokens_per_second": tokens / max(elapsed, 1e-9), "steps": self.step}
+
+    def memory_report(self) -> dict:
+        """Bytes of parameters, AdamW state and activations (peak of the last step less the
+        persistent tensors and gradients), with the pool's figures."""
+        import femtogpt as fg
+
+        stats = fg.memory_stats()
+        params = sum(p.nbytes for p in self.model.parameters())
+        optim = 2 * params
+        grads = params
+        return {
+            "parameters": params,
+            "optimizer_state": optim,
+            "gradients": grads,
+            "activations_peak": max(0, stats["peak_bytes"] - params - optim - grads),
+            "pool_current": stats["current_bytes"],
+            "pool_peak": stats["peak_bytes"],
+            "pool_reserved": stats["reserved_bytes"],
+            "os_allocations": stats["os_allocations"],
+            "pool_hits": stats["pool_hits"],
+        }
 
     # ---- checkpoints --------------------------------------------------------------
     def _dropout_counters(self) -> dict:
@@ -222,6 +254,21 @@ class Trainer:
                    tokenizer=tokenizer)
 
 
+def fg_stats_reset() -> None:
+    import femtogpt as fg
+
+    fg.reset_peak_memory_stats()
+
+
+def format_memory_report(r: dict) -> str:
+    mib = 1024 * 1024
+    return ("memory: parameters {:.1f} MiB, optimizer state {:.1f} MiB, gradients {:.1f} MiB, activations (peak) "
+            "{:.1f} MiB; pool current {:.1f} MiB, peak {:.1f} MiB, reserved {:.1f} MiB; {} OS allocations, {} pool hits"
+            ).format(r["parameters"] / mib, r["optimizer_state"] / mib, r["gradients"] / mib,
+                     r["activations_peak"] / mib, r["pool_current"] / mib, r["pool_peak"] / mib,
+                     r["pool_reserved"] / mib, r["os_allocations"], r["pool_hits"])
+
+
 def _progress(total: int, initial: int, enabled: bool):
     if not enabled:
         return None
@@ -275,6 +322,10 @@ def add_arguments(p) -> None:
     p.add_argument("--grad-accum", type=int, default=d.grad_accum)
     p.add_argument("--dropout", type=float, default=d.dropout)
     p.add_argument("--attention", default=d.attention, help="flash or standard")
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                   help="gradient checkpointing: keep only every k-th block's input, recompute the rest (0: off)")
+    p.add_argument("--memory-report", action="store_true",
+                   help="print parameter, optimizer, activation and pool memory after the first steps")
     p.add_argument("--tokenizer", default=d.tokenizer, help="char, byte or bpe")
     p.add_argument("--vocab-size", type=int, help="BPE vocabulary size")
     p.add_argument("--eval-every", type=int, default=d.eval_every)
@@ -324,7 +375,8 @@ def main_from_args(args) -> int:
             batch_size=args.batch_size,
             block_size=args.block_size, lr=args.lr, min_lr=args.min_lr, warmup_steps=args.warmup_steps,
             weight_decay=args.weight_decay, grad_clip=args.grad_clip, grad_accum=args.grad_accum,
-            dropout=args.dropout, attention=args.attention, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
+            dropout=args.dropout, attention=args.attention, checkpoint_every=args.checkpoint_every,
+            memory_report=args.memory_report, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
             eval_every=args.eval_every, eval_iters=args.eval_iters, out=args.out, seed=args.seed,
             threads=args.threads, plot=args.plot, sample_tokens=args.sample_tokens, progress=not args.no_progress)
         trainer = Trainer(cfg)
