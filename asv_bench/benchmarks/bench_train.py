@@ -1,0 +1,110 @@
+"""Training speed and memory: tokens/s of forward+backward+AdamW, activation memory with and
+without gradient checkpointing, the pool against FEMTOGPT_POOL=0, and peak resident memory.
+
+Each configuration runs in its own subprocess (train_step_script.py) so that the
+pool setting and the process's peak RSS belong to that configuration alone.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+_cache = {}
+
+
+def run(env_pool: str = "1", **kw) -> dict:
+    key = (env_pool, tuple(sorted(kw.items())))
+    if key not in _cache:
+        env = {**os.environ, "FEMTOGPT_POOL": env_pool}
+        out = subprocess.run([sys.executable, os.path.join(HERE, "train_step_script.py"), json.dumps(kw)],
+                             env=env, capture_output=True, text=True, check=True)
+        _cache[key] = json.loads(out.stdout.strip().splitlines()[-1])
+    return _cache[key]
+
+
+class TrainPresets:
+    """Targets (2 threads): femto >= 120,000 tokens/s, small >= 5,000 tokens/s, small peak RSS <= 500 MB."""
+
+    params = (["femto", "small"], [1, 2])
+    param_names = ["preset", "threads"]
+    timeout = 600
+
+    def _r(self, preset, threads):
+        return run(preset=preset, threads=threads, checkpoint_every=0, steps=10 if preset == "femto" else 4)
+
+    def track_tokens_per_second(self, preset, threads):
+        return self._r(preset, threads)["tokens_per_second"]
+
+    track_tokens_per_second.unit = "tokens/s"
+
+    def track_peak_rss(self, preset, threads):
+        return self._r(preset, threads)["peak_rss_bytes"]
+
+    track_peak_rss.unit = "bytes"
+
+
+class GradientCheckpointing:
+    """Checkpointing every block (checkpoint_every=1) against none (0), in the same run.
+    Targets: activation memory down >= 40%, step time up <= 25%; small preset peak RSS <= 300 MB with it."""
+
+    params = (["small", "long"], [0, 1])
+    param_names = ["config", "checkpoint_every"]
+    timeout = 900
+
+    def _r(self, config, every):
+        if config == "small":
+            return run(preset="small", threads=2, checkpoint_every=every, steps=3)
+        return run(preset="small", threads=2, checkpoint_every=every, steps=2, block_size=1024, batch=4, n_layer=4,
+                   n_embd=256, n_head=4)
+
+    def track_activation_bytes(self, config, every):
+        return self._r(config, every)["activation_bytes"]
+
+    track_activation_bytes.unit = "bytes"
+
+    def track_step_seconds(self, config, every):
+        return self._r(config, every)["step_seconds"]
+
+    track_step_seconds.unit = "seconds"
+
+    def track_peak_rss(self, config, every):
+        return self._r(config, every)["peak_rss_bytes"]
+
+    track_peak_rss.unit = "bytes"
+
+
+class ContextLength:
+    """With flash attention, activation memory grows linearly in T (fixed batch 4, width 256, 4 layers)."""
+
+    params = [256, 512, 1024, 2048]
+    param_names = ["block_size"]
+    timeout = 900
+
+    def track_activation_bytes(self, T):  # noqa: N803
+        return run(preset="small", threads=2, checkpoint_every=0, steps=1, block_size=T, batch=4, n_layer=4,
+                   n_embd=256, n_head=4)["activation_bytes"]
+
+    track_activation_bytes.unit = "bytes"
+
+
+class Pool:
+    """The pool against FEMTOGPT_POOL=0 (every free back to the OS), femto preset, 2 threads."""
+
+    params = ["on", "off"]
+    param_names = ["pool"]
+    timeout = 600
+
+    def _r(self, pool):
+        return run(env_pool="1" if pool == "on" else "0", preset="femto", threads=2, checkpoint_every=0, steps=10)
+
+    def track_step_seconds(self, pool):
+        return self._r(pool)["step_seconds"]
+
+    track_step_seconds.unit = "seconds"
+
+    def track_peak_rss(self, pool):
+        return self._r(pool)["peak_rss_bytes"]
+
+    track_peak_rss.unit = "bytes"

@@ -1,0 +1,60 @@
+"""Run N training steps of a preset in this process and print JSON: tokens/s (median step) and peak RSS.
+
+Used by bench_train.py in a subprocess, so that FEMTOGPT_POOL and the process's
+peak resident memory are measured cleanly.
+"""
+
+import json
+import resource
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import femtogpt as fg
+from femtogpt import GPT, AdamW, GPTConfig
+from femtogpt.model import PRESETS
+
+
+def main(preset: str, threads: int, checkpoint_every: int, steps: int, block_size: int | None = None,
+         batch: int | None = None, n_layer: int | None = None, n_embd: int | None = None, n_head=None) -> dict:
+    fg.set_num_threads(threads)
+    over = {"vocab_size": 76, "checkpoint_every": checkpoint_every}
+    for k, v in (("block_size", block_size), ("n_layer", n_layer), ("n_embd", n_embd), ("n_head", n_head)):
+        if v:
+            over[k] = v
+    cfg = GPTConfig.from_preset(preset, **over)
+    B = batch or PRESETS[preset]["batch_size"]  # noqa: N806
+    model = GPT(cfg, seed=0)
+    opt = AdamW(model.parameters(), lr=1e-3)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 76, (B, cfg.block_size))
+    y = rng.integers(0, 76, (B, cfg.block_size))
+    params = sum(p.nbytes for p in model.parameters())
+    times = []
+    for i in range(steps + 2):
+        if i == 2:
+            fg.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        _, loss = model(x, y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        if i >= 2:
+            times.append(time.perf_counter() - t0)
+    stats = fg.memory_stats()
+    step = statistics.median(times)
+    return {
+        "tokens_per_second": B * cfg.block_size / step,
+        "step_seconds": step,
+        # peak of the pool less parameters, AdamW moments (2x) and gradients (1x)
+        "activation_bytes": stats["peak_bytes"] - 4 * params,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "os_allocations": stats["os_allocations"],
+    }
+
+
+if __name__ == "__main__":
+    args = json.loads(sys.argv[1])
+    print(json.dumps(main(**args)))
