@@ -3,7 +3,9 @@
 // All of them are deterministic: the work is cut into pieces by a rule that
 // depends only on the sizes (see chunking.h), each piece is summed in a fixed
 // order, and the pieces are combined in a fixed order, so 1 and 16 threads give
-// the same bits. float32 inputs are accumulated in double.
+// the same bits. float32 inputs are accumulated in double, by the active ISA's
+// kernels (reduce_avx2.cpp / reduce_avx512.cpp) or portable loops; the ISAs
+// differ from each other in the last bits (lane order, FMA).
 #pragma once
 
 #include <cstdint>
