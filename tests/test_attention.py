@@ -81,6 +81,7 @@ CASES = [
     (1, 1, 1000, 1000, 64, True, 64, 64, 1.0),
     (1, 1, 1000, 1000, 16, False, 16, 128, 0.7),
     (1, 1, 1, 257, 64, True, 64, 64, 1.0),      # one new token against a KV cache
+    (2, 2, 3, 200, 20, True, 64, 16, 1.0),      # a few tokens against a KV cache (direct path, D tail)
     (1, 2, 63, 129, 80, True, 16, 32, 1.0),     # KV cache, several query blocks
     (1, 1, 65, 1000, 32, True, 32, 128, 1.0),
     (1, 1, 129, 63, 16, False, 32, 16, 1.0),    # more queries than keys (non-causal)
@@ -168,7 +169,8 @@ def test_every_isa(isa):
     _core.set_cpu_isa(isa)
     rng = np.random.default_rng(11)
     for Tq, Tk, D, causal, bq, bk in [(100, 100, 64, True, 32, 64), (33, 90, 40, True, 16, 16),
-                                      (70, 31, 17, False, 128, 16)]:
+                                      (70, 31, 17, False, 128, 16), (2, 77, 37, True, 64, 32),
+                                      (5, 64, 64, False, 64, 64)]:
         q, k, v, dout = inputs(rng, 1, 3, Tq, Tk, D)
         scale = 1 / np.sqrt(D)
         r = [ref_forward(q, k, v, causal, scale)[0], *ref_backward(dout, q, k, v, causal, scale)]

@@ -56,6 +56,10 @@ struct TileKernels {
     // is sar=1, sap=lda), B and C row-major with row strides ldb, ldc.
     void (*gemm)(T* C, int64_t ldc, const T* A, int64_t sar, int64_t sap, const T* B, int64_t ldb, int64_t M,
                  int64_t N, int64_t K, bool accumulate);
+    // C (M,N) = A (M,K) B^T with B stored (N,K): C[r*ldc + j] = sum_p A[r*lda + p] B[j*ldb + p];
+    // any N and K (the decode path's scores, K read in place)
+    void (*gemm_nt)(T* C, int64_t ldc, const T* A, int64_t lda, const T* B, int64_t ldb, int64_t M, int64_t N,
+                    int64_t K);
     // max over i < n of x[i]  (n >= 1)
     T (*row_max)(const T* x, int64_t n);
     // x[i] = exp2(x[i] * c - sub) for i < n, x[i] = 0 for n <= i < npad; returns the sum

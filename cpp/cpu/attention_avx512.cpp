@@ -132,6 +132,45 @@ void gemm(float* C, int64_t ldc, const float* A, int64_t sar, int64_t sap, const
     }
 }
 
+// C (M,N) = A (M,K) B^T, B stored (N,K): four dot products at a time, each over vectors of K.
+void gemm_nt(float* C, int64_t ldc, const float* A, int64_t lda, const float* B, int64_t ldb, int64_t M, int64_t N,
+             int64_t K) {
+    const int64_t kv = K / kW * kW;
+    for (int64_t r = 0; r < M; r++) {
+        const float* a = A + r * lda;
+        int64_t j = 0;
+        for (; j + 4 <= N; j += 4) {
+            const float *b0 = B + j * ldb, *b1 = b0 + ldb, *b2 = b1 + ldb, *b3 = b2 + ldb;
+            vec s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
+            for (int64_t p = 0; p < kv; p += kW) {
+                const vec va = vload(a + p);
+                s0 = vfmadd(va, vload(b0 + p), s0);
+                s1 = vfmadd(va, vload(b1 + p), s1);
+                s2 = vfmadd(va, vload(b2 + p), s2);
+                s3 = vfmadd(va, vload(b3 + p), s3);
+            }
+            if (kv < K) {
+                const vec va = vload_tail(a + kv, K - kv);
+                s0 = vfmadd(va, vload_tail(b0 + kv, K - kv), s0);
+                s1 = vfmadd(va, vload_tail(b1 + kv, K - kv), s1);
+                s2 = vfmadd(va, vload_tail(b2 + kv, K - kv), s2);
+                s3 = vfmadd(va, vload_tail(b3 + kv, K - kv), s3);
+            }
+            C[r * ldc + j] = hsum(s0);
+            C[r * ldc + j + 1] = hsum(s1);
+            C[r * ldc + j + 2] = hsum(s2);
+            C[r * ldc + j + 3] = hsum(s3);
+        }
+        for (; j < N; j++) {
+            const float* b0 = B + j * ldb;
+            vec s0 = _mm512_setzero_ps();
+            for (int64_t p = 0; p < kv; p += kW) s0 = vfmadd(vload(a + p), vload(b0 + p), s0);
+            if (kv < K) s0 = vfmadd(vload_tail(a + kv, K - kv), vload_tail(b0 + kv, K - kv), s0);
+            C[r * ldc + j] = hsum(s0);
+        }
+    }
+}
+
 float row_max(const float* x, int64_t n) {
     const vec ninf = vset1(-__builtin_inff());
     vec m = ninf;
@@ -181,7 +220,7 @@ void scale_row(float* x, int64_t n, float a) {
 }  // namespace
 
 const TileKernels<float>& tile_kernels_avx512() {
-    static const TileKernels<float> k{kNR, gemm, row_max, exp2_row, ds_row, scale_row};
+    static const TileKernels<float> k{kNR, gemm, gemm_nt, row_max, exp2_row, ds_row, scale_row};
     return k;
 }
 

@@ -81,6 +81,17 @@ void gemm_generic(T* C, int64_t ldc, const T* A, int64_t sar, int64_t sap, const
 }
 
 template <typename T>
+void gemm_nt_generic(T* C, int64_t ldc, const T* A, int64_t lda, const T* B, int64_t ldb, int64_t M, int64_t N,
+                     int64_t K) {
+    for (int64_t r = 0; r < M; r++)
+        for (int64_t j = 0; j < N; j++) {
+            T acc = 0;
+            for (int64_t p = 0; p < K; p++) acc += A[r * lda + p] * B[j * ldb + p];
+            C[r * ldc + j] = acc;
+        }
+}
+
+template <typename T>
 T row_max_generic(const T* x, int64_t n) {
     T m = x[0];
     for (int64_t i = 1; i < n; i++) m = std::max(m, x[i]);
@@ -112,7 +123,7 @@ void scale_row_generic(T* x, int64_t n, T a) {
 
 template <typename T>
 const TileKernels<T>& tile_kernels_generic() {
-    static const TileKernels<T> k{kGenericNR, gemm_generic<T>, row_max_generic<T>, exp2_row_generic<T>,
+    static const TileKernels<T> k{kGenericNR, gemm_generic<T>, gemm_nt_generic<T>, row_max_generic<T>, exp2_row_generic<T>,
                                   ds_row_generic<T>, scale_row_generic<T>};
     return k;
 }
@@ -217,30 +228,41 @@ bool per_head_schedule(int64_t BH, int nt) { return BH % nt == 0 || BH >= 4 * in
 
 // ---------------------------------------------------------------- forward
 
-// One head's packed keys and values: K^T blocks and V with row stride Dp.
+// Below this many queries (decoding against a KV cache) the forward reads K as it is, one
+// dot product per score, instead of packing K^T blocks: the packing costs as much as the
+// whole product when each key meets a single query.
+constexpr int64_t kDirectMaxQueries = 8;
+
+// One head's keys and values: K^T blocks (or K itself, unpacked) and V with row stride Dp.
 template <typename T>
 struct FwdHead {
-    const T* q;  // (Tq, D), unpadded
-    const T* kt;
+    const T* q;   // (Tq, D), unpadded
+    const T* kt;  // K^T blocks (Dp, Bkp), or null: then
+    const T* k;   // (Tk, D), unpadded, read by the dot-product kernel
     const T* v;
 };
 
+int64_t fwd_kt_size(const Geometry& g) { return g.Tq >= kDirectMaxQueries ? slice(g.nkb * g.Dp * g.Bkp) : 0; }
+
 template <typename T>
 int64_t fwd_slot_size(const Geometry& g) {
-    return slice(g.nkb * g.Dp * g.Bkp) + (g.D != g.Dp ? slice(g.Tk * g.Dp) : 0);
+    return fwd_kt_size(g) + (g.D != g.Dp ? slice(g.Tk * g.Dp) : 0);
 }
 
 template <typename T>
 FwdHead<T> fwd_pack(T* slot, const T* q, const T* k, const T* v, const Geometry& g) {
-    T* kt = slot;
-    pack_transposed_blocks(kt, k, g);
+    T* kt = nullptr;
+    if (g.Tq >= kDirectMaxQueries) {
+        kt = slot;
+        pack_transposed_blocks(kt, k, g);
+    }
     const T* vp = v;
     if (g.D != g.Dp) {
-        T* vbuf = slot + slice(g.nkb * g.Dp * g.Bkp);
+        T* vbuf = slot + fwd_kt_size(g);
         pack_rows(vbuf, v, g.Tk, g.D, g.Dp);
         vp = vbuf;
     }
-    return {q, kt, vp};
+    return {q, kt, k, vp};
 }
 
 template <typename T>
@@ -271,7 +293,10 @@ void fwd_qblock(T* out, T* lse, const FwdHead<T>& hd, const Geometry& g, int64_t
     const int64_t kb_end = g.kb_end(qb);
     for (int64_t kb = 0; kb < kb_end; kb++) {
         const int64_t j0 = kb * g.Bk, nk = g.keys(kb), nkp = round_up(nk, kn.nr);
-        kn.gemm(s, ld, qs, Dp, 1, hd.kt + kb * Dp * ld, ld, mq, nkp, Dp, false);
+        if (hd.kt)
+            kn.gemm(s, ld, qs, Dp, 1, hd.kt + kb * Dp * ld, ld, mq, nkp, Dp, false);
+        else
+            kn.gemm_nt(s, ld, qs, Dp, hd.k + j0 * g.D, g.D, mq, nk, g.D);
         for (int64_t r = 0; r < mq; r++) {
             T* row = s + r * ld;
             const int64_t n = g.visible(i0 + r, j0, nk);
