@@ -25,6 +25,7 @@ inline T row_max(const T* x, int64_t C) {
 
 // ---------------------------------------------------------------- reference (double accumulation)
 
+// out (N,C) <- x (N,C)
 template <typename T>
 void softmax_forward_reference(T* out, const T* x, int64_t N, int64_t C) {
     for (int64_t n = 0; n < N; n++) {
@@ -36,6 +37,7 @@ void softmax_forward_reference(T* out, const T* x, int64_t N, int64_t C) {
     }
 }
 
+// dx (N,C) <- dout (N,C), out (N,C)
 template <typename T>
 void softmax_backward_reference(T* dx, const T* dout, const T* out, int64_t N, int64_t C) {
     for (int64_t n = 0; n < N; n++) {
@@ -45,6 +47,7 @@ void softmax_backward_reference(T* dx, const T* dout, const T* out, int64_t N, i
     }
 }
 
+// out (N,C) <- x (N,C)
 template <typename T>
 void log_softmax_forward_reference(T* out, const T* x, int64_t N, int64_t C) {
     for (int64_t n = 0; n < N; n++) {
@@ -57,6 +60,7 @@ void log_softmax_forward_reference(T* out, const T* x, int64_t N, int64_t C) {
     }
 }
 
+// dx (N,C) <- dout (N,C), out (N,C)
 template <typename T>
 void log_softmax_backward_reference(T* dx, const T* dout, const T* out, int64_t N, int64_t C) {
     for (int64_t n = 0; n < N; n++) {
@@ -68,6 +72,7 @@ void log_softmax_backward_reference(T* dx, const T* dout, const T* out, int64_t 
 
 // ---------------------------------------------------------------- generic fast path
 
+// out (N,C) <- x (N,C)
 template <typename T>
 void softmax_forward(T* out, const T* x, int64_t N, int64_t C) {
     if constexpr (std::is_same_v<T, float>) {
@@ -88,6 +93,7 @@ void softmax_forward(T* out, const T* x, int64_t N, int64_t C) {
     }
 }
 
+// dx (N,C) <- dout (N,C), out (N,C)
 template <typename T>
 void softmax_backward(T* dx, const T* dout, const T* out, int64_t N, int64_t C) {
     if constexpr (std::is_same_v<T, float>) {
@@ -105,6 +111,7 @@ void softmax_backward(T* dx, const T* dout, const T* out, int64_t N, int64_t C) 
     }
 }
 
+// out (N,C) <- x (N,C)
 template <typename T>
 void log_softmax_forward(T* out, const T* x, int64_t N, int64_t C) {
     if constexpr (std::is_same_v<T, float>) {
@@ -121,6 +128,7 @@ void log_softmax_forward(T* out, const T* x, int64_t N, int64_t C) {
     }
 }
 
+// dx (N,C) <- dout (N,C), out (N,C)
 template <typename T>
 void log_softmax_backward(T* dx, const T* dout, const T* out, int64_t N, int64_t C) {
     if constexpr (std::is_same_v<T, float>) {
