@@ -40,7 +40,10 @@ Blocking g_blocking_override;
 constexpr int64_t kMinFlopsPerThread = int64_t(1) << 19;
 constexpr int kMaxTile = 1024;
 // Up to this N the kernel reads A in place instead of packing it (see sgemm).
-constexpr int64_t kDirectAMaxN = 256;  // floats in the edge-tile scratch (>= MR*NR of every kernel)
+constexpr int64_t kDirectAMaxN = 256;
+// A transposed, read in place, takes a new cache line (and page, for long rows) every
+// k step: measured slower than packing at every N tried, so never.
+constexpr int64_t kDirectATransMaxN = 0;  // floats in the edge-tile scratch (>= MR*NR of every kernel)
 
 int team_size() {
 #ifdef _OPENMP
@@ -109,7 +112,9 @@ void sgemm(float* C, int64_t ldc, const float* A, int64_t lda, const float* B, i
     const int64_t mtiles = ceil_div(M, MR), ntiles = ceil_div(N, NR);
     // Packing A pays off when each A panel meets many B panels; with few (small N)
     // the kernel reads A's rows in place (same FMAs, same order, same bits).
-    const bool direct_a = !ta && kr.kernel_rows && (ov.direct_a >= 0 ? ov.direct_a > 0 : N <= kDirectAMaxN);
+    const bool direct_a =
+        kr.kernel_strided && (ov.direct_a >= 0 ? ov.direct_a > 0 : N <= (ta ? kDirectATransMaxN : kDirectAMaxN));
+    const int64_t rs_a = ta ? 1 : lda, cs_a = ta ? lda : 1;  // op(A)(i, p) at A[i*rs_a + p*cs_a]
 
     int nt = std::max(1, nthreads);
     if (in_parallel()) nt = 1;
@@ -162,12 +167,11 @@ void sgemm(float* C, int64_t ldc, const float* A, int64_t lda, const float* B, i
                     const int64_t mc = std::min(M, mtiles * (mb + 1) / mblocks * MR) - ic;
                     const int64_t q0 = npanels * g / ngroups, q1 = npanels * (g + 1) / ngroups;
                     if (mc <= 0 || q1 <= q0) continue;
-                    const float* ablock = ta ? A + pc * lda + ic : A + ic * lda + pc;
+                    const float* ablock = A + ic * rs_a + pc * cs_a;
                     // Rows [0, direct_rows) of the block are read in place, the rest packed.
                     const int64_t direct_rows = direct_a ? mc / MR * MR : 0;
                     if (direct_rows < mc)
-                        kr.pack_a(Ap, ta ? ablock + direct_rows : ablock + direct_rows * lda, lda, !ta,
-                                  mc - direct_rows, kc);
+                        kr.pack_a(Ap, ablock + direct_rows * rs_a, lda, !ta, mc - direct_rows, kc);
                     for (int64_t jr = q0; jr < q1; jr++) {
                         const int64_t nr = std::min<int64_t>(NR, nc - jr * NR);
                         const float* bpanel = Bp + jr * NR * kc;
@@ -179,7 +183,7 @@ void sgemm(float* C, int64_t ldc, const float* A, int64_t lda, const float* B, i
                             const int64_t ldd = full ? ldc : NR;
                             const float bdst = full ? beff : 0.0f;
                             if (ir < direct_rows)
-                                kr.kernel_rows(kc, ablock + ir * lda, lda, bpanel, dst, ldd, alpha, bdst);
+                                kr.kernel_strided(kc, ablock + ir * rs_a, rs_a, cs_a, bpanel, dst, ldd, alpha, bdst);
                             else
                                 kr.kernel(kc, Ap + (ir - direct_rows) * kc, bpanel, dst, ldd, alpha, bdst);
                             if (!full)

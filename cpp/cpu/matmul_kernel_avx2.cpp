@@ -30,10 +30,11 @@ inline void store_row(float* c, __m256 lo, __m256 hi, __m256 va, __m256 vb, int 
 }
 
 // C (6,16) = alpha * op(A) (6,kc) @ Bp (kc,16) + beta * C, with element (i, p) of
-// op(A) at a[p*6 + i] from a packed panel (kRows false), or at a[i*lda + p] straight
-// from A's rows (kRows true). The two run the same FMAs in the same order.
-template <bool kRows>
-inline void kernel_6x16(int64_t kc, const float* a, int64_t lda, const float* b, float* C, int64_t ldc,
+// op(A) at a[p*6 + i] from a packed panel (kPacked), or at a[i*rs + p*cs] straight
+// from A (rs = lda, cs = 1 as stored; rs = 1, cs = lda transposed). Both run the same
+// FMAs in the same order.
+template <bool kPacked>
+inline void kernel_6x16(int64_t kc, const float* a, int64_t rs_, int64_t cs_, const float* b, float* C, int64_t ldc,
                         float alpha, float beta) {
     __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
     __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
@@ -42,7 +43,7 @@ inline void kernel_6x16(int64_t kc, const float* a, int64_t lda, const float* b,
     __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
     __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
     for (int i = 0; i < MR; i++) _mm_prefetch(reinterpret_cast<const char*>(C + i * ldc), _MM_HINT_T0);
-    const int64_t rs = kRows ? lda : 1;  // stride between rows of op(A)
+    const int64_t rs = kPacked ? 1 : rs_, cs = kPacked ? MR : cs_;  // op(A)(i, p) at a[i*rs + p*cs]
 #pragma GCC unroll 4
     for (int64_t p = 0; p < kc; p++) {
         const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
@@ -64,7 +65,7 @@ inline void kernel_6x16(int64_t kc, const float* a, int64_t lda, const float* b,
         ai = _mm256_broadcast_ss(a + 5 * rs);
         c50 = _mm256_fmadd_ps(ai, b0, c50);
         c51 = _mm256_fmadd_ps(ai, b1, c51);
-        a += kRows ? 1 : MR;
+        a += cs;
         b += NR;
     }
     const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
@@ -78,15 +79,15 @@ inline void kernel_6x16(int64_t kc, const float* a, int64_t lda, const float* b,
 }
 
 void kernel_packed(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta) {
-    kernel_6x16<false>(kc, Ap, 0, Bp, C, ldc, alpha, beta);
+    kernel_6x16<true>(kc, Ap, 1, MR, Bp, C, ldc, alpha, beta);
 }
 
-void kernel_rows(int64_t kc, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc, float alpha,
-                 float beta) {
-    kernel_6x16<true>(kc, A, lda, Bp, C, ldc, alpha, beta);
+void kernel_strided(int64_t kc, const float* A, int64_t rs, int64_t cs, const float* Bp, float* C, int64_t ldc,
+                    float alpha, float beta) {
+    kernel_6x16<false>(kc, A, rs, cs, Bp, C, ldc, alpha, beta);
 }
 
-const KernelF32 kAvx2 = {"avx2", MR, NR, 144, 256, 4080, kernel_packed, kernel_rows, pack_avx2<MR>, pack_avx2<NR>};
+const KernelF32 kAvx2 = {"avx2", MR, NR, 144, 256, 4080, kernel_packed, kernel_strided, pack_avx2<MR>, pack_avx2<NR>};
 
 }  // namespace
 

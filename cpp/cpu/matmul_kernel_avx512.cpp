@@ -34,10 +34,11 @@ inline void store_row(float* c, __m512 lo, __m512 hi, __m512 va, __m512 vb, int 
     c##i##1 = _mm512_fmadd_ps(ai, b1, c##i##1);
 
 // C (14,32) = alpha * op(A) (14,kc) @ Bp (kc,32) + beta * C, with element (i, p) of
-// op(A) at a[p*14 + i] from a packed panel (kRows false), or at a[i*lda + p] straight
-// from A's rows (kRows true). The two run the same FMAs in the same order.
-template <bool kRows>
-inline void kernel_14x32(int64_t kc, const float* a, int64_t lda, const float* b, float* C, int64_t ldc,
+// op(A) at a[p*14 + i] from a packed panel (kPacked), or at a[i*rs + p*cs] straight
+// from A (rs = lda, cs = 1 as stored; rs = 1, cs = lda transposed). Both run the same
+// FMAs in the same order.
+template <bool kPacked>
+inline void kernel_14x32(int64_t kc, const float* a, int64_t rs_, int64_t cs_, const float* b, float* C, int64_t ldc,
                          float alpha, float beta) {
     __m512 c00 = _mm512_setzero_ps(), c01 = _mm512_setzero_ps(), c10 = _mm512_setzero_ps(), c11 = _mm512_setzero_ps();
     __m512 c20 = _mm512_setzero_ps(), c21 = _mm512_setzero_ps(), c30 = _mm512_setzero_ps(), c31 = _mm512_setzero_ps();
@@ -48,14 +49,14 @@ inline void kernel_14x32(int64_t kc, const float* a, int64_t lda, const float* b
     __m512 c111 = _mm512_setzero_ps(), c120 = _mm512_setzero_ps(), c121 = _mm512_setzero_ps();
     __m512 c130 = _mm512_setzero_ps(), c131 = _mm512_setzero_ps();
     for (int i = 0; i < MR; i++) _mm_prefetch(reinterpret_cast<const char*>(C + i * ldc), _MM_HINT_T0);
-    const int64_t rs = kRows ? lda : 1;  // stride between rows of op(A)
+    const int64_t rs = kPacked ? 1 : rs_, cs = kPacked ? MR : cs_;  // op(A)(i, p) at a[i*rs + p*cs]
 #pragma GCC unroll 2
     for (int64_t p = 0; p < kc; p++) {
         const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
         __m512 ai;
         FG_ROW(0) FG_ROW(1) FG_ROW(2) FG_ROW(3) FG_ROW(4) FG_ROW(5) FG_ROW(6)
         FG_ROW(7) FG_ROW(8) FG_ROW(9) FG_ROW(10) FG_ROW(11) FG_ROW(12) FG_ROW(13)
-        a += kRows ? 1 : MR;
+        a += cs;
         b += NR;
     }
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
@@ -79,16 +80,16 @@ inline void kernel_14x32(int64_t kc, const float* a, int64_t lda, const float* b
 #undef FG_ROW
 
 void kernel_packed(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta) {
-    kernel_14x32<false>(kc, Ap, 0, Bp, C, ldc, alpha, beta);
+    kernel_14x32<true>(kc, Ap, 1, MR, Bp, C, ldc, alpha, beta);
 }
 
-void kernel_rows(int64_t kc, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc, float alpha,
-                 float beta) {
-    kernel_14x32<true>(kc, A, lda, Bp, C, ldc, alpha, beta);
+void kernel_strided(int64_t kc, const float* A, int64_t rs, int64_t cs, const float* Bp, float* C, int64_t ldc,
+                    float alpha, float beta) {
+    kernel_14x32<false>(kc, A, rs, cs, Bp, C, ldc, alpha, beta);
 }
 
 // B panel (kc=192, 32) = 24 KiB stays in a 32 KiB L1; A block (168, 192) = 126 KiB in L2.
-const KernelF32 kAvx512 = {"avx512", MR, NR, 168, 192, 4064, kernel_packed, kernel_rows, pack_avx2<MR>, pack_avx2<NR>};
+const KernelF32 kAvx512 = {"avx512", MR, NR, 168, 192, 4064, kernel_packed, kernel_strided, pack_avx2<MR>, pack_avx2<NR>};
 
 }  // namespace
 

@@ -23,10 +23,10 @@ namespace femtogpt::cpu::gemm_detail {
 using MicroKernel = void (*)(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha,
                              float beta);
 
-// The same, reading op(A) = A (not transposed) in place: element (i, p) at A[i*lda + p].
-// Saves packing A where each A panel meets few B panels (small N).
-using MicroKernelRows = void (*)(int64_t kc, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc,
-                                 float alpha, float beta);
+// The same, reading op(A) in place: element (i, p) at A[i*rs + p*cs]. Saves packing
+// A where each A panel meets few B panels (small N).
+using MicroKernelStrided = void (*)(int64_t kc, const float* A, int64_t rs, int64_t cs, const float* Bp, float* C,
+                                    int64_t ldc, float alpha, float beta);
 
 // Packs `lanes` rows of op(A) (or columns of op(B)) over k steps into panels of
 // (k, R): dst[panel*R*k + p*R + r]; a short last panel is padded with zeros.
@@ -40,7 +40,7 @@ struct KernelF32 {
     int mr, nr;      // register tile
     int mc, kc, nc;  // cache blocking: A block (mc,kc) in L2, B panel (kc,NR) in L1, B block (kc,nc) in L3
     MicroKernel kernel;
-    MicroKernelRows kernel_rows;  // nullptr: always pack A
+    MicroKernelStrided kernel_strided;  // nullptr: always pack A
     Pack pack_a;  // R = mr
     Pack pack_b;  // R = nr
 };
@@ -64,30 +64,29 @@ namespace {
 // which the compiler turns into a few vector moves per k step.
 template <int R>
 inline void pack_plain(float* dst, const float* src, int64_t ld, bool along_k, int64_t lanes, int64_t k) {
-    for (int64_t l0 = 0; l0 < lanes; l0 += R, dst += R * k) {
-        const int64_t n = lanes - l0 < R ? lanes - l0 : R;
-        if (along_k) {
-            const float* s = src + l0 * ld;
-            int64_t r = 0;
-            for (; r < n; r++)
+    const int64_t full = lanes / R, rest = lanes - full * R;
+    if (along_k) {
+        for (int64_t q = 0; q < full; q++, dst += R * k) {
+            const float* s = src + q * R * ld;
+            for (int r = 0; r < R; r++)
                 for (int64_t p = 0; p < k; p++) dst[p * R + r] = s[r * ld + p];
-            for (; r < R; r++)
-                for (int64_t p = 0; p < k; p++) dst[p * R + r] = 0.0f;
-        } else if (n == R) {
-            for (int64_t p = 0; p < k; p++) {
-                const float* s = src + p * ld + l0;
-                float* d = dst + p * R;
-                for (int r = 0; r < R; r++) d[r] = s[r];
-            }
-        } else {
-            for (int64_t p = 0; p < k; p++) {
-                const float* s = src + p * ld + l0;
-                float* d = dst + p * R;
-                int64_t r = 0;
-                for (; r < n; r++) d[r] = s[r];
-                for (; r < R; r++) d[r] = 0.0f;
-            }
         }
+    } else {
+        // k step outside: each source row is read once, front to back (a transposed A
+        // with a long row stride would otherwise touch a new page every k step).
+        for (int64_t p = 0; p < k; p++) {
+            const float* s = src + p * ld;
+            float* d = dst + p * R;
+            for (int64_t q = 0; q < full; q++)
+                for (int r = 0; r < R; r++) d[q * R * k + r] = s[q * R + r];
+        }
+        dst += full * R * k;
+    }
+    if (rest > 0) {  // short last panel, zero padded
+        const float* s = along_k ? src + full * R * ld : src + full * R;
+        for (int64_t p = 0; p < k; p++)
+            for (int r = 0; r < R; r++)
+                dst[p * R + r] = r < rest ? (along_k ? s[r * ld + p] : s[p * ld + r]) : 0.0f;
     }
 }
 

@@ -79,10 +79,39 @@ inline void pack_panel_along_k_avx2(float* dst, const float* src, int64_t ld, in
         for (int r = 0; r < R; r++) dst[p * R + r] = src[r * ld + p];
 }
 
+// Copies R (a compile-time constant) floats, in 8-, 4-, 2- and 1-float moves.
+template <int R>
+inline void copy_lanes(float* d, const float* s) {
+    int r = 0;
+    for (; r + 8 <= R; r += 8) _mm256_storeu_ps(d + r, _mm256_loadu_ps(s + r));
+    if (R - r >= 4) {
+        _mm_storeu_ps(d + r, _mm_loadu_ps(s + r));
+        r += 4;
+    }
+    if (R - r >= 2) {
+        _mm_store_sd(reinterpret_cast<double*>(d + r), _mm_load_sd(reinterpret_cast<const double*>(s + r)));
+        r += 2;
+    }
+    if (R - r >= 1) _mm_store_ss(d + r, _mm_load_ss(s + r));
+}
+
+// Full panels, !along_k: dst[q*R*k + p*R + r] = src[p*ld + q*R + r]. The k step is the
+// outer loop so each source row is read once, front to back.
+template <int R>
+inline void pack_panels_across_k_avx2(float* dst, const float* src, int64_t ld, int64_t panels, int64_t k) {
+    for (int64_t p = 0; p < k; p++) {
+        const float* s = src + p * ld;
+        float* d = dst + p * R;
+        for (int64_t q = 0; q < panels; q++) copy_lanes<R>(d + q * R * k, s + q * R);
+    }
+}
+
 template <int R>
 void pack_avx2(float* dst, const float* src, int64_t ld, bool along_k, int64_t lanes, int64_t k) {
-    if (!along_k) {  // contiguous R-wide rows: the plain loop is already vector moves
-        pack_plain<R>(dst, src, ld, false, lanes, k);
+    if (!along_k) {
+        const int64_t full = lanes / R;
+        pack_panels_across_k_avx2<R>(dst, src, ld, full, k);
+        if (full * R < lanes) pack_plain<R>(dst + full * R * k, src + full * R, ld, false, lanes - full * R, k);
         return;
     }
     int64_t l0 = 0;
