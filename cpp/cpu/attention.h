@@ -47,15 +47,24 @@ void attention_flash_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, co
 
 namespace attn_detail {
 
+// What a causal mask lets a tile product skip. For the register-tile row group [m0, m0+mr)
+// of C: columns at or past n_hi + m0 + mr are not needed (they are left unwritten), and
+// the sum over p runs over [k_lo + m0, k_hi + m0 + mr) only (A is zero elsewhere in those
+// rows). The defaults skip nothing.
+struct TileBand {
+    static constexpr int64_t kAll = int64_t(1) << 60;
+    int64_t n_hi = kAll, k_lo = -kAll, k_hi = kAll;
+};
+
 // The tile micro-kernels the flash driver is built from, one table per ISA. Row lengths
 // handed to `gemm` as N are multiples of `nr` (the driver pads D and the key blocks).
 template <typename T>
 struct TileKernels {
     int nr;  // columns of one register tile
     // C (M,N) = [C +] A (M,K) B (K,N); A's element (r,p) is A[r*sar + p*sap] (so A^T
-    // is sar=1, sap=lda), B and C row-major with row strides ldb, ldc.
+    // is sar=1, sap=lda), B and C row-major with row strides ldb, ldc; `band` as above.
     void (*gemm)(T* C, int64_t ldc, const T* A, int64_t sar, int64_t sap, const T* B, int64_t ldb, int64_t M,
-                 int64_t N, int64_t K, bool accumulate);
+                 int64_t N, int64_t K, bool accumulate, TileBand band);
     // C (M,N) = A (M,K) B^T with B stored (N,K): C[r*ldc + j] = sum_p A[r*lda + p] B[j*ldb + p];
     // any N and K (the decode path's scores, K read in place)
     void (*gemm_nt)(T* C, int64_t ldc, const T* A, int64_t lda, const T* B, int64_t ldb, int64_t M, int64_t N,
@@ -64,8 +73,8 @@ struct TileKernels {
     T (*row_max)(const T* x, int64_t n);
     // x[i] = exp2(x[i] * c - sub) for i < n, x[i] = 0 for n <= i < npad; returns the sum
     T (*exp2_row)(T* x, int64_t n, int64_t npad, T c, T sub);
-    // dp[i] = p[i] * (dp[i] - d) * scale for i < n
-    void (*ds_row)(T* dp, const T* p, int64_t n, T d, T scale);
+    // dp[i] = p[i] * (dp[i] - d) * scale for i < n, dp[i] = 0 for n <= i < npad
+    void (*ds_row)(T* dp, const T* p, int64_t n, int64_t npad, T d, T scale);
     // x[i] *= a for i < n
     void (*scale_row)(T* x, int64_t n, T a);
 };

@@ -9,6 +9,7 @@
 // below -127 (masked scores are never passed, but -inf would be) give exactly 0.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "cpu/attention.h"
@@ -108,19 +109,23 @@ void tile(float* C, int64_t ldc, const float* A, int64_t sar, int64_t sap, const
 #undef FG_ROWS
 
 void gemm(float* C, int64_t ldc, const float* A, int64_t sar, int64_t sap, const float* B, int64_t ldb, int64_t M,
-          int64_t N, int64_t K, bool accumulate) {
+          int64_t N, int64_t K, bool accumulate, TileBand band) {
     for (int64_t n0 = 0; n0 < N; n0 += kNR) {
         for (int64_t m0 = 0; m0 < M; m0 += kMR) {
+            const int64_t mr = M - m0 < kMR ? M - m0 : kMR;
+            if (n0 >= band.n_hi + m0 + mr) continue;  // masked for every row of the group
+            const int64_t k0 = std::clamp<int64_t>(band.k_lo + m0, 0, K);
+            const int64_t k1 = std::clamp<int64_t>(band.k_hi + m0 + mr, k0, K);
             float* c = C + m0 * ldc + n0;
-            const float* a = A + m0 * sar;
-            const float* b = B + n0;
-            switch (M - m0 < kMR ? M - m0 : kMR) {
-                case 6: tile<6>(c, ldc, a, sar, sap, b, ldb, K, accumulate); break;
-                case 5: tile<5>(c, ldc, a, sar, sap, b, ldb, K, accumulate); break;
-                case 4: tile<4>(c, ldc, a, sar, sap, b, ldb, K, accumulate); break;
-                case 3: tile<3>(c, ldc, a, sar, sap, b, ldb, K, accumulate); break;
-                case 2: tile<2>(c, ldc, a, sar, sap, b, ldb, K, accumulate); break;
-                default: tile<1>(c, ldc, a, sar, sap, b, ldb, K, accumulate); break;
+            const float* a = A + m0 * sar + k0 * sap;
+            const float* b = B + k0 * ldb + n0;
+            switch (mr) {
+                case 6: tile<6>(c, ldc, a, sar, sap, b, ldb, k1 - k0, accumulate); break;
+                case 5: tile<5>(c, ldc, a, sar, sap, b, ldb, k1 - k0, accumulate); break;
+                case 4: tile<4>(c, ldc, a, sar, sap, b, ldb, k1 - k0, accumulate); break;
+                case 3: tile<3>(c, ldc, a, sar, sap, b, ldb, k1 - k0, accumulate); break;
+                case 2: tile<2>(c, ldc, a, sar, sap, b, ldb, k1 - k0, accumulate); break;
+                default: tile<1>(c, ldc, a, sar, sap, b, ldb, k1 - k0, accumulate); break;
             }
         }
     }
@@ -192,7 +197,7 @@ float exp2_row(float* x, int64_t n, int64_t npad, float c, float sub) {
     return hsum(sum);
 }
 
-void ds_row(float* dp, const float* p, int64_t n, float d, float scale) {
+void ds_row(float* dp, const float* p, int64_t n, int64_t npad, float d, float scale) {
     const vec vd = vset1(d), vs = vset1(scale);
     int64_t i = 0;
     for (; i + kW <= n; i += kW)
@@ -202,6 +207,7 @@ void ds_row(float* dp, const float* p, int64_t n, float d, float scale) {
             _mm256_mul_ps(vload_tail(p + i, n - i), _mm256_sub_ps(vload_tail(dp + i, n - i), vd)), vs);
         vstore_tail(dp + i, r, n - i);
     }
+    for (i = n; i < npad; i++) dp[i] = 0.0f;
 }
 
 void scale_row(float* x, int64_t n, float a) {

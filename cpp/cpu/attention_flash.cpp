@@ -64,17 +64,21 @@ constexpr int kGenericNR = 8;
 
 template <typename T>
 void gemm_generic(T* C, int64_t ldc, const T* A, int64_t sar, int64_t sap, const T* B, int64_t ldb, int64_t M,
-                  int64_t N, int64_t K, bool accumulate) {
+                  int64_t N, int64_t K, bool accumulate, TileBand band) {
     for (int64_t n0 = 0; n0 < N; n0 += kGenericNR) {
         for (int64_t m0 = 0; m0 < M; m0 += kGenericMR) {
+            const int64_t mr = std::min<int64_t>(kGenericMR, M - m0);
+            if (n0 >= band.n_hi + m0 + mr) continue;  // masked for every row of the group
+            const int64_t k0 = std::clamp<int64_t>(band.k_lo + m0, 0, K);
+            const int64_t k1 = std::clamp<int64_t>(band.k_hi + m0 + mr, k0, K);
             T* c = C + m0 * ldc + n0;
-            const T* a = A + m0 * sar;
-            const T* b = B + n0;
-            switch (std::min<int64_t>(kGenericMR, M - m0)) {
-                case 4: tile_generic<T, 4, kGenericNR>(c, ldc, a, sar, sap, b, ldb, K, accumulate); break;
-                case 3: tile_generic<T, 3, kGenericNR>(c, ldc, a, sar, sap, b, ldb, K, accumulate); break;
-                case 2: tile_generic<T, 2, kGenericNR>(c, ldc, a, sar, sap, b, ldb, K, accumulate); break;
-                default: tile_generic<T, 1, kGenericNR>(c, ldc, a, sar, sap, b, ldb, K, accumulate); break;
+            const T* a = A + m0 * sar + k0 * sap;
+            const T* b = B + k0 * ldb + n0;
+            switch (mr) {
+                case 4: tile_generic<T, 4, kGenericNR>(c, ldc, a, sar, sap, b, ldb, k1 - k0, accumulate); break;
+                case 3: tile_generic<T, 3, kGenericNR>(c, ldc, a, sar, sap, b, ldb, k1 - k0, accumulate); break;
+                case 2: tile_generic<T, 2, kGenericNR>(c, ldc, a, sar, sap, b, ldb, k1 - k0, accumulate); break;
+                default: tile_generic<T, 1, kGenericNR>(c, ldc, a, sar, sap, b, ldb, k1 - k0, accumulate); break;
             }
         }
     }
@@ -110,8 +114,9 @@ T exp2_row_generic(T* x, int64_t n, int64_t npad, T c, T sub) {
 }
 
 template <typename T>
-void ds_row_generic(T* dp, const T* p, int64_t n, T d, T scale) {
+void ds_row_generic(T* dp, const T* p, int64_t n, int64_t npad, T d, T scale) {
     for (int64_t i = 0; i < n; i++) dp[i] = p[i] * (dp[i] - d) * scale;
+    for (int64_t i = n; i < npad; i++) dp[i] = T(0);
 }
 
 template <typename T>
@@ -123,8 +128,9 @@ void scale_row_generic(T* x, int64_t n, T a) {
 
 template <typename T>
 const TileKernels<T>& tile_kernels_generic() {
-    static const TileKernels<T> k{kGenericNR, gemm_generic<T>, gemm_nt_generic<T>, row_max_generic<T>, exp2_row_generic<T>,
-                                  ds_row_generic<T>, scale_row_generic<T>};
+    static const TileKernels<T> k{kGenericNR,          gemm_generic<T>,   gemm_nt_generic<T>,
+                                  row_max_generic<T>,  exp2_row_generic<T>, ds_row_generic<T>,
+                                  scale_row_generic<T>};
     return k;
 }
 template const TileKernels<float>& tile_kernels_generic<float>();
@@ -134,6 +140,7 @@ template const TileKernels<double>& tile_kernels_generic<double>();
 
 namespace {
 
+using attn_detail::TileBand;
 using attn_detail::TileKernels;
 
 template <typename T>
@@ -183,6 +190,9 @@ struct Geometry {
         if (!causal) return 0;
         return std::max<int64_t>(0, kb * Bk - off) / Bq;
     }
+    // Row r of query block i0 sees keys j0 + c of key block j0 for c < base + r + 1: the
+    // TileBand offset of that tile (no limit without a mask).
+    int64_t band_base(int64_t i0, int64_t j0) const { return causal ? off + i0 - j0 : TileBand::kAll; }
     // Keys of the block starting at j0 (nk of them) that row i sees: a prefix.
     int64_t visible(int64_t i, int64_t j0, int64_t nk) const {
         if (!causal) return nk;
@@ -293,8 +303,10 @@ void fwd_qblock(T* out, T* lse, const FwdHead<T>& hd, const Geometry& g, int64_t
     const int64_t kb_end = g.kb_end(qb);
     for (int64_t kb = 0; kb < kb_end; kb++) {
         const int64_t j0 = kb * g.Bk, nk = g.keys(kb), nkp = round_up(nk, kn.nr);
+        const int64_t base = g.band_base(i0, j0);
         if (hd.kt)
-            kn.gemm(s, ld, qs, Dp, 1, hd.kt + kb * Dp * ld, ld, mq, nkp, Dp, false);
+            kn.gemm(s, ld, qs, Dp, 1, hd.kt + kb * Dp * ld, ld, mq, nkp, Dp, false,
+                    {base, -TileBand::kAll, TileBand::kAll});
         else
             kn.gemm_nt(s, ld, qs, Dp, hd.k + j0 * g.D, g.D, mq, nk, g.D);
         for (int64_t r = 0; r < mq; r++) {
@@ -314,7 +326,7 @@ void fwd_qblock(T* out, T* lse, const FwdHead<T>& hd, const Geometry& g, int64_t
             l[r] += sum;
             m[r] = mnew;
         }
-        kn.gemm(o, Dp, s, ld, 1, hd.v + j0 * Dp, Dp, mq, Dp, nk, true);
+        kn.gemm(o, Dp, s, ld, 1, hd.v + j0 * Dp, Dp, mq, Dp, nk, true, {TileBand::kAll, -TileBand::kAll, base});
     }
     for (int64_t r = 0; r < mq; r++) {
         const T inv = T(1) / l[r];
@@ -430,14 +442,15 @@ void bwd_tile(T* p, T* ds, const BwdHead<T>& hd, const Geometry& g, int64_t qb, 
               const TileKernels<T>& kn) {
     const int64_t i0 = qb * g.Bq, mq = g.rows(qb), j0 = kb * g.Bk, nk = g.keys(kb), nkp = round_up(nk, kn.nr);
     const int64_t Dp = g.Dp, ld = g.Bkp;
-    kn.gemm(p, ld, hd.q + i0 * Dp, Dp, 1, hd.kt + kb * Dp * ld, ld, mq, nkp, Dp, false);  // S
+    const TileBand cols{g.band_base(i0, j0), -TileBand::kAll, TileBand::kAll};
+    kn.gemm(p, ld, hd.q + i0 * Dp, Dp, 1, hd.kt + kb * Dp * ld, ld, mq, nkp, Dp, false, cols);  // S
     for (int64_t r = 0; r < mq; r++) {
         const int64_t n = g.visible(i0 + r, j0, nk);
         kn.exp2_row(p + r * ld, n, nkp, c, hd.l2[i0 + r]);  // P = exp(S*scale - L)
     }
-    kn.gemm(ds, ld, hd.dout + i0 * Dp, Dp, 1, hd.vt + kb * Dp * ld, ld, mq, nkp, Dp, false);  // dP = dO V^T
-    for (int64_t r = 0; r < mq; r++)
-        kn.ds_row(ds + r * ld, p + r * ld, nk, hd.drow[i0 + r], scale);  // dS = scale * P * (dP - Drow)
+    kn.gemm(ds, ld, hd.dout + i0 * Dp, Dp, 1, hd.vt + kb * Dp * ld, ld, mq, nkp, Dp, false, cols);  // dP = dO V^T
+    for (int64_t r = 0; r < mq; r++)  // dS = scale * P * (dP - Drow), exactly 0 where masked
+        kn.ds_row(ds + r * ld, p + r * ld, g.visible(i0 + r, j0, nk), nkp, hd.drow[i0 + r], scale);
 }
 
 // dK and dV rows of key block kb; with dq_acc (Tq,Dp) also adds each tile's dS K to it.
@@ -454,9 +467,13 @@ void bwd_kblock(T* dk, T* dv, T* dq_acc, const BwdHead<T>& hd, const Geometry& g
     for (int64_t qb = g.qb_begin(kb); qb < g.nqb; qb++) {
         const int64_t i0 = qb * g.Bq, mq = g.rows(qb);
         bwd_tile(p, ds, hd, g, qb, kb, c, scale, kn);
-        kn.gemm(dv_acc, Dp, p, 1, ld, hd.dout + i0 * Dp, Dp, nk, Dp, mq, true);  // dV += P^T dO
-        kn.gemm(dk_acc, Dp, ds, 1, ld, hd.q + i0 * Dp, Dp, nk, Dp, mq, true);    // dK += dS^T Q
-        if (dq_acc) kn.gemm(dq_acc + i0 * Dp, Dp, ds, ld, 1, hd.k + j0 * Dp, Dp, mq, Dp, nk, true);  // dQ += dS K
+        const int64_t base = g.band_base(i0, j0);
+        const TileBand keys_rows{TileBand::kAll, -base, TileBand::kAll};
+        const TileBand query_rows{TileBand::kAll, -TileBand::kAll, base};
+        kn.gemm(dv_acc, Dp, p, 1, ld, hd.dout + i0 * Dp, Dp, nk, Dp, mq, true, keys_rows);  // dV += P^T dO
+        kn.gemm(dk_acc, Dp, ds, 1, ld, hd.q + i0 * Dp, Dp, nk, Dp, mq, true, keys_rows);    // dK += dS^T Q
+        if (dq_acc)  // dQ += dS K
+            kn.gemm(dq_acc + i0 * Dp, Dp, ds, ld, 1, hd.k + j0 * Dp, Dp, mq, Dp, nk, true, query_rows);
     }
     unpack_rows(dk + j0 * g.D, dk_acc, nk, g.D, Dp, T(1));
     unpack_rows(dv + j0 * g.D, dv_acc, nk, g.D, Dp, T(1));
@@ -474,7 +491,8 @@ void bwd_qblock(T* dq, const BwdHead<T>& hd, const Geometry& g, int64_t qb, T c,
     const int64_t kb_end = g.kb_end(qb);
     for (int64_t kb = 0; kb < kb_end; kb++) {
         bwd_tile(p, ds, hd, g, qb, kb, c, scale, kn);
-        kn.gemm(dq_acc, Dp, ds, ld, 1, hd.k + kb * g.Bk * Dp, Dp, mq, Dp, g.keys(kb), true);  // dQ += dS K
+        const TileBand query_rows{TileBand::kAll, -TileBand::kAll, g.band_base(i0, kb * g.Bk)};
+        kn.gemm(dq_acc, Dp, ds, ld, 1, hd.k + kb * g.Bk * Dp, Dp, mq, Dp, g.keys(kb), true, query_rows);  // dQ += dS K
     }
     unpack_rows(dq + i0 * g.D, dq_acc, mq, g.D, Dp, T(1));
 }

@@ -14,7 +14,8 @@
 //     g++ $F cpp/dev/attention_harness.cpp cpp/cpu/attention_flash.cpp cpp/cpu/attention_standard.cpp
 //       cpp/cpu/isa.cpp cpp/cpu/matmul.cpp cpp/cpu/matmul_reference.cpp cpp/cpu/matmul_kernel_generic.cpp
 //       cpp/pool.cpp /tmp/ah/*.o -o /tmp/attention_harness
-//   run: /tmp/attention_harness [T ...]   (OMP_NUM_THREADS and FEMTOGPT_ISA apply)
+//   run: [B=1 H=8 D=64 BQ=64 BK=64 NOVALIDATE=1] /tmp/attention_harness [T ...]
+//   (OMP_NUM_THREADS and FEMTOGPT_ISA apply; T defaults to 1024 4096)
 #include <algorithm>
 #include <ctime>
 #include <cmath>
@@ -62,9 +63,9 @@ void time_tile(const cpu::attn_detail::TileKernels<float>& kn) {
     std::mt19937 g(1);
     auto A = randn(M * K, g), B = randn(K * N, g), C = randn(M * N, g);
     const int reps = 20000;
-    double t = best_time([&] { for (int i = 0; i < reps; i++) kn.gemm(C.data(), N, A.data(), K, 1, B.data(), N, M, N, K, true); }, 5);
+    double t = best_time([&] { for (int i = 0; i < reps; i++) kn.gemm(C.data(), N, A.data(), K, 1, B.data(), N, M, N, K, true, {}); }, 5);
     std::printf("tile gemm 64x64x64 (A):    %6.1f GFLOP/s\n", 2.0 * M * N * K * reps / t / 1e9);
-    t = best_time([&] { for (int i = 0; i < reps; i++) kn.gemm(C.data(), N, A.data(), 1, K, B.data(), N, M, N, K, true); }, 5);
+    t = best_time([&] { for (int i = 0; i < reps; i++) kn.gemm(C.data(), N, A.data(), 1, K, B.data(), N, M, N, K, true, {}); }, 5);
     std::printf("tile gemm 64x64x64 (A^T):  %6.1f GFLOP/s\n", 2.0 * M * N * K * reps / t / 1e9);
     std::vector<float> row(64);
     t = best_time([&] { for (int i = 0; i < reps * 64; i++) { row[0] = float(i & 7); kn.exp2_row(row.data(), 61, 64, 0.01f, 1.0f); } }, 5);
@@ -81,8 +82,9 @@ int main(int argc, char** argv) {
     std::vector<int64_t> Ts;
     for (int i = 1; i < argc; i++) Ts.push_back(std::atoll(argv[i]));
     if (Ts.empty()) Ts = {1024, 4096};
-    const int64_t B = 1, H = 8, D = 64;
-    const float scale = 1.0f / 8.0f;
+    auto env = [](const char* name, int64_t dflt) { return std::getenv(name) ? std::atoll(std::getenv(name)) : dflt; };
+    const int64_t B = env("B", 1), H = env("H", 8), D = env("D", 64);
+    const float scale = 1.0f / std::sqrt(float(D));
     const int64_t bq = std::getenv("BQ") ? std::atoll(std::getenv("BQ")) : 64;
     const int64_t bk = std::getenv("BK") ? std::atoll(std::getenv("BK")) : 64;
     const bool validate = !std::getenv("NOVALIDATE");
@@ -101,9 +103,9 @@ int main(int argc, char** argv) {
             cpu::attention_flash_backward<float>(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(),
                                                  v.data(), out.data(), lse.data(), B, H, T, T, D, true, scale, bq, bk);
         }, reps);
-        std::printf("flash T=%5lld b%lldx%lld: fwd %8.2f ms (%5.1f GFLOP/s)  bwd %8.2f ms (%5.1f GFLOP/s)  fwd+bwd %8.2f ms "
+        std::printf("flash B=%lld H=%lld D=%lld T=%5lld b%lldx%lld: fwd %8.2f ms (%5.1f GFLOP/s)  bwd %8.2f ms (%5.1f GFLOP/s)  fwd+bwd %8.2f ms "
                     "(%5.1f GFLOP/s)\n",
-                    (long long)T, (long long)bq, (long long)bk, tf * 1e3, flops / tf / 1e9, tb * 1e3, 2.5 * flops / tb / 1e9, (tf + tb) * 1e3,
+                    (long long)B, (long long)H, (long long)D, (long long)T, (long long)bq, (long long)bk, tf * 1e3, flops / tf / 1e9, tb * 1e3, 2.5 * flops / tb / 1e9, (tf + tb) * 1e3,
                     3.5 * flops / (tf + tb) / 1e9);
         if (validate && T <= 1024) {  // validate against the standard path
             std::vector<float> out2(n), P(size_t(B * H * T * T)), dq2(n), dk2(n), dv2(n);
