@@ -1,7 +1,91 @@
+// _core.InferenceEngine: cached GPT inference (ops/infer.h), and its kernels for tests.
+#include <optional>
+
 #include "bindings/bindings.h"
+#include "cpu/infer.h"
+#include "ops/infer.h"
 
 namespace femtogpt::bindings {
 
-void register_infer(py::module_& m) { (void)m; }
+namespace {
+
+void check_f32_2d(const Tensor& t, const char* what) {
+    FG_CHECK_TYPE(t.dtype() == DType::float32 || t.dtype() == DType::float64, what,
+                  " must be float32 or float64, got ", dtype_name(t.dtype()));
+    FG_CHECK(t.dim() == 2, what, " must be 2-D, got shape ", shape_str(t.shape()));
+    FG_CHECK(t.device().type == DeviceType::cpu, what, ": no kernel for device ", t.device().str());
+}
+
+}  // namespace
+
+void register_infer(py::module_& m) {
+    using ops::InferenceEngine;
+    py::class_<InferenceEngine>(m, "InferenceEngine",
+                                "A GPT forward pass with a KV cache, for generation (see cpp/ops/infer.h).")
+        .def(py::init([](const std::map<std::string, Tensor>& params, int64_t n_head, int64_t batch, int64_t slide,
+                         double eps) {
+                 nogil release;
+                 return new InferenceEngine(params, n_head, batch, slide, eps);
+             }),
+             py::arg("params"), py::arg("n_head"), py::arg("batch"), py::arg("slide") = 1, py::arg("eps") = 1e-5,
+             "params: name -> float32 Tensor (GPT.named_parameters(), shared, not copied); batch rows; "
+             "slide: tokens a full row drops before its next one (1 = nanoGPT's crop).")
+        .def_property_readonly("batch", &InferenceEngine::batch)
+        .def_property_readonly("block_size", &InferenceEngine::block_size)
+        .def_property_readonly("vocab_size", &InferenceEngine::vocab_size)
+        .def_property_readonly("slide", &InferenceEngine::slide)
+        .def("lengths", [](InferenceEngine& e) {
+            nogil release;
+            return e.lengths();
+        }, "(B,) int64: tokens in each row's context")
+        .def("context", [](InferenceEngine& e) {
+            nogil release;
+            return e.context();
+        }, "(B, block_size) int64: each row's context, -1 after its length")
+        .def("logits", [](InferenceEngine& e) {
+            nogil release;
+            return e.logits();
+        }, "(B, V) float32: logits after each row's last token")
+        .def("prefill", [](InferenceEngine& e, const Tensor& tokens, const Tensor& lengths) {
+            nogil release;
+            return e.prefill(tokens, lengths);
+        }, py::arg("tokens"), py::arg("lengths"),
+           "tokens (B, T) int64 right-padded, lengths (B,) int64 -> logits (B, V); starts every row afresh")
+        .def("step", [](InferenceEngine& e, const Tensor& tokens) {
+            nogil release;
+            return e.step(tokens);
+        }, py::arg("tokens"), "tokens (B,) int64 appended to the rows -> logits (B, V)")
+        .def("generate", [](InferenceEngine& e, int64_t n, double temperature, int64_t top_k, double top_p,
+                            std::optional<Tensor> rng_state) {
+            nogil release;
+            return e.generate(n, temperature, top_k, top_p, rng_state);
+        }, py::arg("n"), py::arg("temperature") = 1.0, py::arg("top_k") = 0, py::arg("top_p") = 1.0,
+           py::arg("rng_state") = py::none(),
+           "-> (B, n) int64: n tokens per row drawn as sample_tokens does and appended; rng_state advances");
+
+    m.def("linear_rows", [](const Tensor& x, const Tensor& w, std::optional<Tensor> bias, bool reference) {
+        check_f32_2d(x, "linear_rows: x");
+        check_f32_2d(w, "linear_rows: w");
+        check_same_dtype(x, w, "linear_rows");
+        FG_CHECK(x.size(1) == w.size(1), "linear_rows: x ", shape_str(x.shape()), " and w ", shape_str(w.shape()),
+                 " need the same number of columns (w is (out, in))");
+        const int64_t M = x.size(0), N = w.size(0), K = x.size(1);
+        if (bias) {
+            check_same_dtype(*bias, x, "linear_rows: bias");
+            FG_CHECK(bias->shape() == Shape{N}, "linear_rows: bias has shape ", shape_str(bias->shape()),
+                     ", expected (", N, ",)");
+        }
+        Tensor out = Tensor::empty({M, N}, x.dtype());
+        nogil release;
+        auto run = [&](auto z) {
+            using T = decltype(z);
+            auto k = reference ? cpu::linear_rows_reference<T> : cpu::linear_rows<T>;
+            k(out.data<T>(), N, x.data<T>(), K, w.data<T>(), bias ? bias->data<T>() : nullptr, M, N, K, false);
+        };
+        if (x.dtype() == DType::float32) run(float{}); else run(double{});
+        return out;
+    }, py::arg("x"), py::arg("w"), py::arg("bias") = py::none(), py::arg("reference") = false,
+       "x (M,K) @ w (N,K)^T + bias -> (M,N): the decode-step kernel (row-independent sums).");
+}
 
 }  // namespace femtogpt::bindings

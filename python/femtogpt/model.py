@@ -234,9 +234,20 @@ class GPT(Module):
 
     # ---- sampling -----------------------------------------------------------------
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, seed: int | None = None) -> np.ndarray:
-        """Continue each row of idx (B, T0) by max_new_tokens sampled tokens; returns (B, T0 + new) int64."""
+                 top_p: float | None = None, seed=None, *, slide: int | None = None, cache: bool = True):
+        """Continue each row of idx (B, T0) by max_new_tokens sampled tokens -> (B, T0 + new) int64,
+        with a KV cache. idx may also be one 1-D prompt or a list of prompts of different lengths;
+        see femtogpt.generate for the arguments and the window policy (slide)."""
         from .generate import generate
 
-        return generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+        return generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                        slide=slide, cache=cache)
 
+    def stream(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+               top_p: float | None = None, seed=None, *, slide: int | None = None, cache: bool = True):
+        """Yield the tokens generate() would produce as they are produced: (B,) int64 per step
+        (an int for a single 1-D prompt)."""
+        from .generate import stream
+
+        return stream(self, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                      slide=slide, cache=cache)

@@ -1,0 +1,347 @@
+// The inference engine (see infer.h): parameter checks, the window policy, and the
+// layer loop over the kernels of cpu/.
+#include "ops/infer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <set>
+
+#include "cpu/activation.h"
+#include "cpu/infer.h"
+#include "cpu/matmul.h"
+#include "cpu/norm.h"
+#include "cpu/sampling.h"
+#include "parallel.h"
+#include "pool.h"
+
+namespace femtogpt::ops {
+
+namespace {
+
+// Below this many multiply-adds of attention, one thread does all rows and heads.
+constexpr int64_t kParallelAttentionWork = int64_t(1) << 16;
+
+const Tensor& param(const std::map<std::string, Tensor>& params, const std::string& name, const Shape& shape) {
+    auto it = params.find(name);
+    FG_CHECK(it != params.end(), "InferenceEngine: parameter '", name, "' is missing (expected a GPT's ",
+             "named_parameters())");
+    const Tensor& t = it->second;
+    FG_CHECK(t.defined(), "InferenceEngine: parameter '", name, "' is undefined");
+    FG_CHECK_TYPE(t.dtype() == DType::float32, "InferenceEngine: parameter '", name, "' has dtype ",
+                  dtype_name(t.dtype()), "; the engine runs float32 models only");
+    FG_CHECK(t.device().type == DeviceType::cpu, "InferenceEngine: no kernel for device ", t.device().str(),
+             " (parameter '", name, "')");
+    FG_CHECK(t.shape() == shape, "InferenceEngine: parameter '", name, "' has shape ", shape_str(t.shape()),
+             ", expected ", shape_str(shape));
+    return t;
+}
+
+// out (M,N) (row stride ldo) = [out +] x (M,K) w (N,K)^T + bias, through the packed GEMM
+// (many rows) or linear_rows (a decode step's few rows).
+void linear(float* out, int64_t ldo, const float* x, const float* w, const float* bias, int64_t M, int64_t N,
+            int64_t K, bool accumulate, bool decode) {
+    if (decode) return cpu::linear_rows<float>(out, ldo, x, K, w, bias, M, N, K, accumulate);
+    if (!accumulate) {
+        cpu::gemm<float>(out, ldo, x, K, w, K, M, N, K, false, true, 1.0f, 0.0f);
+        if (bias)
+            for (int64_t m = 0; m < M; m++)
+                for (int64_t n = 0; n < N; n++) out[m * ldo + n] += bias[n];
+        return;
+    }
+    PoolBuffer tmp(size_t(M * N) * sizeof(float));
+    float* t = tmp.data<float>();
+    cpu::gemm<float>(t, N, x, K, w, K, M, N, K, false, true, 1.0f, 0.0f);
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+            float s = t[m * N + n];
+            if (bias) s += bias[n];
+            out[m * ldo + n] += s;
+        }
+}
+
+}  // namespace
+
+InferenceEngine::InferenceEngine(const std::map<std::string, Tensor>& params, int64_t n_head, int64_t batch,
+                                 int64_t slide, double eps)
+    : eps_(eps) {
+    FG_CHECK(params.count("wte.weight") && params.at("wte.weight").dim() == 2,
+             "InferenceEngine: parameter 'wte.weight' (vocab_size, n_embd) is missing or not 2-D");
+    const Tensor& wte = param(params, "wte.weight", params.at("wte.weight").shape());
+    V_ = wte.size(0);
+    C_ = wte.size(1);
+    FG_CHECK(V_ >= 1 && C_ >= 1, "InferenceEngine: wte.weight has shape ", shape_str(wte.shape()),
+             ", expected (vocab_size >= 1, n_embd >= 1)");
+    FG_CHECK(params.count("wpe.weight") && params.at("wpe.weight").dim() == 2,
+             "InferenceEngine: parameter 'wpe.weight' (block_size, n_embd) is missing or not 2-D");
+    S_ = params.at("wpe.weight").size(0);
+    const Tensor& wpe = param(params, "wpe.weight", {S_, C_});
+    FG_CHECK(S_ >= 1, "InferenceEngine: block_size (rows of wpe.weight) must be >= 1");
+    FG_CHECK(n_head >= 1 && C_ % n_head == 0, "InferenceEngine: n_head ", n_head, " must be >= 1 and divide n_embd ",
+             C_);
+    H_ = n_head;
+    D_ = C_ / H_;
+    FG_CHECK(batch >= 1, "InferenceEngine: batch must be >= 1, got ", batch);
+    B_ = batch;
+    FG_CHECK(slide >= 1 && slide <= S_, "InferenceEngine: slide must be in [1, block_size=", S_, "], got ", slide);
+    slide_ = slide;
+    FG_CHECK(eps > 0 && std::isfinite(eps), "InferenceEngine: eps must be a positive number, got ", eps);
+    L_ = 0;
+    while (params.count("h." + std::to_string(L_) + ".ln_1.weight")) L_++;
+    FG_CHECK(L_ >= 1, "InferenceEngine: no layers (expected parameters h.0.ln_1.weight, ...)");
+    const bool bias = params.count("h.0.attn.c_attn.bias") > 0;
+
+    std::set<std::string> expected = {"wte.weight", "wpe.weight"};
+    auto hold = [&](const std::string& name, const Shape& shape) -> const float* {
+        expected.insert(name);
+        const Tensor& t = param(params, name, shape);
+        held_.push_back(t);
+        return t.data<float>();
+    };
+    auto hold_bias = [&](const std::string& name, int64_t n) -> const float* {
+        return bias ? hold(name, {n}) : nullptr;
+    };
+    held_.push_back(wte);
+    held_.push_back(wpe);
+    wte_ = wte.data<float>();
+    wpe_ = wpe.data<float>();
+    const int64_t C = C_;
+    for (int64_t l = 0; l < L_; l++) {
+        const std::string p = "h." + std::to_string(l) + ".";
+        Layer ly;
+        ly.ln1_w = hold(p + "ln_1.weight", {C});
+        ly.ln1_b = hold_bias(p + "ln_1.bias", C);
+        ly.attn_w = hold(p + "attn.c_attn.weight", {3 * C, C});
+        ly.attn_b = hold_bias(p + "attn.c_attn.bias", 3 * C);
+        ly.proj_w = hold(p + "attn.c_proj.weight", {C, C});
+        ly.proj_b = hold_bias(p + "attn.c_proj.bias", C);
+        ly.ln2_w = hold(p + "ln_2.weight", {C});
+        ly.ln2_b = hold_bias(p + "ln_2.bias", C);
+        ly.fc_w = hold(p + "mlp.c_fc.weight", {4 * C, C});
+        ly.fc_b = hold_bias(p + "mlp.c_fc.bias", 4 * C);
+        ly.mlp_w = hold(p + "mlp.c_proj.weight", {C, 4 * C});
+        ly.mlp_b = hold_bias(p + "mlp.c_proj.bias", C);
+        layers_.push_back(ly);
+    }
+    lnf_w_ = hold("ln_f.weight", {C});
+    lnf_b_ = hold_bias("ln_f.bias", C);
+    for (const auto& kv : params)  // a name the model does not have (a bias of a bias-free model, ...)
+        FG_CHECK(expected.count(kv.first), "InferenceEngine: unexpected parameter '", kv.first, "' for a GPT with ",
+                 L_, " layers", bias ? "" : " and no biases");
+
+    k_ = Tensor::empty({B_, L_, H_, S_, D_}, DType::float32);
+    v_ = Tensor::empty({B_, L_, H_, S_, D_}, DType::float32);
+    logits_ = Tensor::zeros({B_, V_}, DType::float32);
+    len_.assign(size_t(B_), 0);
+    ctx_.assign(size_t(B_ * S_), -1);
+    pending_.assign(size_t(B_), 0);
+}
+
+float* InferenceEngine::kcache(int64_t b, int64_t l, int64_t h) const {
+    return k_.data<float>() + ((b * L_ + l) * H_ + h) * S_ * D_;
+}
+float* InferenceEngine::vcache(int64_t b, int64_t l, int64_t h) const {
+    return v_.data<float>() + ((b * L_ + l) * H_ + h) * S_ * D_;
+}
+
+void InferenceEngine::check_started(const char* what) const {
+    FG_CHECK(started_, "InferenceEngine.", what, ": call prefill(tokens, lengths) first");
+}
+
+void InferenceEngine::check_tokens(const int64_t* t, int64_t n, const char* what) const {
+    for (int64_t i = 0; i < n; i++)
+        FG_CHECK(t[i] >= 0 && t[i] < V_, "InferenceEngine.", what, ": token id ", t[i],
+                 " is outside the vocabulary [0, ", V_, ")");
+}
+
+Tensor InferenceEngine::lengths() {
+    flush();
+    Tensor out = Tensor::empty({B_}, DType::int64);
+    std::copy(len_.begin(), len_.end(), out.data<int64_t>());
+    return out;
+}
+
+Tensor InferenceEngine::context() {
+    flush();
+    Tensor out = Tensor::empty({B_, S_}, DType::int64);
+    std::copy(ctx_.begin(), ctx_.end(), out.data<int64_t>());
+    return out;
+}
+
+Tensor InferenceEngine::logits() {
+    flush();
+    Tensor out = Tensor::empty({B_, V_}, DType::float32);
+    std::memcpy(out.raw_data(), logits_.raw_data(), logits_.nbytes());
+    return out;
+}
+
+Tensor InferenceEngine::prefill(const Tensor& tokens, const Tensor& lengths) {
+    check_dtype(tokens, DType::int64, "InferenceEngine.prefill: tokens");
+    check_dtype(lengths, DType::int64, "InferenceEngine.prefill: lengths");
+    FG_CHECK(tokens.dim() == 2 && tokens.size(0) == B_, "InferenceEngine.prefill: tokens have shape ",
+             shape_str(tokens.shape()), ", expected (", B_, ", T)");
+    FG_CHECK(lengths.shape() == Shape{B_}, "InferenceEngine.prefill: lengths have shape ",
+             shape_str(lengths.shape()), ", expected (", B_, ",)");
+    const int64_t T = tokens.size(1);
+    const int64_t* tok = tokens.data<int64_t>();
+    const int64_t* lens = lengths.data<int64_t>();
+    std::vector<Chunk> chunks;
+    for (int64_t b = 0; b < B_; b++) {
+        FG_CHECK(lens[b] >= 1 && lens[b] <= T, "InferenceEngine.prefill: lengths[", b, "] = ", lens[b],
+                 " must be in [1, ", T, "] (every row needs at least one token)");
+        check_tokens(tok + b * T, lens[b], "prefill");
+    }
+    for (int64_t b = 0; b < B_; b++) {
+        const int64_t n = std::min(lens[b], S_);  // a longer prompt keeps its last S tokens
+        int64_t* ctx = ctx_.data() + b * S_;
+        std::copy(tok + b * T + lens[b] - n, tok + b * T + lens[b], ctx);
+        std::fill(ctx + n, ctx + S_, int64_t(-1));
+        len_[size_t(b)] = 0;
+        chunks.push_back({b, 0, n, ctx});
+    }
+    has_pending_ = false;
+    started_ = true;
+    forward(chunks, false);
+    return logits();
+}
+
+Tensor InferenceEngine::step(const Tensor& tokens) {
+    check_started("step");
+    check_dtype(tokens, DType::int64, "InferenceEngine.step: tokens");
+    FG_CHECK(tokens.shape() == Shape{B_}, "InferenceEngine.step: tokens have shape ", shape_str(tokens.shape()),
+             ", expected (", B_, ",): one token per row");
+    check_tokens(tokens.data<int64_t>(), B_, "step");
+    flush();
+    feed(tokens.data<int64_t>());
+    return logits();
+}
+
+void InferenceEngine::flush() {
+    if (!has_pending_) return;
+    has_pending_ = false;
+    feed(pending_.data());
+}
+
+void InferenceEngine::feed(const int64_t* tokens) {
+    std::vector<Chunk> full, decode;
+    for (int64_t b = 0; b < B_; b++) {
+        int64_t* ctx = ctx_.data() + b * S_;
+        int64_t& len = len_[size_t(b)];
+        if (len == S_) {  // the window slides: keep the last S - slide tokens, recompute them
+            const int64_t keep = S_ - slide_;
+            std::memmove(ctx, ctx + slide_, size_t(keep) * sizeof(int64_t));
+            std::fill(ctx + keep, ctx + S_, int64_t(-1));
+            ctx[keep] = tokens[b];
+            len = 0;
+            full.push_back({b, 0, keep + 1, ctx});
+        } else {
+            ctx[len] = tokens[b];
+            decode.push_back({b, len, 1, ctx + len});
+        }
+    }
+    if (!full.empty()) forward(full, false);
+    if (!decode.empty()) forward(decode, true);
+}
+
+Tensor InferenceEngine::generate(int64_t n, double temperature, int64_t top_k, double top_p,
+                                 const std::optional<Tensor>& rng_state) {
+    check_started("generate");
+    FG_CHECK(n >= 0, "InferenceEngine.generate: n must be >= 0, got ", n);
+    FG_CHECK(temperature >= 0 && std::isfinite(temperature),
+             "InferenceEngine.generate: temperature must be a finite number >= 0 (0 is greedy), got ", temperature);
+    FG_CHECK(top_k >= 0, "InferenceEngine.generate: top_k must be >= 0 (0 turns it off), got ", top_k);
+    FG_CHECK(top_p > 0 && top_p <= 1, "InferenceEngine.generate: top_p must be in (0, 1] (1 turns it off), got ",
+             top_p);
+    uint64_t* state = nullptr;
+    if (rng_state) {
+        check_dtype(*rng_state, DType::int64, "InferenceEngine.generate: rng_state");
+        FG_CHECK(rng_state->shape() == Shape{B_}, "InferenceEngine.generate: rng_state has shape ",
+                 shape_str(rng_state->shape()), ", expected (", B_, ",)");
+        state = reinterpret_cast<uint64_t*>(rng_state->data<int64_t>());
+    } else {
+        FG_CHECK(temperature == 0, "InferenceEngine.generate: temperature ", temperature,
+                 " > 0 needs an rng_state tensor (see rng_state(seed, n))");
+    }
+    Tensor out = Tensor::empty({B_, n}, DType::int64);
+    int64_t* o = out.data<int64_t>();
+    for (int64_t i = 0; i < n; i++) {
+        flush();
+        cpu::sample_tokens<float>(pending_.data(), state, logits_.data<float>(), B_, V_, temperature, top_k, top_p);
+        has_pending_ = true;
+        for (int64_t b = 0; b < B_; b++) o[b * n + i] = pending_[size_t(b)];
+    }
+    return out;
+}
+
+void InferenceEngine::forward(const std::vector<Chunk>& chunks, bool decode) {
+    const int64_t C = C_, H = H_, D = D_, R = int64_t(chunks.size());
+    std::vector<int64_t> first(size_t(R) + 1, 0);  // chunk r's rows are first[r] .. first[r+1]-1
+    for (int64_t r = 0; r < R; r++) first[size_t(r) + 1] = first[size_t(r)] + chunks[size_t(r)].n;
+    const int64_t N = first[size_t(R)];
+    const int nthreads = num_threads();
+    PoolBuffer xbuf(size_t(N * C) * 4), hbuf(size_t(N * C) * 4), qkvbuf(size_t(N * 3 * C) * 4);
+    PoolBuffer ybuf(size_t(N * C) * 4), fbuf(size_t(N * 4 * C) * 4), statbuf(size_t(2 * std::max(N, R)) * 4);
+    PoolBuffer attnbuf(size_t(nthreads * S_) * 4);
+    float *x = xbuf.data<float>(), *h = hbuf.data<float>(), *qkv = qkvbuf.data<float>();
+    float *y = ybuf.data<float>(), *f = fbuf.data<float>(), *mean = statbuf.data<float>();
+    float* rstd = mean + std::max(N, R);
+
+    // x (N,C) = wte[token] + wpe[position]
+    for (int64_t r = 0; r < R; r++) {
+        const Chunk& c = chunks[size_t(r)];
+        for (int64_t i = 0; i < c.n; i++) {
+            const float* te = wte_ + c.tokens[i] * C;
+            const float* pe = wpe_ + (c.past + i) * C;
+            float* xr = x + (first[size_t(r)] + i) * C;
+            for (int64_t j = 0; j < C; j++) xr[j] = te[j] + pe[j];
+        }
+    }
+    // attention work (multiply-adds) decides whether the (chunk, head) units go parallel
+    int64_t attn_work = 0;
+    for (const Chunk& c : chunks) attn_work += c.n * (c.past + (c.n + 1) / 2) * 2 * C;
+    const bool attn_parallel = attn_work >= kParallelAttentionWork && R * H > 1;
+    const float scale = 1.0f / std::sqrt(float(D));
+
+    for (int64_t l = 0; l < L_; l++) {
+        const Layer& ly = layers_[size_t(l)];
+        cpu::layernorm_forward<float>(h, mean, rstd, x, ly.ln1_w, ly.ln1_b, N, C, eps_);
+        linear(qkv, 3 * C, h, ly.attn_w, ly.attn_b, N, 3 * C, C, false, decode);
+        for (int64_t r = 0; r < R; r++) {  // the new keys and values go into the cache
+            const Chunk& c = chunks[size_t(r)];
+            for (int64_t i = 0; i < c.n; i++) {
+                const float* row = qkv + (first[size_t(r)] + i) * 3 * C;
+                for (int64_t hh = 0; hh < H; hh++) {
+                    std::memcpy(kcache(c.row, l, hh) + (c.past + i) * D, row + C + hh * D, size_t(D) * 4);
+                    std::memcpy(vcache(c.row, l, hh) + (c.past + i) * D, row + 2 * C + hh * D, size_t(D) * 4);
+                }
+            }
+        }
+#pragma omp parallel for schedule(dynamic, 1) if (attn_parallel)
+        for (int64_t u = 0; u < R * H; u++) {
+            const Chunk& c = chunks[size_t(u / H)];
+            const int64_t hh = u % H, r0 = first[size_t(u / H)];
+            float* scratch = attnbuf.data<float>() + int64_t(thread_id()) * S_;
+            cpu::attention_cached<float>(y + r0 * C + hh * D, C, qkv + r0 * 3 * C + hh * D, 3 * C, kcache(c.row, l, hh),
+                                         vcache(c.row, l, hh), c.past, c.n, D, scale, scratch);
+        }
+        linear(x, C, y, ly.proj_w, ly.proj_b, N, C, C, true, decode);
+        cpu::layernorm_forward<float>(h, mean, rstd, x, ly.ln2_w, ly.ln2_b, N, C, eps_);
+        linear(f, 4 * C, h, ly.fc_w, ly.fc_b, N, 4 * C, C, false, decode);
+        cpu::gelu_forward<float>(f, f, N * 4 * C, cpu::GeluApprox::tanh);
+        linear(x, C, f, ly.mlp_w, ly.mlp_b, N, C, 4 * C, true, decode);
+    }
+    // logits after each chunk's last token: ln_f, then the tied output projection
+    for (int64_t r = 0; r < R; r++)
+        std::memcpy(h + r * C, x + (first[size_t(r) + 1] - 1) * C, size_t(C) * 4);
+    cpu::layernorm_forward<float>(y, mean, rstd, h, lnf_w_, lnf_b_, R, C, eps_);
+    PoolBuffer lbuf(size_t(R * V_) * 4);
+    float* lg = lbuf.data<float>();
+    linear(lg, V_, y, wte_, nullptr, R, V_, C, false, decode);
+    for (int64_t r = 0; r < R; r++) {
+        const Chunk& c = chunks[size_t(r)];
+        std::memcpy(logits_.data<float>() + c.row * V_, lg + r * V_, size_t(V_) * 4);
+        len_[size_t(c.row)] = c.past + c.n;
+    }
+}
+
+}  // namespace femtogpt::ops
