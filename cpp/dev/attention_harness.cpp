@@ -14,7 +14,7 @@
 //     g++ $F cpp/dev/attention_harness.cpp cpp/cpu/attention_flash.cpp cpp/cpu/attention_standard.cpp
 //       cpp/cpu/isa.cpp cpp/cpu/matmul.cpp cpp/cpu/matmul_reference.cpp cpp/cpu/matmul_kernel_generic.cpp
 //       cpp/pool.cpp /tmp/ah/*.o -o /tmp/attention_harness
-//   run: [B=1 H=8 D=64 BQ=64 BK=64 NOVALIDATE=1] /tmp/attention_harness [T ...]
+//   run: [B=1 H=8 D=64 BQ=64 BK=64 NOVALIDATE=1 STANDARD=1] /tmp/attention_harness [T ...]
 //   (OMP_NUM_THREADS and FEMTOGPT_ISA apply; T defaults to 1024 4096)
 #include <algorithm>
 #include <ctime>
@@ -105,8 +105,8 @@ int main(int argc, char** argv) {
         }, reps);
         std::printf("flash B=%lld H=%lld D=%lld T=%5lld b%lldx%lld: fwd %8.2f ms (%5.1f GFLOP/s)  bwd %8.2f ms (%5.1f GFLOP/s)  fwd+bwd %8.2f ms "
                     "(%5.1f GFLOP/s)\n",
-                    (long long)B, (long long)H, (long long)D, (long long)T, (long long)bq, (long long)bk, tf * 1e3, flops / tf / 1e9, tb * 1e3, 2.5 * flops / tb / 1e9, (tf + tb) * 1e3,
-                    3.5 * flops / (tf + tb) / 1e9);
+                    (long long)B, (long long)H, (long long)D, (long long)T, (long long)bq, (long long)bk, tf * 1e3,
+                    flops / tf / 1e9, tb * 1e3, 2.5 * flops / tb / 1e9, (tf + tb) * 1e3, 3.5 * flops / (tf + tb) / 1e9);
         if (validate && T <= 1024) {  // validate against the standard path
             std::vector<float> out2(n), P(size_t(B * H * T * T)), dq2(n), dk2(n), dv2(n);
             cpu::attention_standard_forward<float>(out2.data(), P.data(), q.data(), k.data(), v.data(), B, H, T, T,
@@ -122,6 +122,20 @@ int main(int argc, char** argv) {
                 e[3] = std::max(e[3], double(std::fabs(dv[i] - dv2[i])));
             }
             std::printf("  max |flash - standard|: out %.2e dq %.2e dk %.2e dv %.2e\n", e[0], e[1], e[2], e[3]);
+        }
+        if (std::getenv("STANDARD") && T <= 4096) {  // time the standard path too (it holds P: B*H*T^2 floats)
+            std::vector<float> out2(n), P(size_t(B * H * T * T)), dq2(n), dk2(n), dv2(n);
+            double sf = best_time([&] {
+                cpu::attention_standard_forward<float>(out2.data(), P.data(), q.data(), k.data(), v.data(), B, H, T,
+                                                       T, D, true, scale);
+            }, reps);
+            double sb = best_time([&] {
+                cpu::attention_standard_backward<float>(dq2.data(), dk2.data(), dv2.data(), dout.data(), q.data(),
+                                                        k.data(), v.data(), out2.data(), P.data(), B, H, T, T, D,
+                                                        true, scale);
+            }, reps);
+            std::printf("  standard: fwd %8.2f ms  fwd+bwd %8.2f ms  -> standard/flash fwd %.2fx, fwd+bwd %.2fx\n",
+                        sf * 1e3, (sf + sb) * 1e3, sf / tf, (sf + sb) / (tf + tb));
         }
     }
     return 0;
