@@ -261,6 +261,18 @@ def _reduce_to(g, shape: tuple):
 
 
 def _binary(a, b, kind: str) -> Tensor:
+    if type(a) is Tensor and type(b) is Tensor:
+        # Fast path: same shapes, or b broadcast as a suffix of a's shape; the core checks
+        # shapes and dtypes itself and refuses anything else with a ValueError.
+        try:
+            if kind == "mul":
+                out = _core.mul(a._impl, b._impl)
+            else:
+                out = _core.add(a._impl, b._impl, -1.0 if kind == "sub" else 1.0)
+        except ValueError:
+            pass  # a broadcast the core does not do: the general path below
+        else:
+            return make_result(out, (a, b), _binary_backward(a, b, kind, None))
     a = _as_tensor(a, b if isinstance(b, Tensor) else None)
     b = _as_tensor(b, a)
     if a.dtype != b.dtype:
@@ -291,8 +303,11 @@ def _binary(a, b, kind: str) -> Tensor:
     return make_result(out, (a, b), _binary_backward(a, b, kind, tuple(big.shape)))
 
 
-def _binary_backward(a: Tensor, b: Tensor, kind: str, out_shape: tuple):
+def _binary_backward(a: Tensor, b: Tensor, kind: str, out_shape: tuple | None):
     def backward(g):
+        nonlocal out_shape
+        if out_shape is None:
+            out_shape = tuple(g.shape)
         ga = gb = None
         if kind == "mul":
             if a.requires_grad:

@@ -20,11 +20,15 @@ import numpy as np
 
 from . import _core
 
-_state = threading.local()
+class _GradMode(threading.local):
+    grad_enabled = True  # per thread, as in torch
+
+
+_state = _GradMode()
 
 
 def is_grad_enabled() -> bool:
-    return getattr(_state, "grad_enabled", True)
+    return _state.grad_enabled
 
 
 @contextlib.contextmanager
@@ -239,16 +243,29 @@ def run_backward(root: Tensor, seed) -> None:
 
 
 def make_result(impl, parents: tuple, backward) -> Tensor:
-    """Wrap an op's output; record it in the graph if any parent requires grad."""
-    out = Tensor(impl)
-    if is_grad_enabled():
+    """Wrap an op's output; record it in the graph if any parent requires grad.
+
+    On the hot path of every op: it fills the slots directly instead of going
+    through Tensor.__init__'s checks (impl comes from the core, so it is valid).
+    """
+    out = _new_tensor(Tensor)
+    out._impl = impl
+    out.grad = None
+    out._retain = False
+    if _state.grad_enabled:
         for p in parents:
             if p is not None and p.requires_grad:
                 out.requires_grad = True
                 out._backward = backward
                 out._parents = parents
-                break
+                return out
+    out.requires_grad = False
+    out._backward = None
+    out._parents = ()
     return out
+
+
+_new_tensor = object.__new__
 
 
 # ---- constructors ---------------------------------------------------------------
