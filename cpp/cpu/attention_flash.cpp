@@ -22,8 +22,14 @@
 // depend on the thread count) or 40% more flops when there are enough heads.
 //
 // Causal: key blocks entirely above the diagonal are never visited; only blocks that
-// straddle it mask element by element (per row, the number of visible keys).
+// straddle it mask element by element (per row, the number of visible keys), and inside
+// those the tile products skip the register tiles the mask zeroes (TileBand), so a
+// diagonal tile costs about half a full one. Masked probabilities and dS are exact zeros,
+// so a key never touches the output or dQ of a query that cannot see it.
 // D and the key blocks are zero-padded to the tile width `nr` of the ISA's kernels.
+//
+// K^T blocks are packed once per head and shared by its query blocks; below
+// kDirectMaxQueries queries (KV-cache decoding) the forward reads K in place instead.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
