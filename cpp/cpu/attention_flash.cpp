@@ -239,6 +239,13 @@ void unpack_rows(T* dst, const T* src, int64_t n, int64_t D, int64_t Dp, T mul) 
         for (int64_t d = 0; d < D; d++) dst[i * D + d] = src[i * Dp + d] * mul;
 }
 
+// Threads for a problem: one below about a million multiply-adds (a decoding step, a tiny
+// head), where waking a second thread costs more than it saves. Results do not depend on it.
+int threads_for(int64_t BH, int64_t Tq, int64_t Tk, int64_t D) {
+    constexpr int64_t kMinParallelWork = int64_t(1) << 20;
+    return BH * Tq * Tk * D >= kMinParallelWork ? num_threads() : 1;
+}
+
 // Whether this many heads keep every thread busy on its own (see the top of the file).
 bool per_head_schedule(int64_t BH, int nt) { return BH % nt == 0 || BH >= 4 * int64_t(nt); }
 
@@ -357,7 +364,7 @@ void attention_flash_forward(T* out, T* lse, const T* q, const T* k, const T* v,
     const TileKernels<T>& kn = active_kernels<T>();
     const Geometry g(Tq, Tk, D, causal, block_q, block_k, kn.nr);
     const T c = scale * T(kLog2e);
-    const int nt = num_threads();
+    const int nt = threads_for(BH, Tq, Tk, D);
     const bool per_head = per_head_schedule(BH, nt);
     const int64_t slot_size = fwd_slot_size<T>(g), scratch_size = fwd_scratch_size<T>(g);
     const int64_t nslots = per_head ? nt : BH;
@@ -367,7 +374,7 @@ void attention_flash_forward(T* out, T* lse, const T* q, const T* k, const T* v,
         return fwd_pack<T>(slot, q + bh * Tq * D, k + bh * Tk * D, v + bh * Tk * D, g);
     };
     if (per_head) {
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
         for (int64_t bh = 0; bh < BH; bh++) {
             const int tid = thread_id();
             FwdHead<T> hd = head_in(bh, slots.data<T>() + tid * slot_size);
@@ -377,10 +384,10 @@ void attention_flash_forward(T* out, T* lse, const T* q, const T* k, const T* v,
         }
     } else {
         std::vector<FwdHead<T>> heads(static_cast<size_t>(BH));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(nt)
         for (int64_t bh = 0; bh < BH; bh++) heads[size_t(bh)] = head_in(bh, slots.data<T>() + bh * slot_size);
         // Latest query blocks first: under a causal mask they are the most work.
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
         for (int64_t t = 0; t < BH * g.nqb; t++) {
             const int64_t bh = t / g.nqb, qb = g.nqb - 1 - t % g.nqb;
             fwd_qblock<T>(out + bh * Tq * D, lse + bh * Tq, heads[size_t(bh)], g, qb, c, kn,
@@ -521,7 +528,7 @@ void attention_flash_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, co
     const TileKernels<T>& kn = active_kernels<T>();
     const Geometry g(Tq, Tk, D, causal, block_q, block_k, kn.nr);
     const T c = scale * T(kLog2e);
-    const int nt = num_threads();
+    const int nt = threads_for(BH, Tq, Tk, D);
     const bool per_head = per_head_schedule(BH, nt);
     const int64_t dq_acc_size = per_head && D != g.Dp ? slice(Tq * g.Dp) : 0;
     const int64_t slot_size = bwd_slot_size<T>(g) + dq_acc_size, scratch_size = bwd_scratch_size<T>(g);
@@ -533,7 +540,7 @@ void attention_flash_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, co
                            dout + bh * Tq * D, lse + bh * Tq, g);
     };
     if (per_head) {
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
         for (int64_t bh = 0; bh < BH; bh++) {
             const int tid = thread_id();
             T* slot = slots.data<T>() + tid * slot_size;
@@ -549,17 +556,17 @@ void attention_flash_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, co
         return;
     }
     std::vector<BwdHead<T>> heads(static_cast<size_t>(BH));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t bh = 0; bh < BH; bh++) heads[size_t(bh)] = head_in(bh, slots.data<T>() + bh * slot_size);
     // Pass 1: dK, dV by key block (earliest first: under a causal mask they are the most work).
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
     for (int64_t t = 0; t < BH * g.nkb; t++) {
         const int64_t bh = t / g.nkb, kb = t % g.nkb;
         bwd_kblock<T>(dk + bh * Tk * D, dv + bh * Tk * D, nullptr, heads[size_t(bh)], g, kb, c, scale, kn,
                       scratch.data<T>() + thread_id() * scratch_size);
     }
     // Pass 2: dQ by query block (latest first, for the same reason).
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
     for (int64_t t = 0; t < BH * g.nqb; t++) {
         const int64_t bh = t / g.nqb, qb = g.nqb - 1 - t % g.nqb;
         bwd_qblock<T>(dq + bh * Tq * D, heads[size_t(bh)], g, qb, c, scale, kn,
