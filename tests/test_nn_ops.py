@@ -577,6 +577,25 @@ def test_one_and_two_threads_bitwise_equal(each_isa, restore_threads, dtype):
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.skipif(not _core.openmp_enabled(), reason="built without OpenMP: one thread only")
+def test_layernorm_many_rows_threads_bitwise(each_isa, restore_threads, rng):
+    # N > 64 * 256 rows: chunks of the dweight/dbias reduction grow past 64 rows (at most 256 chunks)
+    x = rng.standard_normal((16411, 5)).astype(np.float32)
+    w = rng.standard_normal(5).astype(np.float32)
+    g = rng.standard_normal((16411, 5)).astype(np.float32)
+    res = []
+    for n in [1, 2, 3]:
+        _core.set_num_threads(n)
+        _, m, r = _core.layernorm_forward(T(x), T(w), None, 1e-5)
+        res.append([A(t) for t in _core.layernorm_backward(T(g), T(x), T(w), m, r, True)])
+    for other in res[1:]:
+        for a, b in zip(res[0], other):
+            np.testing.assert_array_equal(a, b)
+    rdx, rdw, rdb = np_layernorm_backward(g, x, w, 1e-5)
+    np.testing.assert_allclose(res[0][1], rdw, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(res[0][2], rdb, rtol=1e-4, atol=1e-3)
+
+
 # ---------------------------------------------------------------- errors
 
 def test_float_ops_reject_integer_tensors():

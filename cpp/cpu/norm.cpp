@@ -122,7 +122,7 @@ void layernorm_forward(T* out, T* mean, T* rstd, const T* x, const T* weight, co
 }
 
 // dx (N,C), dweight (C) | null, dbias (C) | null <- dout (N,C), x (N,C), weight (C) | null, mean (N), rstd (N)
-// Rows go in chunks of kLayerNormRowsPerChunk; chunk k writes its partial sums of
+// Rows go in chunks of layernorm_rows_per_chunk(N); chunk k writes its partial sums of
 // dweight/dbias to scratch row k; the partials are then summed in chunk order.
 template <typename T>
 void layernorm_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* weight, const T* mean,
@@ -131,7 +131,7 @@ void layernorm_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, 
         if (active_isa() != Isa::generic)
             return layernorm_backward_avx2(dx, dweight, dbias, dout, x, weight, mean, rstd, N, C);
     }
-    const int64_t R = kLayerNormRowsPerChunk;
+    const int64_t R = layernorm_rows_per_chunk(N);
     const int64_t nchunks = (N + R - 1) / R;
     PoolBuffer scratch(size_t(nchunks) * 2 * size_t(C) * sizeof(T));  // (nchunks, 2, C): dweight, dbias partials
     T* part = scratch.data<T>();

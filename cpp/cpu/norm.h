@@ -7,9 +7,9 @@
 // gradients (it writes, never accumulates).
 //
 // Determinism: each row is reduced by one thread; dweight/dbias are reduced over
-// rows in fixed chunks of kLayerNormRowsPerChunk rows (a partition that does not
-// depend on the thread count), the chunk partials then summed in chunk order, so
-// any number of threads gives bitwise the same result.
+// rows in fixed chunks of layernorm_rows_per_chunk(N) rows (a partition that does
+// not depend on the thread count), the chunk partials then summed in chunk order,
+// so any number of threads gives bitwise the same result.
 #pragma once
 
 #include <cstdint>
@@ -17,6 +17,15 @@
 namespace femtogpt::cpu {
 
 constexpr int64_t kLayerNormRowsPerChunk = 64;
+constexpr int64_t kLayerNormMaxChunks = 256;
+
+// Rows per chunk of the dweight/dbias reduction: a function of N alone (never of
+// the thread count), at least 64 rows, and at most 256 chunks so that the scratch
+// of partial sums stays at 2 * 256 * C values however many rows there are.
+inline int64_t layernorm_rows_per_chunk(int64_t N) {
+    const int64_t spread = (N + kLayerNormMaxChunks - 1) / kLayerNormMaxChunks;
+    return spread > kLayerNormRowsPerChunk ? spread : kLayerNormRowsPerChunk;
+}
 
 // out (N,C), mean (N), rstd (N) <- x (N,C), weight (C) | null, bias (C) | null
 template <typename T>

@@ -78,7 +78,7 @@ void layernorm_forward_avx2(float* out, float* mean, float* rstd, const float* x
 // dx (N,C), dweight (C) | null, dbias (C) | null <- dout (N,C), x (N,C), weight (C) | null, mean (N), rstd (N)
 void layernorm_backward_avx2(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                              const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C) {
-    const int64_t R = kLayerNormRowsPerChunk;
+    const int64_t R = layernorm_rows_per_chunk(N);
     const int64_t nchunks = (N + R - 1) / R;
     const int64_t Cv = C & ~int64_t(7);
     const __m256i tm = avx2::tail_mask(C - Cv);
