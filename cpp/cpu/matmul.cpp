@@ -23,6 +23,7 @@
 
 #include <algorithm>
 #include <exception>
+#include <type_traits>
 
 #include "cpu/matmul_kernels.h"
 #include "parallel.h"
@@ -90,6 +91,155 @@ const KernelF32& active_kernel_f32() {
     }
 }
 
+// One float32 product C (M,N) = alpha * op(A) @ op(B) + beta * C, planned for nt threads.
+struct SgemmPlan {
+    float* C;
+    const float* A;
+    const float* B;
+    int64_t ldc, lda, ldb, M, N, K;
+    bool ta, tb;
+    float alpha, beta;
+    const KernelF32* kr;
+    int64_t MR, NR, kcb, ncb, mtiles;
+    bool direct_a;       // read op(A) in place, at A[i*rs_a + p*cs_a]
+    int64_t rs_a, cs_a;
+    int64_t mblocks, ngroups, items;
+    int64_t b_floats, a_floats;  // scratch: the shared B block, each thread's A block
+};
+
+SgemmPlan plan_sgemm(float* C, int64_t ldc, const float* A, int64_t lda, const float* B, int64_t ldb, int64_t M,
+                     int64_t N, int64_t K, bool ta, bool tb, float alpha, float beta, int nt) {
+    SgemmPlan P{};
+    P.C = C;
+    P.A = A;
+    P.B = B;
+    P.ldc = ldc;
+    P.lda = lda;
+    P.ldb = ldb;
+    P.M = M;
+    P.N = N;
+    P.K = K;
+    P.ta = ta;
+    P.tb = tb;
+    P.alpha = alpha;
+    P.beta = beta;
+    const KernelF32& kr = active_kernel_f32();
+    P.kr = &kr;
+    P.MR = kr.mr;
+    P.NR = kr.nr;
+    const Blocking ov = g_blocking_override;
+    const int64_t MC = round_up(ov.mc > 0 ? ov.mc : kr.mc, P.MR);
+    const int64_t KC = ov.kc > 0 ? ov.kc : kr.kc;
+    const int64_t NC = round_up(ov.nc > 0 ? ov.nc : kr.nc, P.NR);
+    // k blocks of equal size (K=257 gives 129+128, not 256+1); the split depends
+    // only on K, never on the threads.
+    P.kcb = ceil_div(K, ceil_div(K, KC));
+    P.ncb = std::min(NC, round_up(N, P.NR));
+    P.mtiles = ceil_div(M, P.MR);
+    // Packing A pays off when each A panel meets many B panels; with few (small N)
+    // the kernel reads A's rows in place (same FMAs, same order, same bits).
+    P.direct_a =
+        kr.kernel_strided && (ov.direct_a >= 0 ? ov.direct_a > 0 : N <= (ta ? kDirectATransMaxN : kDirectAMaxN));
+    P.rs_a = ta ? 1 : lda;
+    P.cs_a = ta ? lda : 1;
+    // Work items of a (jc, pc) step: M blocks (about MC rows, whole MR tiles, as many
+    // as a multiple of the threads) times groups of B panels (more than one only when
+    // there are too few M blocks to go round). Threads take items dynamically, which
+    // keeps them busy when the machine is shared; an item's arithmetic does not
+    // depend on the thread that runs it.
+    P.mblocks = std::min(P.mtiles, ceil_div(P.mtiles * P.MR, MC));
+    if (nt > 1) P.mblocks = std::min(P.mtiles, round_up(P.mblocks, nt));
+    const int64_t npanels_max = ceil_div(P.ncb, P.NR);
+    P.ngroups = P.mblocks >= 2 * nt ? 1 : std::min(npanels_max, round_up(ceil_div(2 * nt, P.mblocks), nt));
+    P.items = P.mblocks * P.ngroups;
+    P.b_floats = round_up(P.kcb * P.ncb, 16);
+    P.a_floats = round_up(ceil_div(P.mtiles, P.mblocks) * P.MR * P.kcb, 16);
+    return P;
+}
+
+// Runs work item `item` of step (jc, pc): packs its A block into Ap (or reads A in
+// place) and multiplies it with the packed B block Bp.
+void sgemm_item(const SgemmPlan& P, int64_t item, int64_t jc, int64_t nc, int64_t pc, int64_t kc, const float* Bp,
+                float* Ap) {
+    const KernelF32& kr = *P.kr;
+    const int64_t MR = P.MR, NR = P.NR, M = P.M, ldc = P.ldc;
+    const int64_t npanels = ceil_div(nc, NR);
+    const int64_t mb = item / P.ngroups, g = item % P.ngroups;
+    const int64_t ic = std::min(M, P.mtiles * mb / P.mblocks * MR);
+    const int64_t mc = std::min(M, P.mtiles * (mb + 1) / P.mblocks * MR) - ic;
+    const int64_t q0 = npanels * g / P.ngroups, q1 = npanels * (g + 1) / P.ngroups;
+    if (mc <= 0 || q1 <= q0) return;
+    const float beff = pc == 0 ? P.beta : 1.0f;
+    const float* ablock = P.A + ic * P.rs_a + pc * P.cs_a;
+    // Rows [0, direct_rows) of the block are read in place, the rest packed.
+    const int64_t direct_rows = P.direct_a ? mc / MR * MR : 0;
+    if (direct_rows < mc) kr.pack_a(Ap, ablock + direct_rows * P.rs_a, P.lda, !P.ta, mc - direct_rows, kc);
+    alignas(64) float tile[kMaxTile];
+    for (int64_t jr = q0; jr < q1; jr++) {
+        const int64_t nr = std::min(NR, nc - jr * NR);
+        const float* bpanel = Bp + jr * NR * kc;
+        for (int64_t ir = 0; ir < mc; ir += MR) {
+            const int64_t mr = std::min(MR, mc - ir);
+            float* c = P.C + (ic + ir) * ldc + jc + jr * NR;
+            const bool full = mr == MR && nr == NR;
+            float* dst = full ? c : tile;  // edge tile: compute in full, write the valid part
+            const int64_t ldd = full ? ldc : NR;
+            const float bdst = full ? beff : 0.0f;
+            if (ir < direct_rows)
+                kr.kernel_strided(kc, ablock + ir * P.rs_a, P.rs_a, P.cs_a, bpanel, dst, ldd, P.alpha, bdst);
+            else
+                kr.kernel(kc, Ap + (ir - direct_rows) * kc, bpanel, dst, ldd, P.alpha, bdst);
+            if (!full)
+                for (int64_t i = 0; i < mr; i++)
+                    for (int64_t j = 0; j < nr; j++) {
+                        float& cij = c[i * ldc + j];
+                        cij = beff == 0.0f ? tile[i * NR + j] : tile[i * NR + j] + beff * cij;
+                    }
+        }
+    }
+}
+
+// Thread `tid` of `team`'s share of the product. kParallel: called inside a parallel
+// region of exactly that team (shared Bp, barriers, dynamic items); otherwise the one
+// thread does everything with no OpenMP construct at all, so it may run inside
+// someone else's parallel region (one product per thread of a batch).
+template <bool kParallel>
+void sgemm_run(const SgemmPlan& P, float* Bp, float* Ap, int tid, int team) {
+    const KernelF32& kr = *P.kr;
+    const int64_t NR = P.NR, ldb = P.ldb;
+    for (int64_t jc = 0; jc < P.N; jc += P.ncb) {
+        const int64_t nc = std::min(P.ncb, P.N - jc);
+        const int64_t npanels = ceil_div(nc, NR);
+        for (int64_t pc = 0; pc < P.K; pc += P.kcb) {
+            const int64_t kc = std::min(P.kcb, P.K - pc);
+            {  // every thread packs a share of the B block
+                const int64_t p0 = npanels * tid / team, p1 = npanels * (tid + 1) / team;
+                if (p1 > p0) {
+                    const int64_t j = jc + p0 * NR;
+                    const float* src = P.tb ? P.B + j * ldb + pc : P.B + pc * ldb + j;
+                    kr.pack_b(Bp + p0 * NR * kc, src, ldb, P.tb, std::min(nc, p1 * NR) - p0 * NR, kc);
+                }
+            }
+            if constexpr (kParallel) {
+#pragma omp barrier
+#pragma omp for schedule(dynamic, 1) nowait
+                for (int64_t item = 0; item < P.items; item++) sgemm_item(P, item, jc, nc, pc, kc, Bp, Ap);
+#pragma omp barrier
+            } else {
+                for (int64_t item = 0; item < P.items; item++) sgemm_item(P, item, jc, nc, pc, kc, Bp, Ap);
+            }
+        }
+    }
+}
+
+// Threads worth using for an M x N x K product.
+int sgemm_threads(int64_t M, int64_t N, int64_t K, int nthreads) {
+    if (in_parallel()) return 1;
+    int64_t nt = std::max(1, nthreads);
+    nt = std::min<int64_t>(nt, std::max<int64_t>(1, 2 * M * N * K / kMinFlopsPerThread));
+    return int(nt);
+}
+
 // Single-precision GEMM on at most `nthreads` threads.
 void sgemm(float* C, int64_t ldc, const float* A, int64_t lda, const float* B, int64_t ldb, int64_t M, int64_t N,
            int64_t K, bool ta, bool tb, float alpha, float beta, int nthreads) {
@@ -98,106 +248,41 @@ void sgemm(float* C, int64_t ldc, const float* A, int64_t lda, const float* B, i
         scale_c(C, ldc, M, N, beta);
         return;
     }
-    const KernelF32& kr = active_kernel_f32();
-    const int MR = kr.mr, NR = kr.nr;
-    const Blocking ov = g_blocking_override;
-    const int64_t MC = round_up(ov.mc > 0 ? ov.mc : kr.mc, MR);
-    const int64_t KC = ov.kc > 0 ? ov.kc : kr.kc;
-    const int64_t NC = round_up(ov.nc > 0 ? ov.nc : kr.nc, NR);
-
-    // k blocks of equal size (K=257 gives 129+128, not 256+1); the split depends
-    // only on K, never on the threads.
-    const int64_t kcb = ceil_div(K, ceil_div(K, KC));
-    const int64_t ncb = std::min(NC, round_up(N, NR));
-    const int64_t mtiles = ceil_div(M, MR), ntiles = ceil_div(N, NR);
-    // Packing A pays off when each A panel meets many B panels; with few (small N)
-    // the kernel reads A's rows in place (same FMAs, same order, same bits).
-    const bool direct_a =
-        kr.kernel_strided && (ov.direct_a >= 0 ? ov.direct_a > 0 : N <= (ta ? kDirectATransMaxN : kDirectAMaxN));
-    const int64_t rs_a = ta ? 1 : lda, cs_a = ta ? lda : 1;  // op(A)(i, p) at A[i*rs_a + p*cs_a]
-
-    int nt = std::max(1, nthreads);
-    if (in_parallel()) nt = 1;
-    nt = int(std::min<int64_t>(nt, std::max<int64_t>(1, 2 * M * N * K / kMinFlopsPerThread)));
-    nt = int(std::min<int64_t>(nt, mtiles * ntiles));
-
-    // Work items of a (jc, pc) step: M blocks (about MC rows, whole MR tiles, as many
-    // as a multiple of the threads) times groups of B panels (more than one only when
-    // there are too few M blocks to go round). Threads take items dynamically, which
-    // keeps them busy when the machine is shared; an item's arithmetic does not
-    // depend on the thread that runs it.
-    int64_t mblocks = std::min(mtiles, ceil_div(mtiles * MR, MC));
-    if (nt > 1) mblocks = std::min(mtiles, round_up(mblocks, nt));
-    const int64_t max_block_tiles = ceil_div(mtiles, mblocks);
-    const int64_t npanels_max = ceil_div(ncb, NR);
-    const int64_t ngroups =
-        mblocks >= 2 * nt ? 1 : std::min(npanels_max, round_up(ceil_div(2 * nt, mblocks), nt));
-    const int64_t items = mblocks * ngroups;
-
-    const int64_t a_stride = round_up(max_block_tiles * MR * kcb, 16);  // floats per thread's A block
-    PoolBuffer bbuf(size_t(kcb * ncb) * sizeof(float));
-    PoolBuffer abuf(size_t(a_stride * nt) * sizeof(float));
-    float* const Bp = bbuf.data<float>();
-
-#pragma omp parallel num_threads(nt) if (nt > 1)
+    const int nt = sgemm_threads(M, N, K, nthreads);
+    const SgemmPlan P = plan_sgemm(C, ldc, A, lda, B, ldb, M, N, K, ta, tb, alpha, beta, nt);
+    PoolBuffer buf(size_t(P.b_floats + P.a_floats * nt) * sizeof(float));
+    float* const Bp = buf.data<float>();
+    if (nt == 1) {
+        sgemm_run<false>(P, Bp, Bp + P.b_floats, 0, 1);
+        return;
+    }
+#pragma omp parallel num_threads(nt)
     {
-        const int team = team_size(), tid = thread_id();
-        float* const Ap = abuf.data<float>() + a_stride * tid;
-        alignas(64) float tile[kMaxTile];
+        const int tid = thread_id();
+        sgemm_run<true>(P, Bp, Bp + P.b_floats + P.a_floats * tid, tid, team_size());
+    }
+}
 
-        for (int64_t jc = 0; jc < N; jc += ncb) {
-            const int64_t nc = std::min(ncb, N - jc);
-            const int64_t npanels = ceil_div(nc, NR);
-            for (int64_t pc = 0; pc < K; pc += kcb) {
-                const int64_t kc = std::min(kcb, K - pc);
-                {  // every thread packs a share of the B block
-                    const int64_t p0 = npanels * tid / team, p1 = npanels * (tid + 1) / team;
-                    if (p1 > p0) {
-                        const int64_t j = jc + p0 * NR;
-                        const float* src = tb ? B + j * ldb + pc : B + pc * ldb + j;
-                        kr.pack_b(Bp + p0 * NR * kc, src, ldb, tb, std::min(nc, p1 * NR) - p0 * NR, kc);
-                    }
-                }
-#pragma omp barrier
-                const float beff = pc == 0 ? beta : 1.0f;
-#pragma omp for schedule(dynamic, 1) nowait
-                for (int64_t item = 0; item < items; item++) {
-                    const int64_t mb = item / ngroups, g = item % ngroups;
-                    const int64_t ic = std::min(M, mtiles * mb / mblocks * MR);
-                    const int64_t mc = std::min(M, mtiles * (mb + 1) / mblocks * MR) - ic;
-                    const int64_t q0 = npanels * g / ngroups, q1 = npanels * (g + 1) / ngroups;
-                    if (mc <= 0 || q1 <= q0) continue;
-                    const float* ablock = A + ic * rs_a + pc * cs_a;
-                    // Rows [0, direct_rows) of the block are read in place, the rest packed.
-                    const int64_t direct_rows = direct_a ? mc / MR * MR : 0;
-                    if (direct_rows < mc)
-                        kr.pack_a(Ap, ablock + direct_rows * rs_a, lda, !ta, mc - direct_rows, kc);
-                    for (int64_t jr = q0; jr < q1; jr++) {
-                        const int64_t nr = std::min<int64_t>(NR, nc - jr * NR);
-                        const float* bpanel = Bp + jr * NR * kc;
-                        for (int64_t ir = 0; ir < mc; ir += MR) {
-                            const int64_t mr = std::min<int64_t>(MR, mc - ir);
-                            float* c = C + (ic + ir) * ldc + jc + jr * NR;
-                            const bool full = mr == MR && nr == NR;
-                            float* dst = full ? c : tile;  // edge tile: compute in full, write the valid part
-                            const int64_t ldd = full ? ldc : NR;
-                            const float bdst = full ? beff : 0.0f;
-                            if (ir < direct_rows)
-                                kr.kernel_strided(kc, ablock + ir * rs_a, rs_a, cs_a, bpanel, dst, ldd, alpha, bdst);
-                            else
-                                kr.kernel(kc, Ap + (ir - direct_rows) * kc, bpanel, dst, ldd, alpha, bdst);
-                            if (!full)
-                                for (int64_t i = 0; i < mr; i++)
-                                    for (int64_t j = 0; j < nr; j++) {
-                                        float& cij = c[i * ldc + j];
-                                        cij = beff == 0.0f ? tile[i * NR + j] : tile[i * NR + j] + beff * cij;
-                                    }
-                        }
-                    }
-                }
-#pragma omp barrier
-            }
-        }
+// `batch` independent products, one whole product per thread: scratch for every
+// thread comes from one allocation made before the parallel loop.
+void sgemm_batch_per_thread(float* C, int64_t stride_c, int64_t ldc, const float* A, int64_t stride_a, int64_t lda,
+                            const float* B, int64_t stride_b, int64_t ldb, int64_t batch, int64_t M, int64_t N,
+                            int64_t K, bool ta, bool tb, float alpha, float beta, int nt) {
+    if (K <= 0 || alpha == 0.0f) {
+        for (int64_t b = 0; b < batch; b++) scale_c(C + b * stride_c, ldc, M, N, beta);
+        return;
+    }
+    const SgemmPlan P0 = plan_sgemm(C, ldc, A, lda, B, ldb, M, N, K, ta, tb, alpha, beta, 1);
+    const int64_t per_thread = P0.b_floats + P0.a_floats;
+    PoolBuffer buf(size_t(per_thread * nt) * sizeof(float));
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t b = 0; b < batch; b++) {
+        SgemmPlan P = P0;
+        P.C = C + b * stride_c;
+        P.A = A + b * stride_a;
+        P.B = B + b * stride_b;
+        float* ws = buf.data<float>() + per_thread * thread_id();
+        sgemm_run<false>(P, ws, ws + P.b_floats, 0, 1);
     }
 }
 
@@ -279,7 +364,14 @@ void gemm_batched(T* C, int64_t stride_c, int64_t ldc, const T* A, int64_t strid
     // Many small products (attention's per-head ones): one whole product per thread.
     // The same per-product code runs either way, so the result does not depend on it.
     const bool small = M * N * K <= (int64_t(1) << 21);
-    if (nt > 1 && batch >= nt && (small || batch >= 4 * nt)) {
+    const bool per_thread = nt == 1 || (batch >= nt && (small || batch >= 4 * nt));
+    if constexpr (std::is_same_v<T, float>) {
+        if (per_thread) {
+            gemm_detail::sgemm_batch_per_thread(C, stride_c, ldc, A, stride_a, lda, B, stride_b, ldb, batch, M, N, K,
+                                                trans_a, trans_b, alpha, beta, nt);
+            return;
+        }
+    } else if (per_thread && nt > 1) {
         std::exception_ptr error;  // an exception must not leave an OpenMP region
 #pragma omp parallel for schedule(static) num_threads(nt)
         for (int64_t b = 0; b < batch; b++) {
