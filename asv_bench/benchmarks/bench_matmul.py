@@ -6,8 +6,8 @@ numpy's, the two measured interleaved so that machine noise hits both alike.
 
 numpy's BLAS threads are set with threadpoolctl when it is installed (it is not a
 dependency of femtogpt). Without it, numpy keeps the thread count its BLAS started
-with (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, default all cores), so numpy's
-benchmarks are skipped for the other thread counts rather than compared unfairly.
+with (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, default all cores), so the *Numpy
+classes skip the other thread counts rather than compare unfairly.
 """
 
 import os
@@ -64,7 +64,7 @@ class _Base:
             _core.set_num_threads(self._threads_before)
 
 
-class Matmul(_Base):
+class _MatmulData(_Base):
     """C (M,N) = A (M,K) @ B (K,N)."""
 
     params = [SHAPES, THREADS]
@@ -79,7 +79,6 @@ class Matmul(_Base):
         self.ta, self.tb = _core.from_numpy(self.a), _core.from_numpy(self.b)
         self.tc = _core.from_numpy(self.c)
         self.flops = 2.0 * M * N * K
-        self.numpy_ok = _blas_threads_fixed(threads)
         self._setup_threads(threads)
 
     def _femtogpt(self):
@@ -88,30 +87,38 @@ class Matmul(_Base):
     def _numpy(self):
         np.matmul(self.a, self.b, out=self.c)
 
+
+class Matmul(_MatmulData):
+    """femtogpt's products."""
+
     def time_femtogpt(self, shape, threads):
         self._femtogpt()
-
-    def time_numpy(self, shape, threads):
-        if not self.numpy_ok:
-            raise NotImplementedError("numpy's BLAS threads cannot be set without threadpoolctl")
-        self._numpy()
 
     def track_gflops_femtogpt(self, shape, threads):
         return self.flops / _median_seconds(self._femtogpt) / 1e9
 
     track_gflops_femtogpt.unit = "GFLOP/s"
 
-    def track_gflops_numpy(self, shape, threads):
-        if not self.numpy_ok:
+
+class MatmulNumpy(_MatmulData):
+    """The same products with numpy (its BLAS), and femtogpt's ratio to it. Skipped
+    where numpy's BLAS threads cannot be set (no threadpoolctl)."""
+
+    def setup(self, shape, threads):
+        if not _blas_threads_fixed(threads):
             raise NotImplementedError("numpy's BLAS threads cannot be set without threadpoolctl")
+        super().setup(shape, threads)
+
+    def time_numpy(self, shape, threads):
+        self._numpy()
+
+    def track_gflops_numpy(self, shape, threads):
         return self.flops / _median_seconds(self._numpy) / 1e9
 
     track_gflops_numpy.unit = "GFLOP/s"
 
     def track_ratio_vs_numpy(self, shape, threads):
         """femtogpt GFLOP/s / numpy GFLOP/s (> 1: femtogpt faster), interleaved medians."""
-        if not self.numpy_ok:
-            raise NotImplementedError("numpy's BLAS threads cannot be set without threadpoolctl")
         ours, theirs = [], []
         for _ in range(5):
             ours.append(_median_seconds(self._femtogpt, min_time=0.05, min_reps=3))
@@ -121,7 +128,7 @@ class Matmul(_Base):
     track_ratio_vs_numpy.unit = "ratio"
 
 
-class MatmulTransposed(_Base):
+class _TransposedData(_Base):
     """The backward pass's layouts: op(A) @ op(B) with A or B stored transposed."""
 
     params = [["nn", "nt", "tn", "tt"], THREADS]
@@ -138,19 +145,25 @@ class MatmulTransposed(_Base):
         self.tc = _core.from_numpy(self.c)
         self.opa = self.a.T if self.trans_a else self.a
         self.opb = self.b.T if self.trans_b else self.b
-        self.numpy_ok = _blas_threads_fixed(threads)
         self._setup_threads(threads)
 
+
+class MatmulTransposed(_TransposedData):
     def time_femtogpt(self, layout, threads):
         _core.matmul(self.ta, self.tb, self.trans_a, self.trans_b, out=self.tc)
 
-    def time_numpy(self, layout, threads):
-        if not self.numpy_ok:
+
+class MatmulTransposedNumpy(_TransposedData):
+    def setup(self, layout, threads):
+        if not _blas_threads_fixed(threads):
             raise NotImplementedError("numpy's BLAS threads cannot be set without threadpoolctl")
+        super().setup(layout, threads)
+
+    def time_numpy(self, layout, threads):
         np.matmul(self.opa, self.opb, out=self.c)
 
 
-class MatmulBatched(_Base):
+class _BatchedData(_Base):
     """Attention's per-head products: (B*H, T, hs) @ (B*H, hs, T) and back."""
 
     params = [["128x64x16x64", "128x64x64x16", "32x256x64x256"], THREADS]
@@ -164,13 +177,19 @@ class MatmulBatched(_Base):
         self.c = np.empty((batch, M, N), np.float32)
         self.ta, self.tb = _core.from_numpy(self.a), _core.from_numpy(self.b)
         self.tc = _core.from_numpy(self.c)
-        self.numpy_ok = _blas_threads_fixed(threads)
         self._setup_threads(threads)
 
+
+class MatmulBatched(_BatchedData):
     def time_femtogpt(self, shape, threads):
         _core.matmul(self.ta, self.tb, out=self.tc)
 
-    def time_numpy(self, shape, threads):
-        if not self.numpy_ok:
+
+class MatmulBatchedNumpy(_BatchedData):
+    def setup(self, shape, threads):
+        if not _blas_threads_fixed(threads):
             raise NotImplementedError("numpy's BLAS threads cannot be set without threadpoolctl")
+        super().setup(shape, threads)
+
+    def time_numpy(self, shape, threads):
         np.matmul(self.a, self.b, out=self.c)
