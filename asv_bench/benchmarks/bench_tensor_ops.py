@@ -1,12 +1,19 @@
-"""Tensor plumbing ops and the fused AdamW step of femtogpt._core against numpy.
+"""Tensor plumbing ops, the fused AdamW step and token sampling of femtogpt._core against numpy.
 
 Each class times the _core op and, in the same run, the numpy way of doing the
-same thing, at the shapes a small GPT uses.
+same thing, at the shapes a small GPT uses (the "small" preset: 6 layers,
+C = 384, ~10.7M parameters; activations (8, 256, 384)); sampling at GPT-2's
+vocabulary of 50257.
+
+Run directly (`python bench_tensor_ops.py`) for a table of medians.
 """
 
 import numpy as np
 
-from femtogpt import _core
+try:
+    from femtogpt import _core
+except ImportError:  # pragma: no cover
+    _core = None
 
 
 def gpt_param_shapes(n_layer=6, n_embd=384, block_size=256, vocab_size=65):
@@ -129,3 +136,60 @@ class Permute:
 
     def time_numpy_transpose(self, shape):
         np.ascontiguousarray(self.m.T)
+
+
+def numpy_sample(logits, temperature, top_k, top_p, rng):
+    """Temperature, top-k and nucleus sampling in numpy (the usual sort-based way)."""
+    z = logits.astype(np.float64) / temperature
+    if top_k:
+        kth = np.partition(z, -top_k, axis=-1)[:, -top_k][:, None]
+        z = np.where(z < kth, -np.inf, z)
+    p = np.exp(z - z.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    if top_p < 1:
+        order = np.argsort(-p, axis=-1, kind="stable")
+        sp = np.take_along_axis(p, order, -1)
+        drop = np.cumsum(sp, -1) - sp >= top_p
+        sp[drop] = 0
+        p = np.zeros_like(p)
+        np.put_along_axis(p, order, sp, -1)
+        p /= p.sum(-1, keepdims=True)
+    u = rng.random((p.shape[0], 1))
+    return (np.cumsum(p, -1) > u).argmax(-1)
+
+
+class Sample:
+    """One token per row from logits (8, 50257): full softmax, top-k 50, nucleus 0.9."""
+
+    params = [["full", "top_k", "top_p"]]
+    param_names = ["mode"]
+    SETTINGS = {"full": (1.0, 0, 1.0), "top_k": (1.0, 50, 1.0), "top_p": (1.0, 0, 0.9)}
+
+    def setup(self, mode):
+        rng = np.random.default_rng(3)
+        self.logits = (rng.standard_normal((8, 50257)) * 3).astype(np.float32)
+        self.tlogits = _core.from_numpy(self.logits)
+        self.state = _core.rng_state(0, 8)
+        self.rng = np.random.default_rng(0)
+
+    def time_core_sample(self, mode):
+        _core.sample_tokens(self.tlogits, *self.SETTINGS[mode], self.state)
+
+    def time_numpy_sample(self, mode):
+        numpy_sample(self.logits, *self.SETTINGS[mode], self.rng)
+
+
+if __name__ == "__main__":  # a table of medians, _core against numpy
+    from _util import median_seconds
+
+    for cls in (AdamWStep, Add, Permute, Sample):
+        for args in ([()] if not hasattr(cls, "params") else [(p,) for p in cls.params[0]]):
+            bench = cls()
+            bench.setup(*args)
+            names = sorted(n for n in dir(cls) if n.startswith("time_core_"))
+            for name in names:
+                what = name[len("time_core_"):]
+                core = median_seconds(lambda: getattr(bench, name)(*args))
+                ref = median_seconds(lambda: getattr(bench, "time_numpy_" + what)(*args))
+                label = f"{cls.__name__}.{what}" + (f"[{args[0]}]" if args else "")
+                print(f"{label:36s} core {core * 1e3:9.3f} ms   numpy {ref * 1e3:9.3f} ms   x{ref / core:5.2f}")
