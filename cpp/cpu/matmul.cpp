@@ -25,6 +25,7 @@
 #include <exception>
 #include <type_traits>
 
+#include "common.h"
 #include "cpu/matmul_kernels.h"
 #include "parallel.h"
 #include "pool.h"
@@ -39,12 +40,12 @@ Blocking g_blocking_override;
 
 // Below this many flops per thread a second thread costs more than it saves.
 constexpr int64_t kMinFlopsPerThread = int64_t(1) << 19;
-constexpr int kMaxTile = 1024;
+constexpr int kMaxTile = 1024;  // floats in the edge-tile scratch (>= MR*NR of every kernel)
 // Up to this N the kernel reads A in place instead of packing it (see sgemm).
 constexpr int64_t kDirectAMaxN = 256;
 // A transposed, read in place, takes a new cache line (and page, for long rows) every
 // k step: measured slower than packing at every N tried, so never.
-constexpr int64_t kDirectATransMaxN = 0;  // floats in the edge-tile scratch (>= MR*NR of every kernel)
+constexpr int64_t kDirectATransMaxN = 0;
 
 int team_size() {
 #ifdef _OPENMP
@@ -124,6 +125,7 @@ SgemmPlan plan_sgemm(float* C, int64_t ldc, const float* A, int64_t lda, const f
     P.alpha = alpha;
     P.beta = beta;
     const KernelF32& kr = active_kernel_f32();
+    FG_CHECK(kr.mr * kr.nr <= kMaxTile, "matmul: register tile ", kr.mr, "x", kr.nr, " exceeds the edge scratch");
     P.kr = &kr;
     P.MR = kr.mr;
     P.NR = kr.nr;
