@@ -41,6 +41,10 @@ Blocking g_blocking_override;
 // Below this many flops per thread a second thread costs more than it saves.
 constexpr int64_t kMinFlopsPerThread = int64_t(1) << 19;
 constexpr int kMaxTile = 1024;  // floats in the edge-tile scratch (>= MR*NR of every kernel)
+// A B of at most this many floats that fits one block is packed by every thread for
+// itself: a few microseconds of copying instead of two barriers, which cost far more
+// when a thread has lost its core to another process.
+constexpr int64_t kPrivateBMaxFloats = int64_t(1) << 16;
 // Up to this N the kernel reads A in place instead of packing it (see sgemm).
 constexpr int64_t kDirectAMaxN = 256;
 // A transposed, read in place, takes a new cache line (and page, for long rows) every
@@ -105,7 +109,8 @@ struct SgemmPlan {
     bool direct_a;       // read op(A) in place, at A[i*rs_a + p*cs_a]
     int64_t rs_a, cs_a;
     int64_t mblocks, ngroups, items;
-    int64_t b_floats, a_floats;  // scratch: the shared B block, each thread's A block
+    bool private_b;      // one small B block: each thread packs all of it, no barriers
+    int64_t b_floats, a_floats;  // scratch: a B block, each thread's A block
 };
 
 SgemmPlan plan_sgemm(float* C, int64_t ldc, const float* A, int64_t lda, const float* B, int64_t ldb, int64_t M,
@@ -154,6 +159,7 @@ SgemmPlan plan_sgemm(float* C, int64_t ldc, const float* A, int64_t lda, const f
     const int64_t npanels_max = ceil_div(P.ncb, P.NR);
     P.ngroups = P.mblocks >= 2 * nt ? 1 : std::min(npanels_max, round_up(ceil_div(2 * nt, P.mblocks), nt));
     P.items = P.mblocks * P.ngroups;
+    P.private_b = nt > 1 && P.kcb >= K && P.ncb >= N && K * N <= kPrivateBMaxFloats;
     P.b_floats = round_up(P.kcb * P.ncb, 16);
     P.a_floats = round_up(ceil_div(P.mtiles, P.mblocks) * P.MR * P.kcb, 16);
     return P;
@@ -214,8 +220,9 @@ void sgemm_run(const SgemmPlan& P, float* Bp, float* Ap, int tid, int team) {
         const int64_t npanels = ceil_div(nc, NR);
         for (int64_t pc = 0; pc < P.K; pc += P.kcb) {
             const int64_t kc = std::min(P.kcb, P.K - pc);
-            {  // every thread packs a share of the B block
-                const int64_t p0 = npanels * tid / team, p1 = npanels * (tid + 1) / team;
+            {  // every thread packs a share of the B block (all of it, if private)
+                const int64_t p0 = P.private_b ? 0 : npanels * tid / team;
+                const int64_t p1 = P.private_b ? npanels : npanels * (tid + 1) / team;
                 if (p1 > p0) {
                     const int64_t j = jc + p0 * NR;
                     const float* src = P.tb ? P.B + j * ldb + pc : P.B + pc * ldb + j;
@@ -223,10 +230,14 @@ void sgemm_run(const SgemmPlan& P, float* Bp, float* Ap, int tid, int team) {
                 }
             }
             if constexpr (kParallel) {
+                if (!P.private_b) {
 #pragma omp barrier
+                }
 #pragma omp for schedule(dynamic, 1) nowait
                 for (int64_t item = 0; item < P.items; item++) sgemm_item(P, item, jc, nc, pc, kc, Bp, Ap);
+                if (!P.private_b) {  // before the B block is packed again (or the region's end)
 #pragma omp barrier
+                }
             } else {
                 for (int64_t item = 0; item < P.items; item++) sgemm_item(P, item, jc, nc, pc, kc, Bp, Ap);
             }
@@ -252,16 +263,18 @@ void sgemm(float* C, int64_t ldc, const float* A, int64_t lda, const float* B, i
     }
     const int nt = sgemm_threads(M, N, K, nthreads);
     const SgemmPlan P = plan_sgemm(C, ldc, A, lda, B, ldb, M, N, K, ta, tb, alpha, beta, nt);
-    PoolBuffer buf(size_t(P.b_floats + P.a_floats * nt) * sizeof(float));
+    const int64_t b_copies = P.private_b ? nt : 1;
+    PoolBuffer buf(size_t(P.b_floats * b_copies + P.a_floats * nt) * sizeof(float));
     float* const Bp = buf.data<float>();
+    float* const Ap = Bp + P.b_floats * b_copies;
     if (nt == 1) {
-        sgemm_run<false>(P, Bp, Bp + P.b_floats, 0, 1);
+        sgemm_run<false>(P, Bp, Ap, 0, 1);
         return;
     }
 #pragma omp parallel num_threads(nt)
     {
         const int tid = thread_id();
-        sgemm_run<true>(P, Bp, Bp + P.b_floats + P.a_floats * tid, tid, team_size());
+        sgemm_run<true>(P, Bp + (P.private_b ? P.b_floats * tid : 0), Ap + P.a_floats * tid, tid, team_size());
     }
 }
 
