@@ -207,14 +207,20 @@ def test_batched_generation_equals_per_prompt_generation(rng, threads):
         np.testing.assert_array_equal(lb[3], np.asarray(eng_1.step(t64(tok[3:4])))[0])
 
 
-def test_results_do_not_depend_on_the_thread_count(rng):
-    model = make_model(seed=10, n_embd=64, n_head=4)
-    idx = rng.integers(0, 37, (3, 7))
+@pytest.mark.parametrize("B", [1, 8])
+def test_results_do_not_depend_on_the_thread_count(rng, B):
+    """Wide enough that a decode step of 8 rows splits them over a team (the engine times
+    one thread against the team on its first steps, so both paths run), with slides."""
+    model = make_model(seed=10, n_embd=256, n_head=4, noise=0.05)
+    idx = rng.integers(0, 37, (B, 7))
+    seeds = list(range(10, 10 + B))
     outs = []
     for nt in (1, 2):
         _core.set_num_threads(nt)
-        outs.append(model.generate(idx, 40, temperature=1.0, seed=3))
+        outs.append(model.generate(idx, 40, temperature=1.0, seed=seeds, slide=5))
     np.testing.assert_array_equal(*outs)
+    alone = model.generate(idx[B - 1], 40, temperature=1.0, seed=seeds[-1], slide=5)
+    np.testing.assert_array_equal(outs[1][B - 1], alone)
 
 
 def test_stream_yields_the_tokens_of_generate(rng):

@@ -13,8 +13,10 @@ namespace femtogpt::cpu {
 
 namespace {
 
-// Below this many flops per thread a second thread costs more than it saves.
-constexpr int64_t kMinFlopsPerThread = int64_t(1) << 18;
+// A thread's share must be worth this much work (flops, with every weight byte read
+// counting 4: small batches are bound by streaming the weights) to pay for its fork and
+// join, which on a busy machine wait for descheduled threads.
+constexpr int64_t kMinWorkPerThread = int64_t(1) << 23;
 constexpr int64_t kColumnAlign = 8;  // thread ranges of output columns start at multiples of this
 
 bool in_parallel() {
@@ -57,14 +59,18 @@ void linear_rows_reference(T* out, int64_t ldo, const T* x, int64_t ldx, const T
         }
 }
 
+int linear_rows_threads(int64_t M, int64_t N, int64_t K) {
+    int64_t nt = in_parallel() ? 1 : num_threads();
+    nt = std::min(nt, std::max<int64_t>(1, (2 * M * N * K + 16 * N * K) / kMinWorkPerThread));
+    return int(std::min(nt, std::max<int64_t>(1, N / kColumnAlign)));
+}
+
 template <typename T>
 void linear_rows(T* out, int64_t ldo, const T* x, int64_t ldx, const T* w, const T* bias, int64_t M, int64_t N,
                  int64_t K, bool accumulate) {
     if (M <= 0 || N <= 0) return;
     const bool avx2 = std::is_same_v<T, float> && active_isa() != Isa::generic;
-    int64_t nt = in_parallel() ? 1 : num_threads();
-    nt = std::min(nt, std::max<int64_t>(1, 2 * M * N * K / kMinFlopsPerThread));
-    nt = std::min(nt, std::max<int64_t>(1, N / kColumnAlign));
+    const int64_t nt = linear_rows_threads(M, N, K);
     auto run = [&](int64_t n0, int64_t n1) {
         if (n1 <= n0) return;
         if constexpr (std::is_same_v<T, float>) {
@@ -82,8 +88,8 @@ void linear_rows(T* out, int64_t ldo, const T* x, int64_t ldx, const T* w, const
 }
 
 template <typename T>
-void attention_cached_reference(T* out, int64_t ldo, const T* q, int64_t ldq, const T* k, const T* v, int64_t past,
-                                int64_t n, int64_t D, T scale) {
+void attention_cached_reference(T* out, int64_t ldo, const T* q, int64_t ldq, const T* kt, int64_t ldk, const T* v,
+                                int64_t past, int64_t n, int64_t D, T scale) {
     std::vector<double> s(size_t(past + n));
     std::vector<double> acc(static_cast<size_t>(D));
     for (int64_t i = 0; i < n; i++) {
@@ -91,7 +97,7 @@ void attention_cached_reference(T* out, int64_t ldo, const T* q, int64_t ldq, co
         double mx = -INFINITY;
         for (int64_t t = 0; t < tk; t++) {
             double d = 0;
-            for (int64_t j = 0; j < D; j++) d += double(q[i * ldq + j]) * double(k[t * D + j]);
+            for (int64_t j = 0; j < D; j++) d += double(q[i * ldq + j]) * double(kt[j * ldk + t]);
             s[size_t(t)] = d * double(scale);
             mx = std::max(mx, s[size_t(t)]);
         }
@@ -107,19 +113,24 @@ void attention_cached_reference(T* out, int64_t ldo, const T* q, int64_t ldq, co
 }
 
 template <typename T>
-void attention_cached(T* out, int64_t ldo, const T* q, int64_t ldq, const T* k, const T* v, int64_t past, int64_t n,
-                      int64_t D, T scale, T* scratch) {
+void attention_cached(T* out, int64_t ldo, const T* q, int64_t ldq, const T* kt, int64_t ldk, const T* v,
+                      int64_t past, int64_t n, int64_t D, T scale, T* scratch) {
     if constexpr (std::is_same_v<T, float>) {
-        if (active_isa() != Isa::generic) return attention_cached_avx2(out, ldo, q, ldq, k, v, past, n, D, scale, scratch);
+        if (active_isa() != Isa::generic)
+            return attention_cached_avx2(out, ldo, q, ldq, kt, ldk, v, past, n, D, scale, scratch);
     }
     for (int64_t i = 0; i < n; i++) {
         const int64_t tk = past + i + 1;
         const T* qi = q + i * ldq;
+        std::fill(scratch, scratch + tk, T(0));
+        for (int64_t j = 0; j < D; j++) {  // scores of all keys, one dimension at a time
+            const T qj = qi[j];
+            const T* kj = kt + j * ldk;
+            for (int64_t t = 0; t < tk; t++) scratch[t] += qj * kj[t];
+        }
         T mx = -INFINITY;
         for (int64_t t = 0; t < tk; t++) {
-            T d = 0;
-            for (int64_t j = 0; j < D; j++) d += qi[j] * k[t * D + j];
-            scratch[t] = d * scale;
+            scratch[t] *= scale;
             mx = std::max(mx, scratch[t]);
         }
         T z = 0;
@@ -138,15 +149,51 @@ void attention_cached(T* out, int64_t ldo, const T* q, int64_t ldq, const T* k, 
     }
 }
 
+template <typename T>
+void layernorm_rows(T* out, const T* x, const T* weight, const T* bias, int64_t N, int64_t C, double eps) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (active_isa() != Isa::generic) return layernorm_rows_avx2(out, x, weight, bias, N, C, eps);
+    }
+    for (int64_t n = 0; n < N; n++) {
+        const T* xr = x + n * C;
+        T* o = out + n * C;
+        T sum = 0;
+        for (int64_t c = 0; c < C; c++) sum += xr[c];
+        const T m = sum / T(C);
+        T var = 0;
+        for (int64_t c = 0; c < C; c++) var += (xr[c] - m) * (xr[c] - m);
+        const T s = T(1) / std::sqrt(var / T(C) + T(eps));
+        for (int64_t c = 0; c < C; c++) {
+            T y = (xr[c] - m) * s;
+            if (weight) y *= weight[c];
+            if (bias) y += bias[c];
+            o[c] = y;
+        }
+    }
+}
+
+template <typename T>
+void gelu_tanh_rows(T* out, const T* x, int64_t n) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (active_isa() != Isa::generic) return gelu_tanh_rows_avx2(out, x, n);
+    }
+    for (int64_t i = 0; i < n; i++) {
+        const T v = x[i];
+        out[i] = T(0.5) * v * (T(1) + std::tanh(T(0.7978845608028654) * (v + T(0.044715) * v * v * v)));
+    }
+}
+
 #define FG_INSTANTIATE(T)                                                                                          \
     template void linear_rows<T>(T*, int64_t, const T*, int64_t, const T*, const T*, int64_t, int64_t, int64_t,     \
                                  bool);                                                                            \
     template void linear_rows_reference<T>(T*, int64_t, const T*, int64_t, const T*, const T*, int64_t, int64_t,   \
                                            int64_t, bool);                                                         \
-    template void attention_cached<T>(T*, int64_t, const T*, int64_t, const T*, const T*, int64_t, int64_t,        \
-                                      int64_t, T, T*);                                                             \
-    template void attention_cached_reference<T>(T*, int64_t, const T*, int64_t, const T*, const T*, int64_t,       \
-                                                int64_t, int64_t, T);
+    template void attention_cached<T>(T*, int64_t, const T*, int64_t, const T*, int64_t, const T*, int64_t,        \
+                                      int64_t, int64_t, T, T*);                                                    \
+    template void attention_cached_reference<T>(T*, int64_t, const T*, int64_t, const T*, int64_t, const T*,       \
+                                                int64_t, int64_t, int64_t, T);                               \
+    template void layernorm_rows<T>(T*, const T*, const T*, const T*, int64_t, int64_t, double);                   \
+    template void gelu_tanh_rows<T>(T*, const T*, int64_t);
 FG_INSTANTIATE(float)
 FG_INSTANTIATE(double)
 #undef FG_INSTANTIATE

@@ -1,9 +1,10 @@
 // AVX2+FMA float32 kernels of cached inference (contracts in infer.h).
 //
 // linear_rows: inner-product form. A tile of MB rows of x and NB rows of w keeps MB*NB
-// accumulators of 8 lanes; lane l sums k = l mod 8 in order, then a fixed horizontal sum,
-// then the k tail in order (explicit FMAs): the same sequence for every tile shape, so a
-// row's result never depends on the rows beside it. Output columns go outermost (a block
+// accumulators of 8 lanes; lane l sums k = l mod 8 in order, then the lanes are added as
+// ((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7)) (horizontal adds, 8, 4 or 1 accumulators at a
+// time, all in that association), then the k tail in order (explicit FMAs): the same
+// sequence for every tile shape, so a row's result never depends on the rows beside it. Output columns go outermost (a block
 // of NB weight rows stays in L1 while every row of x passes over it): weights, the large
 // operand, stream from memory once per call.
 #include <cmath>
@@ -16,6 +17,25 @@
 namespace femtogpt::cpu {
 
 namespace {
+
+// s[j] <- the sum of the 8 lanes of a[j], j < NB (1, 4 or 8), each as
+// ((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7)).
+template <int NB>
+inline void reduce_lanes(const __m256* a, float* s) {
+    if constexpr (NB == 8) {
+        const __m256 g0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+        const __m256 g1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
+        _mm256_store_ps(s, _mm256_add_ps(_mm256_permute2f128_ps(g0, g1, 0x20), _mm256_permute2f128_ps(g0, g1, 0x31)));
+    } else if constexpr (NB == 4) {
+        const __m256 g = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+        _mm_store_ps(s, _mm_add_ps(_mm256_castps256_ps128(g), _mm256_extractf128_ps(g, 1)));
+    } else {
+        static_assert(NB == 1, "tiles are 1, 4 or 8 columns wide");
+        const __m256 h = _mm256_hadd_ps(a[0], a[0]);
+        const __m256 g = _mm256_hadd_ps(h, h);
+        s[0] = _mm_cvtss_f32(_mm_add_ss(_mm256_castps256_ps128(g), _mm256_extractf128_ps(g, 1)));
+    }
+}
 
 // out (MB, NB) at columns n.. <- x (MB,K), w rows n..n+NB-1
 template <int MB, int NB>
@@ -40,15 +60,26 @@ inline void linear_tile(float* out, int64_t ldo, const float* x, int64_t ldx, co
         }
     }
 #pragma GCC unroll 4
-    for (int i = 0; i < MB; i++)
-#pragma GCC unroll 8
-        for (int j = 0; j < NB; j++) {
-            float s = avx2::hsum_ps(acc[i][j]);
-            for (int64_t kk = k; kk < K; kk++) s = std::fma(x[i * ldx + kk], wn[j * K + kk], s);
-            if (bias) s += bias[n + j];
-            float& o = out[i * ldo + n + j];
-            o = accumulate ? o + s : s;
+    for (int i = 0; i < MB; i++) {
+        alignas(32) float s[8];
+        reduce_lanes<NB>(acc[i], s);
+        if (k < K)
+            for (int j = 0; j < NB; j++)
+                for (int64_t kk = k; kk < K; kk++) s[j] = std::fma(x[i * ldx + kk], wn[j * K + kk], s[j]);
+        float* o = out + i * ldo + n;
+        if constexpr (NB == 8) {
+            __m256 r = _mm256_load_ps(s);
+            if (bias) r = _mm256_add_ps(r, _mm256_loadu_ps(bias + n));
+            if (accumulate) r = _mm256_add_ps(_mm256_loadu_ps(o), r);
+            _mm256_storeu_ps(o, r);
+        } else {
+            for (int j = 0; j < NB; j++) {
+                float r = s[j];
+                if (bias) r += bias[n + j];
+                o[j] = accumulate ? o[j] + r : r;
+            }
         }
+    }
 }
 
 template <int NB>
@@ -90,29 +121,54 @@ void linear_rows_avx2(float* out, int64_t ldo, const float* x, int64_t ldx, cons
     for (; n < n1; n++) linear_block<1>(out, ldo, x, ldx, w, bias, M, n, K, accumulate);
 }
 
-void attention_cached_avx2(float* out, int64_t ldo, const float* q, int64_t ldq, const float* k, const float* v,
-                           int64_t past, int64_t n, int64_t D, float scale, float* scratch) {
+void attention_cached_avx2(float* out, int64_t ldo, const float* q, int64_t ldq, const float* kt, int64_t ldk,
+                           const float* v, int64_t past, int64_t n, int64_t D, float scale, float* scratch) {
     const int64_t D8 = D / 8 * 8;
+    const __m256 vscale = _mm256_set1_ps(scale);
     for (int64_t i = 0; i < n; i++) {
         const int64_t tk = past + i + 1;
         const float* qi = q + i * ldq;
         float* o = out + i * ldo;
-        // scores, and their max
-        float mx = -INFINITY;
-        for (int64_t t = 0; t < tk; t++) {
-            const float* kt = k + t * D;
-            __m256 acc = _mm256_setzero_ps();
-            for (int64_t j = 0; j < D8; j += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(qi + j), _mm256_loadu_ps(kt + j), acc);
-            float s = avx2::hsum_ps(acc);
-            for (int64_t j = D8; j < D; j++) s = std::fma(qi[j], kt[j], s);
-            s *= scale;
-            scratch[t] = s;
-            mx = s > mx ? s : mx;
+        // scores of 8 consecutive keys are D vertical multiply-adds on the transposed keys;
+        // four such blocks at a time keep four independent chains in flight
+        __m256 vmax = _mm256_set1_ps(-INFINITY);
+        int64_t t = 0;
+        for (; t + 32 <= tk; t += 32) {
+            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(),
+                   a3 = _mm256_setzero_ps();
+            const float* kj = kt + t;
+            for (int64_t j = 0; j < D; j++, kj += ldk) {
+                const __m256 qj = _mm256_broadcast_ss(qi + j);
+                a0 = _mm256_fmadd_ps(qj, _mm256_loadu_ps(kj), a0);
+                a1 = _mm256_fmadd_ps(qj, _mm256_loadu_ps(kj + 8), a1);
+                a2 = _mm256_fmadd_ps(qj, _mm256_loadu_ps(kj + 16), a2);
+                a3 = _mm256_fmadd_ps(qj, _mm256_loadu_ps(kj + 24), a3);
+            }
+            a0 = _mm256_mul_ps(a0, vscale);
+            a1 = _mm256_mul_ps(a1, vscale);
+            a2 = _mm256_mul_ps(a2, vscale);
+            a3 = _mm256_mul_ps(a3, vscale);
+            _mm256_storeu_ps(scratch + t, a0);
+            _mm256_storeu_ps(scratch + t + 8, a1);
+            _mm256_storeu_ps(scratch + t + 16, a2);
+            _mm256_storeu_ps(scratch + t + 24, a3);
+            vmax = _mm256_max_ps(vmax, _mm256_max_ps(_mm256_max_ps(a0, a1), _mm256_max_ps(a2, a3)));
         }
+        for (; t < tk; t += 8) {  // the rest, 8 keys (or fewer: masked) at a time
+            const __m256i m = avx2::tail_mask(tk - t);
+            __m256 a = _mm256_setzero_ps();
+            const float* kj = kt + t;
+            for (int64_t j = 0; j < D; j++, kj += ldk)
+                a = _mm256_fmadd_ps(_mm256_broadcast_ss(qi + j), _mm256_maskload_ps(kj, m), a);
+            a = _mm256_mul_ps(a, vscale);
+            _mm256_maskstore_ps(scratch + t, m, a);
+            vmax = _mm256_max_ps(vmax, _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), a, _mm256_castsi256_ps(m)));
+        }
+        const float mx = avx2::hmax_ps(vmax);
         // p = exp(s - max), z = sum p
         const __m256 vmx = _mm256_set1_ps(mx);
         __m256 zacc = _mm256_setzero_ps();
-        int64_t t = 0;
+        t = 0;
         for (; t + 8 <= tk; t += 8) {
             const __m256 e = avx2::exp_ps(_mm256_sub_ps(_mm256_loadu_ps(scratch + t), vmx));
             _mm256_storeu_ps(scratch + t, e);
@@ -147,6 +203,57 @@ void attention_cached_avx2(float* out, int64_t ldo, const float* q, int64_t ldq,
     }
 }
 
+void layernorm_rows_avx2(float* out, const float* x, const float* weight, const float* bias, int64_t N, int64_t C,
+                         double eps) {
+    const int64_t Cv = C / 8 * 8;
+    const __m256i tm = avx2::tail_mask(C - Cv);
+    const __m256 tmf = _mm256_castsi256_ps(tm);
+    for (int64_t n = 0; n < N; n++) {
+        const float* xr = x + n * C;
+        float* o = out + n * C;
+        __m256 acc = _mm256_setzero_ps();
+        for (int64_t c = 0; c < Cv; c += 8) acc = _mm256_add_ps(acc, _mm256_loadu_ps(xr + c));
+        if (Cv < C) acc = _mm256_add_ps(acc, _mm256_maskload_ps(xr + Cv, tm));
+        const __m256 vm = _mm256_set1_ps(avx2::hsum_ps(acc) / float(C));
+        acc = _mm256_setzero_ps();
+        for (int64_t c = 0; c < Cv; c += 8) {
+            const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(xr + c), vm);
+            acc = _mm256_fmadd_ps(d, d, acc);
+        }
+        if (Cv < C) {
+            const __m256 d = _mm256_and_ps(_mm256_sub_ps(_mm256_maskload_ps(xr + Cv, tm), vm), tmf);
+            acc = _mm256_fmadd_ps(d, d, acc);
+        }
+        const __m256 vs = _mm256_set1_ps(1.0f / std::sqrt(avx2::hsum_ps(acc) / float(C) + float(eps)));
+        for (int64_t c = 0; c < C; c += 8) {
+            const bool last = c == Cv;  // the masked tail
+            __m256 y = _mm256_mul_ps(_mm256_sub_ps(last ? _mm256_maskload_ps(xr + c, tm) : _mm256_loadu_ps(xr + c), vm),
+                                     vs);
+            if (weight) y = _mm256_mul_ps(y, last ? _mm256_maskload_ps(weight + c, tm) : _mm256_loadu_ps(weight + c));
+            if (bias) y = _mm256_add_ps(y, last ? _mm256_maskload_ps(bias + c, tm) : _mm256_loadu_ps(bias + c));
+            if (last)
+                _mm256_maskstore_ps(o + c, tm, y);
+            else
+                _mm256_storeu_ps(o + c, y);
+        }
+    }
+}
+
+void gelu_tanh_rows_avx2(float* out, const float* x, int64_t n) {
+    // 0.5 x (1 + tanh(u)) = x / (1 + exp(-2u))
+    auto gelu8 = [](__m256 v) {
+        const __m256 u = _mm256_mul_ps(_mm256_set1_ps(0.7978845608028654f),
+                                       _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(0.044715f), _mm256_mul_ps(v, v)), v, v));
+        return _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), avx2::exp_ps(_mm256_mul_ps(_mm256_set1_ps(-2.0f), u))));
+    };
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, gelu8(_mm256_loadu_ps(x + i)));
+    if (i < n) {
+        const __m256i m = avx2::tail_mask(n - i);
+        _mm256_maskstore_ps(out + i, m, gelu8(_mm256_maskload_ps(x + i, m)));
+    }
+}
+
 }  // namespace femtogpt::cpu
 
 #else  // no AVX2 in this compiler: never selected at run time, defined for the linker
@@ -154,8 +261,10 @@ void attention_cached_avx2(float* out, int64_t ldo, const float* q, int64_t ldq,
 namespace femtogpt::cpu {
 void linear_rows_avx2(float*, int64_t, const float*, int64_t, const float*, const float*, int64_t, int64_t, int64_t,
                       int64_t, bool) {}
-void attention_cached_avx2(float*, int64_t, const float*, int64_t, const float*, const float*, int64_t, int64_t,
-                           int64_t, float, float*) {}
+void attention_cached_avx2(float*, int64_t, const float*, int64_t, const float*, int64_t, const float*, int64_t,
+                           int64_t, int64_t, float, float*) {}
+void layernorm_rows_avx2(float*, const float*, const float*, const float*, int64_t, int64_t, double) {}
+void gelu_tanh_rows_avx2(float*, const float*, int64_t) {}
 }  // namespace femtogpt::cpu
 
 #endif

@@ -3,6 +3,8 @@
 #include "ops/infer.h"
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <set>
@@ -20,7 +22,33 @@ namespace femtogpt::ops {
 namespace {
 
 // Below this many multiply-adds of attention, one thread does all rows and heads.
-constexpr int64_t kParallelAttentionWork = int64_t(1) << 16;
+constexpr int64_t kParallelAttentionWork = int64_t(1) << 19;
+// A prefill (or window recompute) of fewer flops runs on one thread.
+constexpr int64_t kMinParallelPrefillFlops = int64_t(1) << 24;
+// A decode step of fewer flops runs on one thread; a larger one splits its rows.
+constexpr int64_t kMinParallelDecodeFlops = int64_t(1) << 24;
+// Decode steps between two timings of one thread against the team.
+constexpr int64_t kRetunePeriod = 64;
+// The last verdict of any engine's timing: 1 if a team was faster than one thread, 0 if
+// not, -1 before the first. A prefill uses a team only after a verdict of 1: on a busy
+// machine its barriers can cost far more than a second thread gains.
+std::atomic<int> g_team_pays{-1};
+
+// Limits the calling thread's parallel regions to one thread for a scope.
+class SingleThread {
+  public:
+    explicit SingleThread(bool on) : before_(on ? num_threads() : 0) {
+        if (on) set_num_threads(1);
+    }
+    ~SingleThread() {
+        if (before_) set_num_threads(before_);
+    }
+    SingleThread(const SingleThread&) = delete;
+    SingleThread& operator=(const SingleThread&) = delete;
+
+  private:
+    int before_;
+};
 
 const Tensor& param(const std::map<std::string, Tensor>& params, const std::string& name, const Shape& shape) {
     auto it = params.find(name);
@@ -129,7 +157,7 @@ InferenceEngine::InferenceEngine(const std::map<std::string, Tensor>& params, in
         FG_CHECK(expected.count(kv.first), "InferenceEngine: unexpected parameter '", kv.first, "' for a GPT with ",
                  L_, " layers", bias ? "" : " and no biases");
 
-    k_ = Tensor::empty({B_, L_, H_, S_, D_}, DType::float32);
+    k_ = Tensor::empty({B_, L_, H_, D_, S_}, DType::float32);
     v_ = Tensor::empty({B_, L_, H_, S_, D_}, DType::float32);
     logits_ = Tensor::zeros({B_, V_}, DType::float32);
     len_.assign(size_t(B_), 0);
@@ -137,8 +165,18 @@ InferenceEngine::InferenceEngine(const std::map<std::string, Tensor>& params, in
     pending_.assign(size_t(B_), 0);
 }
 
+float* InferenceEngine::workspace(int slot, size_t n) {
+    if (work_.size() <= size_t(slot)) work_.resize(size_t(slot) + 1);
+    std::unique_ptr<PoolBuffer>& w = work_[size_t(slot)];
+    if (!w || w->nbytes() < n * sizeof(float)) {
+        w.reset();
+        w = std::make_unique<PoolBuffer>(n * sizeof(float));
+    }
+    return w->data<float>();
+}
+
 float* InferenceEngine::kcache(int64_t b, int64_t l, int64_t h) const {
-    return k_.data<float>() + ((b * L_ + l) * H_ + h) * S_ * D_;
+    return k_.data<float>() + ((b * L_ + l) * H_ + h) * D_ * S_;
 }
 float* InferenceEngine::vcache(int64_t b, int64_t l, int64_t h) const {
     return v_.data<float>() + ((b * L_ + l) * H_ + h) * S_ * D_;
@@ -201,7 +239,9 @@ Tensor InferenceEngine::prefill(const Tensor& tokens, const Tensor& lengths) {
     }
     has_pending_ = false;
     started_ = true;
-    forward(chunks, false);
+    int64_t total = 0;
+    for (const Chunk& c : chunks) total += c.n;
+    forward(chunks.data(), B_, false, workspace(0, workspace_floats(total, B_, num_threads())), false);
     return logits();
 }
 
@@ -239,8 +279,13 @@ void InferenceEngine::feed(const int64_t* tokens) {
             decode.push_back({b, len, 1, ctx + len});
         }
     }
-    if (!full.empty()) forward(full, false);
-    if (!decode.empty()) forward(decode, true);
+    if (!full.empty()) {
+        int64_t n = 0;
+        for (const Chunk& c : full) n += c.n;
+        const int64_t R = int64_t(full.size());
+        forward(full.data(), R, false, workspace(0, workspace_floats(n, R, num_threads())), false);
+    }
+    if (!decode.empty()) this->decode(decode);
 }
 
 Tensor InferenceEngine::generate(int64_t n, double temperature, int64_t top_k, double top_p,
@@ -273,22 +318,86 @@ Tensor InferenceEngine::generate(int64_t n, double temperature, int64_t top_k, d
     return out;
 }
 
-void InferenceEngine::forward(const std::vector<Chunk>& chunks, bool decode) {
-    const int64_t C = C_, H = H_, D = D_, R = int64_t(chunks.size());
+size_t InferenceEngine::workspace_floats(int64_t N, int64_t R, int nthreads) const {
+    const int64_t M = std::max(N, R);
+    return size_t(M * (10 * C_ + 2) + nthreads * S_ + R * V_);
+}
+
+void InferenceEngine::decode(const std::vector<Chunk>& chunks) {
+    // Threads pay only for a large step. On a machine busier than its cores, though, a team
+    // waits at every join for a descheduled thread (and an actively waiting thread takes a
+    // core from the others): a step can take several times longer than on one thread. So
+    // the engine times both ways, two steps each at the start of every kRetunePeriod steps,
+    // and keeps the faster. Results are the same bits either way.
+    const int64_t R = int64_t(chunks.size());
+    const bool team_helps = R >= 2 ? 24 * R * C_ * C_ * L_ >= kMinParallelDecodeFlops
+                                   : cpu::linear_rows_threads(1, 4 * C_, C_) > 1;
+    if (num_threads() <= 1 || !team_helps) {
+        SingleThread one(true);
+        return run_decode(chunks, false);
+    }
+    const int64_t phase = tune_step_++ % kRetunePeriod;
+    const bool team = phase < 4 ? phase >= 2 : !serial_faster_;
+    const auto t0 = std::chrono::steady_clock::now();
+    {
+        SingleThread one(!team);
+        run_decode(chunks, team);
+    }
+    if (phase < 4) {
+        const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        double& best = team ? t_team_ : t_serial_;
+        best = phase % 2 == 0 ? dt : std::min(best, dt);
+        if (phase == 3) {
+            serial_faster_ = t_serial_ <= t_team_;
+            g_team_pays.store(serial_faster_ ? 0 : 1, std::memory_order_relaxed);
+        }
+    }
+}
+
+void InferenceEngine::run_decode(const std::vector<Chunk>& chunks, bool team) {
+    // Rows are independent: with a team, the rows split over its threads, each running the
+    // whole model on its share serially (one fork and join per step, not one per op); a
+    // single row splits each large product's columns instead.
+    const int64_t R = int64_t(chunks.size());
+    const int nt = team ? int(std::min<int64_t>(num_threads(), R)) : 1;
+    if (nt <= 1) return forward(chunks.data(), R, true, workspace(0, workspace_floats(R, R, num_threads())), !team);
+    std::vector<float*> ws(static_cast<size_t>(nt));
+    for (int t = 0; t < nt; t++) {  // allocated up front: nothing may throw inside the region
+        const int64_t n = R * (t + 1) / nt - R * t / nt;
+        ws[size_t(t)] = workspace(t, workspace_floats(n, n, 1));
+    }
+#pragma omp parallel num_threads(nt)
+    {
+#ifdef _OPENMP
+        const int size = omp_get_num_threads();  // may be fewer than asked
+#else
+        const int size = 1;
+#endif
+        for (int w = thread_id(); w < nt; w += size) {
+            const int64_t r0 = R * w / nt, r1 = R * (w + 1) / nt;
+            forward(chunks.data() + r0, r1 - r0, true, ws[size_t(w)], true);
+        }
+    }
+}
+
+void InferenceEngine::forward(const Chunk* chunks, int64_t R, bool decode, float* ws, bool serial) {
+    const int64_t C = C_, H = H_, D = D_;
     std::vector<int64_t> first(size_t(R) + 1, 0);  // chunk r's rows are first[r] .. first[r+1]-1
-    for (int64_t r = 0; r < R; r++) first[size_t(r) + 1] = first[size_t(r)] + chunks[size_t(r)].n;
+    for (int64_t r = 0; r < R; r++) first[size_t(r) + 1] = first[size_t(r)] + chunks[r].n;
     const int64_t N = first[size_t(R)];
-    const int nthreads = num_threads();
-    PoolBuffer xbuf(size_t(N * C) * 4), hbuf(size_t(N * C) * 4), qkvbuf(size_t(N * 3 * C) * 4);
-    PoolBuffer ybuf(size_t(N * C) * 4), fbuf(size_t(N * 4 * C) * 4), statbuf(size_t(2 * std::max(N, R)) * 4);
-    PoolBuffer attnbuf(size_t(nthreads * S_) * 4);
-    float *x = xbuf.data<float>(), *h = hbuf.data<float>(), *qkv = qkvbuf.data<float>();
-    float *y = ybuf.data<float>(), *f = fbuf.data<float>(), *mean = statbuf.data<float>();
-    float* rstd = mean + std::max(N, R);
+    // A prefill too small to pay for a team's fork and barriers (which, on a busy machine,
+    // wait for descheduled threads) runs on one thread.
+    SingleThread one(!decode && (24 * N * C * C * L_ < kMinParallelPrefillFlops ||
+                                 g_team_pays.load(std::memory_order_relaxed) != 1));
+    const int nthreads = serial ? 1 : num_threads();
+    const int64_t M = std::max(N, R);
+    float* x = ws;
+    float *h = x + M * C, *qkv = h + M * C, *y = qkv + M * 3 * C, *f = y + M * C;
+    float *mean = f + M * 4 * C, *rstd = mean + M, *attn_scratch = rstd + M, *lg = attn_scratch + nthreads * S_;
 
     // x (N,C) = wte[token] + wpe[position]
     for (int64_t r = 0; r < R; r++) {
-        const Chunk& c = chunks[size_t(r)];
+        const Chunk& c = chunks[r];
         for (int64_t i = 0; i < c.n; i++) {
             const float* te = wte_ + c.tokens[i] * C;
             const float* pe = wpe_ + (c.past + i) * C;
@@ -298,47 +407,60 @@ void InferenceEngine::forward(const std::vector<Chunk>& chunks, bool decode) {
     }
     // attention work (multiply-adds) decides whether the (chunk, head) units go parallel
     int64_t attn_work = 0;
-    for (const Chunk& c : chunks) attn_work += c.n * (c.past + (c.n + 1) / 2) * 2 * C;
-    const bool attn_parallel = attn_work >= kParallelAttentionWork && R * H > 1;
+    for (int64_t r = 0; r < R; r++) attn_work += chunks[r].n * (chunks[r].past + (chunks[r].n + 1) / 2) * 2 * C;
+    const bool attn_parallel = !serial && nthreads > 1 && attn_work >= kParallelAttentionWork && R * H > 1;
     const float scale = 1.0f / std::sqrt(float(D));
+    int64_t l_now = 0;
+
+    auto layernorm = [&](float* out, const float* in, const float* w, const float* b, int64_t rows) {
+        if (decode) return cpu::layernorm_rows<float>(out, in, w, b, rows, C, eps_);
+        cpu::layernorm_forward<float>(out, mean, rstd, in, w, b, rows, C, eps_);
+    };
+    auto attend = [&](int64_t u, float* scratch) {  // chunk u / H, head u % H
+        const Chunk& c = chunks[u / H];
+        const int64_t hh = u % H, r0 = first[size_t(u / H)];
+        cpu::attention_cached<float>(y + r0 * C + hh * D, C, qkv + r0 * 3 * C + hh * D, 3 * C, kcache(c.row, l_now, hh),
+                                     S_, vcache(c.row, l_now, hh), c.past, c.n, D, scale, scratch);
+    };
 
     for (int64_t l = 0; l < L_; l++) {
         const Layer& ly = layers_[size_t(l)];
-        cpu::layernorm_forward<float>(h, mean, rstd, x, ly.ln1_w, ly.ln1_b, N, C, eps_);
+        l_now = l;
+        layernorm(h, x, ly.ln1_w, ly.ln1_b, N);
         linear(qkv, 3 * C, h, ly.attn_w, ly.attn_b, N, 3 * C, C, false, decode);
         for (int64_t r = 0; r < R; r++) {  // the new keys and values go into the cache
-            const Chunk& c = chunks[size_t(r)];
+            const Chunk& c = chunks[r];
             for (int64_t i = 0; i < c.n; i++) {
                 const float* row = qkv + (first[size_t(r)] + i) * 3 * C;
                 for (int64_t hh = 0; hh < H; hh++) {
-                    std::memcpy(kcache(c.row, l, hh) + (c.past + i) * D, row + C + hh * D, size_t(D) * 4);
+                    float* kt = kcache(c.row, l, hh) + c.past + i;  // keys transposed: (D, S)
+                    for (int64_t j = 0; j < D; j++) kt[j * S_] = row[C + hh * D + j];
                     std::memcpy(vcache(c.row, l, hh) + (c.past + i) * D, row + 2 * C + hh * D, size_t(D) * 4);
                 }
             }
         }
-#pragma omp parallel for schedule(dynamic, 1) if (attn_parallel)
-        for (int64_t u = 0; u < R * H; u++) {
-            const Chunk& c = chunks[size_t(u / H)];
-            const int64_t hh = u % H, r0 = first[size_t(u / H)];
-            float* scratch = attnbuf.data<float>() + int64_t(thread_id()) * S_;
-            cpu::attention_cached<float>(y + r0 * C + hh * D, C, qkv + r0 * 3 * C + hh * D, 3 * C, kcache(c.row, l, hh),
-                                         vcache(c.row, l, hh), c.past, c.n, D, scale, scratch);
+        if (attn_parallel) {  // (an `omp parallel` costs a system call even with a false `if`)
+#pragma omp parallel for schedule(dynamic, 1)
+            for (int64_t u = 0; u < R * H; u++) attend(u, attn_scratch + int64_t(thread_id()) * S_);
+        } else {
+            for (int64_t u = 0; u < R * H; u++) attend(u, attn_scratch);
         }
         linear(x, C, y, ly.proj_w, ly.proj_b, N, C, C, true, decode);
-        cpu::layernorm_forward<float>(h, mean, rstd, x, ly.ln2_w, ly.ln2_b, N, C, eps_);
+        layernorm(h, x, ly.ln2_w, ly.ln2_b, N);
         linear(f, 4 * C, h, ly.fc_w, ly.fc_b, N, 4 * C, C, false, decode);
-        cpu::gelu_forward<float>(f, f, N * 4 * C, cpu::GeluApprox::tanh);
+        if (decode)
+            cpu::gelu_tanh_rows<float>(f, f, N * 4 * C);
+        else
+            cpu::gelu_forward<float>(f, f, N * 4 * C, cpu::GeluApprox::tanh);
         linear(x, C, f, ly.mlp_w, ly.mlp_b, N, C, 4 * C, true, decode);
     }
     // logits after each chunk's last token: ln_f, then the tied output projection
     for (int64_t r = 0; r < R; r++)
         std::memcpy(h + r * C, x + (first[size_t(r) + 1] - 1) * C, size_t(C) * 4);
-    cpu::layernorm_forward<float>(y, mean, rstd, h, lnf_w_, lnf_b_, R, C, eps_);
-    PoolBuffer lbuf(size_t(R * V_) * 4);
-    float* lg = lbuf.data<float>();
+    layernorm(y, h, lnf_w_, lnf_b_, R);
     linear(lg, V_, y, wte_, nullptr, R, V_, C, false, decode);
     for (int64_t r = 0; r < R; r++) {
-        const Chunk& c = chunks[size_t(r)];
+        const Chunk& c = chunks[r];
         std::memcpy(logits_.data<float>() + c.row * V_, lg + r * V_, size_t(V_) * 4);
         len_[size_t(c.row)] = c.past + c.n;
     }

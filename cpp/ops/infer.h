@@ -5,7 +5,8 @@
 //
 // The engine holds the model's float32 parameters (the same storage: no copy; names as
 // GPT.named_parameters(), Linear weights (out, in)) and, per row, a KV cache
-// k, v (B, L, H, S, D), the row's context (the tokens in the cache, positions 0..len-1)
+// k (B, L, H, D, S) (keys transposed: scores of consecutive keys are vertical
+// multiply-adds) and v (B, L, H, S, D), the row's context (the tokens in the cache, positions 0..len-1)
 // and the logits after its last token. Rows are independent: each has its own length,
 // so prompts of different lengths need no padding and nothing is ever masked.
 //
@@ -30,10 +31,12 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "pool.h"
 #include "tensor.h"
 
 namespace femtogpt::ops {
@@ -74,9 +77,16 @@ class InferenceEngine {
     void check_tokens(const int64_t* t, int64_t n, const char* what) const;
     void feed(const int64_t* tokens);  // one token per row, sliding full rows
     void flush();                      // feeds the pending drawn tokens
-    // Runs the chunks through the model (decode: one token per chunk), fills their caches,
-    // and writes the logits after each chunk's last token to logits_.
-    void forward(const std::vector<Chunk>& chunks, bool decode);
+    // Runs the R chunks through the model (decode: one token per chunk), fills their caches,
+    // and writes the logits after each chunk's last token to logits_; chunks of different
+    // rows may run concurrently.
+    // decode steps: the rows split over threads when the step is large
+    void decode(const std::vector<Chunk>& chunks);
+    void run_decode(const std::vector<Chunk>& chunks, bool team);
+    // `ws`: workspace_floats(total tokens, R, threads) floats; `serial`: run on this thread only
+    void forward(const Chunk* chunks, int64_t R, bool decode, float* ws, bool serial);
+    size_t workspace_floats(int64_t N, int64_t R, int nthreads) const;
+    float* workspace(int slot, size_t n);  // n floats in slot `slot`, reused across calls
     float* kcache(int64_t b, int64_t l, int64_t h) const;
     float* vcache(int64_t b, int64_t l, int64_t h) const;
 
@@ -85,13 +95,17 @@ class InferenceEngine {
     std::vector<Tensor> held_;  // keeps the parameters' storage alive
     const float *wte_, *wpe_, *lnf_w_, *lnf_b_;
     std::vector<Layer> layers_;
-    Tensor k_, v_;                 // (B, L, H, S, D)
+    Tensor k_, v_;                 // k (B, L, H, D, S), v (B, L, H, S, D)
     Tensor logits_;                // (B, V)
     std::vector<int64_t> len_;     // (B)
     std::vector<int64_t> ctx_;     // (B, S)
     std::vector<int64_t> pending_;  // (B) drawn, not yet fed
     bool has_pending_ = false;
     bool started_ = false;
+    std::vector<std::unique_ptr<PoolBuffer>> work_;
+    int64_t tune_step_ = 0;           // decode steps taken (for the thread-count timing)
+    double t_serial_ = 0, t_team_ = 0;  // seconds per step, best of two, on one thread / the team
+    bool serial_faster_ = false;
 };
 
 }  // namespace femtogpt::ops
