@@ -15,8 +15,8 @@ namespace {
 
 // A thread's share must be worth this much work (flops, with every weight byte read
 // counting 4: small batches are bound by streaming the weights) to pay for its fork and
-// join, which on a busy machine wait for descheduled threads.
-constexpr int64_t kMinWorkPerThread = int64_t(1) << 23;
+// join. (Whether a team pays at all on a busy machine, the engine finds out by timing.)
+constexpr int64_t kMinWorkPerThread = int64_t(1) << 21;
 constexpr int64_t kColumnAlign = 8;  // thread ranges of output columns start at multiples of this
 
 bool in_parallel() {

@@ -3,7 +3,7 @@
 #include "ops/infer.h"
 
 #include <algorithm>
-#include <atomic>
+#include <mutex>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -27,12 +27,26 @@ constexpr int64_t kParallelAttentionWork = int64_t(1) << 19;
 constexpr int64_t kMinParallelPrefillFlops = int64_t(1) << 24;
 // A decode step of fewer flops runs on one thread; a larger one splits its rows.
 constexpr int64_t kMinParallelDecodeFlops = int64_t(1) << 24;
-// Decode steps between two timings of one thread against the team.
-constexpr int64_t kRetunePeriod = 64;
-// The last verdict of any engine's timing: 1 if a team was faster than one thread, 0 if
-// not, -1 before the first. A prefill uses a team only after a verdict of 1: on a busy
-// machine its barriers can cost far more than a second thread gains.
-std::atomic<int> g_team_pays{-1};
+// Decode steps between two timings of one thread against the team (see decode()).
+constexpr int64_t kMinRetunePeriod = 64, kMaxRetunePeriod = 1024;
+
+// The process-wide timing of one thread against a team. team_pays: 1 if the team was
+// faster in the last window, 0 if not, -1 before the first. A prefill uses a team only
+// after a 1: on a busy machine its barriers can cost far more than a second thread gains.
+struct ThreadTuner {
+    std::mutex mutex;
+    int64_t steps = 0;                   // decode steps that could have used a team
+    int64_t next = 0;                    // the step that opens the next timing window
+    int64_t period = kMinRetunePeriod;
+    int team_pays = -1;
+    double t_serial = 0, t_team = 0;     // seconds per step in the window, best of two
+};
+ThreadTuner g_tuner;
+
+bool team_pays() {
+    std::lock_guard<std::mutex> lock(g_tuner.mutex);
+    return g_tuner.team_pays == 1;
+}
 
 // Limits the calling thread's parallel regions to one thread for a scope.
 class SingleThread {
@@ -327,8 +341,10 @@ void InferenceEngine::decode(const std::vector<Chunk>& chunks) {
     // Threads pay only for a large step. On a machine busier than its cores, though, a team
     // waits at every join for a descheduled thread (and an actively waiting thread takes a
     // core from the others): a step can take several times longer than on one thread. So
-    // the engine times both ways, two steps each at the start of every kRetunePeriod steps,
-    // and keeps the faster. Results are the same bits either way.
+    // steps are timed both ways, two each, in a window that opens every `period` steps
+    // (process-wide, across engines), and the faster way is kept until the next window.
+    // The period doubles while one thread wins (up to kMaxRetunePeriod) and drops back
+    // to kMinRetunePeriod when the team wins. Results are the same bits either way.
     const int64_t R = int64_t(chunks.size());
     const bool team_helps = R >= 2 ? 24 * R * C_ * C_ * L_ >= kMinParallelDecodeFlops
                                    : cpu::linear_rows_threads(1, 4 * C_, C_) > 1;
@@ -336,20 +352,30 @@ void InferenceEngine::decode(const std::vector<Chunk>& chunks) {
         SingleThread one(true);
         return run_decode(chunks, false);
     }
-    const int64_t phase = tune_step_++ % kRetunePeriod;
-    const bool team = phase < 4 ? phase >= 2 : !serial_faster_;
+    int64_t phase;  // 0..3 inside a timing window (0, 1: one thread; 2, 3: the team), else -1
+    bool team;
+    {
+        std::lock_guard<std::mutex> lock(g_tuner.mutex);
+        const int64_t s = g_tuner.steps++;
+        if (s >= g_tuner.next && s - g_tuner.next > 3) g_tuner.next = s;  // a window left unfinished
+        phase = s >= g_tuner.next ? s - g_tuner.next : -1;
+        team = phase >= 0 ? phase >= 2 : g_tuner.team_pays == 1;
+    }
     const auto t0 = std::chrono::steady_clock::now();
     {
         SingleThread one(!team);
         run_decode(chunks, team);
     }
-    if (phase < 4) {
+    if (phase >= 0) {
         const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        double& best = team ? t_team_ : t_serial_;
+        std::lock_guard<std::mutex> lock(g_tuner.mutex);
+        double& best = team ? g_tuner.t_team : g_tuner.t_serial;
         best = phase % 2 == 0 ? dt : std::min(best, dt);
         if (phase == 3) {
-            serial_faster_ = t_serial_ <= t_team_;
-            g_team_pays.store(serial_faster_ ? 0 : 1, std::memory_order_relaxed);
+            const bool serial = g_tuner.t_serial <= g_tuner.t_team;
+            g_tuner.team_pays = serial ? 0 : 1;
+            g_tuner.period = serial ? std::min(2 * g_tuner.period, kMaxRetunePeriod) : kMinRetunePeriod;
+            g_tuner.next = g_tuner.steps + g_tuner.period;
         }
     }
 }
@@ -388,7 +414,7 @@ void InferenceEngine::forward(const Chunk* chunks, int64_t R, bool decode, float
     // A prefill too small to pay for a team's fork and barriers (which, on a busy machine,
     // wait for descheduled threads) runs on one thread.
     SingleThread one(!decode && (24 * N * C * C * L_ < kMinParallelPrefillFlops ||
-                                 g_team_pays.load(std::memory_order_relaxed) != 1));
+                                 !team_pays()));
     const int nthreads = serial ? 1 : num_threads();
     const int64_t M = std::max(N, R);
     float* x = ws;

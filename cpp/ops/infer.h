@@ -103,9 +103,6 @@ class InferenceEngine {
     bool has_pending_ = false;
     bool started_ = false;
     std::vector<std::unique_ptr<PoolBuffer>> work_;
-    int64_t tune_step_ = 0;           // decode steps taken (for the thread-count timing)
-    double t_serial_ = 0, t_team_ = 0;  // seconds per step, best of two, on one thread / the team
-    bool serial_faster_ = false;
 };
 
 }  // namespace femtogpt::ops
