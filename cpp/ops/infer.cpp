@@ -410,7 +410,7 @@ void InferenceEngine::forward(const Chunk* chunks, int64_t R, bool decode, float
     const int64_t C = C_, H = H_, D = D_;
     std::vector<int64_t> first(size_t(R) + 1, 0);  // chunk r's rows are first[r] .. first[r+1]-1
     for (int64_t r = 0; r < R; r++) first[size_t(r) + 1] = first[size_t(r)] + chunks[r].n;
-    const int64_t N = first[size_t(R)];
+    int64_t N = first[size_t(R)];  // rows in flight (the last layer of a prefill keeps R)
     // A prefill too small to pay for a team's fork and barriers (which, on a busy machine,
     // wait for descheduled threads) runs on one thread.
     SingleThread one(!decode && (24 * N * C * C * L_ < kMinParallelPrefillFlops ||
@@ -465,7 +465,22 @@ void InferenceEngine::forward(const Chunk* chunks, int64_t R, bool decode, float
                 }
             }
         }
-        if (attn_parallel) {  // (an `omp parallel` costs a system call even with a false `if`)
+        if (l == L_ - 1 && N > R) {
+            // The last layer of a prefill: past its keys and values, only each chunk's last
+            // token matters (for the logits). Its query attends all the chunk's keys; its
+            // rows move to the front (row r <- chunk r's last row, in order: never clobbered).
+            for (int64_t r = 0; r < R; r++) {
+                const Chunk& c = chunks[r];
+                const int64_t last = first[size_t(r) + 1] - 1;
+                for (int64_t hh = 0; hh < H; hh++)
+                    cpu::attention_cached<float>(y + r * C + hh * D, C, qkv + last * 3 * C + hh * D, 3 * C,
+                                                 kcache(c.row, l, hh), S_, vcache(c.row, l, hh), c.past + c.n - 1, 1,
+                                                 D, scale, attn_scratch);
+                if (last != r) std::memcpy(x + r * C, x + last * C, size_t(C) * 4);
+                first[size_t(r) + 1] = r + 1;
+            }
+            N = R;
+        } else if (attn_parallel) {  // (an `omp parallel` costs a system call even with a false `if`)
 #pragma omp parallel for schedule(dynamic, 1)
             for (int64_t u = 0; u < R * H; u++) attend(u, attn_scratch + int64_t(thread_id()) * S_);
         } else {
