@@ -30,7 +30,10 @@ void dropout_forward(T* out, const T* x, int64_t n, double p, uint64_t seed) {
     const uint64_t thr = dropout_threshold(p);
     const T scale = T(1.0 / (1.0 - p));
 #pragma omp parallel for simd schedule(static) if (n > kParallelElems)
-    for (int64_t i = 0; i < n; i++) out[i] = (dropout_hash(seed, uint64_t(i)) >> 11) >= thr ? x[i] * scale : T(0);
+    for (int64_t i = 0; i < n; i++) {
+        const T v = x[i] * scale;  // computed unconditionally: a select, not a mispredicted branch
+        out[i] = (dropout_hash(seed, uint64_t(i)) >> 11) >= thr ? v : T(0);
+    }
 }
 
 template void dropout_forward<float>(float*, const float*, int64_t, double, uint64_t);
