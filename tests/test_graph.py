@@ -51,6 +51,8 @@ def test_layer_norm(rng, affine):
         gradcheck(lambda x, w, b: F.layer_norm(x, (7,), w, b), [x, w, b])
     else:
         gradcheck(lambda x: F.layer_norm(x, 7), [x])
+        b = t64(rng, 7)  # a bias without a weight
+        gradcheck(lambda x, b: F.layer_norm(x, (7,), None, b), [x, b])
 
 
 def test_softmax_and_log_softmax(rng):

@@ -119,7 +119,8 @@ def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None, bias: 
         x._impl, None if weight is None else weight._impl, None if bias is None else bias._impl, float(eps))
 
     def backward(g):
-        return _core.layernorm_backward(g, x._impl, None if weight is None else weight._impl, mean, rstd)
+        return _core.layernorm_backward(g, x._impl, None if weight is None else weight._impl, mean, rstd,
+                                        bias is not None)
 
     return make_result(out, (x, weight, bias), backward)
 
