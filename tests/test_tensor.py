@@ -132,3 +132,13 @@ def test_forced_isa_env_is_used():
         out = subprocess.run([sys.executable, "-c", "import femtogpt as fg; print(fg.cpu_isa())"],
                              env={**os.environ, "FEMTOGPT_ISA": name}, capture_output=True, text=True, check=True)
         assert out.stdout.strip() == name
+
+
+def test_every_numpy_spelling_of_int64_is_accepted():
+    for code in ("q", "l", "int64", "<i8"):
+        a = np.arange(5).astype(code)
+        t = fg.tensor(a)
+        assert t.dtype == np.int64
+        np.testing.assert_array_equal(fg.tensor(t.numpy()).numpy(), a)
+    with pytest.raises(TypeError):
+        fg.tensor(np.arange(3, dtype=">i8"))  # big-endian: not native

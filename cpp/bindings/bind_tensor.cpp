@@ -13,10 +13,17 @@ namespace femtogpt::bindings {
 namespace {
 
 DType dtype_from_numpy(const py::dtype& dt) {
-    if (dt.is(py::dtype::of<float>())) return DType::float32;
-    if (dt.is(py::dtype::of<double>())) return DType::float64;
-    if (dt.is(py::dtype::of<int32_t>())) return DType::int32;
-    if (dt.is(py::dtype::of<int64_t>())) return DType::int64;
+    // By kind and size, not identity: numpy has several dtype objects for one type
+    // (an int64 array may carry type code 'l' or 'q').
+    // numpy reports native byte order as '=' (an explicit '<' on a little-endian machine too).
+    if (dt.byteorder() == '=' || dt.byteorder() == '|') {
+        char kind = dt.kind();
+        auto size = dt.itemsize();
+        if (kind == 'f' && size == 4) return DType::float32;
+        if (kind == 'f' && size == 8) return DType::float64;
+        if (kind == 'i' && size == 4) return DType::int32;
+        if (kind == 'i' && size == 8) return DType::int64;
+    }
     throw TypeError(fmt("unsupported dtype ", std::string(py::str(dt)),
                         ": expected float32, float64, int32 or int64"));
 }
