@@ -118,7 +118,13 @@ class MatmulNumpy(_MatmulData):
     track_gflops_numpy.unit = "GFLOP/s"
 
     def track_ratio_vs_numpy(self, shape, threads):
-        """femtogpt GFLOP/s / numpy GFLOP/s (> 1: femtogpt faster), interleaved medians."""
+        """femtogpt GFLOP/s / numpy GFLOP/s (> 1: femtogpt faster), interleaved medians.
+
+        With 2 threads on a 2-core machine, interleaving makes each library run while the
+        other's idle threads are still spinning (OpenMP's and OpenBLAS's), which can slow
+        either side many times over (seen: ratios of 0.05 to 0.5 for shapes whose separate
+        GFLOP/s tracks agree within 10%). Read the 2-thread ratio together with
+        track_gflops_femtogpt and track_gflops_numpy, which are measured separately."""
         ours, theirs = [], []
         for _ in range(5):
             ours.append(_median_seconds(self._femtogpt, min_time=0.05, min_reps=3))
