@@ -128,7 +128,8 @@ def test_gradcheck_catches_a_wrong_gradient(rng):
 
     def wrong(x):
         out = F.scale(x, 2.0)
-        out._backward = lambda g: (fg._core.scale(g, 3.0),)  # claims d(2x)/dx = 3
+        if out._node is not None:  # recorded (not under the numerical check's no_grad)
+            out._node.backward = lambda g: (fg._core.scale(g, 3.0),)  # claims d(2x)/dx = 3
         return out
 
     with pytest.raises(GradcheckError, match="analytic"):
@@ -227,26 +228,38 @@ def test_saved_activations_are_freed_during_backward(rng):
     orig = None
 
     # Wrap the backward of the first layer's linear output (the last node to run) to sample memory.
-    node = loss
-    stack = [loss]
+    stack = [loss._node]
     target = None
     while stack:
         n = stack.pop()
-        if first in n._parents:
+        if first in n.inputs:
             target = n
             break
-        stack.extend(p for p in n._parents if p is not None)
-    orig = target._backward
+        stack.extend(e for e in n.inputs if isinstance(e, fg.graph.Node))
+    orig = target.backward
 
     def probe(g):
         seen.append(fg.memory_stats()["current_bytes"])
         return orig(g)
 
-    target._backward = probe
-    del node, stack, n, h
+    target.backward = probe
+    del stack, n, h
     start = fg.memory_stats()["current_bytes"]
     loss.backward()
     assert seen and seen[0] < start
+
+
+def test_outputs_that_no_backward_reads_are_freed_in_forward(rng):
+    """The graph links ops, not their outputs: linear's output feeds only an add, whose backward
+    reads neither input, so it is freed as soon as forward drops it (as with torch's grad_fn)."""
+    x = fg.tensor(rng.standard_normal((4096, 64)).astype(np.float32), requires_grad=True)
+    w = fg.tensor(rng.standard_normal((64, 64)).astype(np.float32), requires_grad=True)
+    before = fg.memory_stats()["current_bytes"]
+    y = F.linear(x, w) + x  # (4096, 64): linear's output is a temporary
+    held = fg.memory_stats()["current_bytes"] - before
+    assert held < 1.5 * y.nbytes, f"{held} bytes held for a {y.nbytes}-byte result"
+    y.sum().backward()
+    assert x.grad is not None and w.grad is not None
 
 
 def test_type_errors(rng):

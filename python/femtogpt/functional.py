@@ -230,10 +230,13 @@ def causal_self_attention(qkv: Tensor, n_head: int, impl: str = "flash", block_q
     args = (True, 1.0 / math.sqrt(D), impl, int(block_q), int(block_k))
     y, saved = _core.attention_forward(q, k, v, *args)  # (B, H, T, D)
     out = _core.permute(y, [0, 2, 1, 3]).view([B, T, C])
+    del y  # backward rebuilds it from out (one copy) rather than keeping both layouts alive
 
     def backward(g):
         gy = _core.permute(g.view([B, T, H, D]), [0, 2, 1, 3])  # (B, H, T, D)
+        y = _core.permute(out.view([B, T, H, D]), [0, 2, 1, 3])  # (B, H, T, D)
         dq, dk, dv = _core.attention_backward(gy, q, k, v, y, saved, *args)
+        del y
         dpacked = _core.concat([dq, dk, dv], 0).view([3, B, H, T, D])
         return (_core.permute(dpacked, [1, 3, 0, 2, 4]).view([B, T, C3]),)
 
@@ -305,21 +308,26 @@ def _binary(a, b, kind: str) -> Tensor:
 
 
 def _binary_backward(a: Tensor, b: Tensor, kind: str, out_shape: tuple | None):
+    # Capture only what backward reads: the shapes and flags, and for mul the other
+    # factor's data; an add keeps neither input alive.
+    a_grad, b_grad = a.requires_grad, b.requires_grad
+    a_shape, b_shape = tuple(a.shape), tuple(b.shape)
+    a_impl = a._impl if kind == "mul" and b_grad else None
+    b_impl = b._impl if kind == "mul" and a_grad else None
+
     def backward(g):
-        nonlocal out_shape
-        if out_shape is None:
-            out_shape = tuple(g.shape)
+        shape = tuple(g.shape) if out_shape is None else out_shape
         ga = gb = None
         if kind == "mul":
-            if a.requires_grad:
-                ga = _reduce_to(_mul_broadcast(g, b._impl, out_shape), a.shape)
-            if b.requires_grad:
-                gb = _reduce_to(_mul_broadcast(g, a._impl, out_shape), b.shape)
+            if a_grad:
+                ga = _reduce_to(_mul_broadcast(g, b_impl, shape), a_shape)
+            if b_grad:
+                gb = _reduce_to(_mul_broadcast(g, a_impl, shape), b_shape)
         else:
-            if a.requires_grad:
-                ga = _reduce_to(g, a.shape)
-            if b.requires_grad:
-                gb = _reduce_to(g, b.shape)
+            if a_grad:
+                ga = _reduce_to(g, a_shape)
+            if b_grad:
+                gb = _reduce_to(g, b_shape)
                 if kind == "sub":
                     gb = _core.scale(gb, -1.0)
         return ga, gb
@@ -446,10 +454,10 @@ def cat(tensors, dim: int = 0) -> Tensor:
 
 def sum(x: Tensor) -> Tensor:  # noqa: A001 - the torch name
     _check_float(x, "sum input")
-    shape = list(x.shape)
+    shape, dtype, device = list(x.shape), x.dtype, x.device
 
     def backward(g):
-        full = _core.empty(shape, x.dtype, x.device)
+        full = _core.empty(shape, dtype, device)
         _core.fill_(full, float(np.asarray(g).reshape(())))
         return (full,)
 
@@ -458,11 +466,11 @@ def sum(x: Tensor) -> Tensor:  # noqa: A001 - the torch name
 
 def mean(x: Tensor) -> Tensor:
     _check_float(x, "mean input")
-    shape = list(x.shape)
+    shape, dtype, device = list(x.shape), x.dtype, x.device
     n = max(1, x.numel())
 
     def backward(g):
-        full = _core.empty(shape, x.dtype, x.device)
+        full = _core.empty(shape, dtype, device)
         _core.fill_(full, float(np.asarray(g).reshape(())) / n)
         return (full,)
 

@@ -9,12 +9,17 @@ several ops. Each closure, and with it every activation it saved, is released
 as soon as it has run, so memory returns to the pool during backward.
 
 A Tensor wraps a ``_core.Tensor`` (its bytes, always contiguous) in ``_impl``.
+An op's output that requires grad points at a ``Node`` (like torch's grad_fn):
+the backward closure and the nodes of the op's inputs. Nodes never hold an
+output's data; only a closure that needs a tensor for backward keeps it, so an
+activation that no backward reads is freed as soon as Python drops it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import weakref
 
 import numpy as np
 
@@ -59,6 +64,29 @@ def _freed_backward(_grad):
     )
 
 
+class Node:
+    """One recorded op: its backward closure and where its inputs' gradients go.
+
+    ``inputs`` has one entry per op input: the input's Node when the input is
+    itself an op's output, the input Tensor when it is a leaf that requires grad
+    (its .grad receives the gradient), or None when no gradient flows there.
+    """
+
+    __slots__ = ("backward", "inputs", "retained")
+
+    def __init__(self, backward, inputs: tuple):
+        self.backward = backward  # grad of the output (_core.Tensor) -> tuple of input grads
+        self.inputs = inputs
+        self.retained = None  # weakref to the output Tensor after retain_grad()
+
+
+def _edge(t):
+    """Where the gradient of op input t goes (see Node.inputs)."""
+    if t is None or not t.requires_grad:
+        return None
+    return t._node if t._node is not None else t
+
+
 class Tensor:
     """An n-dimensional array on a device, optionally recording ops for backward.
 
@@ -66,7 +94,7 @@ class Tensor:
     this tensor, for leaves); ``shape``, ``dtype`` (a numpy dtype), ``device``.
     """
 
-    __slots__ = ("_impl", "requires_grad", "grad", "_backward", "_parents", "_retain", "__weakref__")
+    __slots__ = ("_impl", "requires_grad", "grad", "_node", "__weakref__")
     __array_priority__ = 1000  # numpy defers `array + tensor` to Tensor.__radd__
 
     def __init__(self, impl, requires_grad: bool = False):
@@ -77,9 +105,7 @@ class Tensor:
         if self.requires_grad and impl.dtype.kind != "f":
             raise TypeError(f"only floating point tensors can require gradients, got dtype {impl.dtype}")
         self.grad = None
-        self._backward = None  # closure: grad of self (_core.Tensor) -> tuple of parent grads
-        self._parents = ()
-        self._retain = False
+        self._node = None  # the Node of the op that made this tensor, when recorded for backward
 
     # ---- properties -------------------------------------------------------
     @property
@@ -104,7 +130,7 @@ class Tensor:
 
     @property
     def is_leaf(self) -> bool:
-        return self._backward is None
+        return self._node is None
 
     def size(self, dim=None):
         return self.shape if dim is None else self.shape[dim]
@@ -161,7 +187,8 @@ class Tensor:
 
     def retain_grad(self) -> None:
         """Keep .grad on this non-leaf tensor after backward."""
-        self._retain = True
+        if self._node is not None:
+            self._node.retained = weakref.ref(self)
 
     def zero_grad(self) -> None:
         self.grad = None
@@ -193,7 +220,8 @@ class Tensor:
         run_backward(self, seed)
 
 
-def _topological_order(root: Tensor) -> list:
+def _topological_order(root: Node) -> list:
+    """The nodes reachable from root, every node after all nodes it feeds (root last)."""
     order, seen = [], set()
     stack = [(root, False)]
     while stack:
@@ -205,9 +233,9 @@ def _topological_order(root: Tensor) -> list:
             continue
         seen.add(id(node))
         stack.append((node, True))
-        for p in node._parents:
-            if p is not None and p.requires_grad and id(p) not in seen:
-                stack.append((p, False))
+        for e in node.inputs:
+            if type(e) is Node and id(e) not in seen:
+                stack.append((e, False))
     return order
 
 
@@ -215,53 +243,59 @@ def _accumulate(existing, g):
     return g if existing is None else _core.add(existing, g)
 
 
+def _accumulate_leaf(leaf: Tensor, g) -> None:
+    leaf.grad = Tensor(g if leaf.grad is None else _core.add(leaf.grad._impl, g))
+
+
 def run_backward(root: Tensor, seed) -> None:
-    order = _topological_order(root)
-    grads = {id(root): seed}
+    if root._node is None:  # backward of a leaf: its gradient is the seed
+        _accumulate_leaf(root, seed)
+        return
+    order = _topological_order(root._node)
+    grads = {id(root._node): seed}
     # Pop nodes off the order (outputs first) so that, once a node has run, nothing
-    # here refers to it any more and its output and saved tensors can be freed.
+    # here refers to it any more and what its closure saved can be freed.
     while order:
         node = order.pop()
         g = grads.pop(id(node), None)
         if g is None:
             continue
-        fn = node._backward
-        if fn is None:  # a leaf: accumulate into .grad
-            node.grad = Tensor(g if node.grad is None else _core.add(node.grad._impl, g))
-            continue
-        if node._retain:
-            node.grad = Tensor(g if node.grad is None else _core.add(node.grad._impl, g))
-        parent_grads = fn(g)
-        parents = node._parents
-        # Free what this node saved for backward: its closure and the links to its inputs.
-        node._backward = _freed_backward
-        node._parents = ()
+        if node.retained is not None:
+            out = node.retained()
+            if out is not None:
+                _accumulate_leaf(out, g)
+        fn, inputs = node.backward, node.inputs
+        node.backward, node.inputs = _freed_backward, ()
+        input_grads = fn(g)
         del fn, g, node
-        for p, pg in zip(parents, parent_grads):
-            if pg is not None and p is not None and p.requires_grad:
-                grads[id(p)] = _accumulate(grads.get(id(p)), pg)
+        for e, ig in zip(inputs, input_grads):
+            if e is None or ig is None:
+                continue
+            if type(e) is Node:
+                grads[id(e)] = _accumulate(grads.get(id(e)), ig)
+            else:  # a leaf
+                _accumulate_leaf(e, ig)
 
 
-def make_result(impl, parents: tuple, backward) -> Tensor:
-    """Wrap an op's output; record it in the graph if any parent requires grad.
+def make_result(impl, inputs: tuple, backward) -> Tensor:
+    """Wrap an op's output; record a Node for it if any input requires grad.
 
     On the hot path of every op: it fills the slots directly instead of going
     through Tensor.__init__'s checks (impl comes from the core, so it is valid).
+    `backward` should capture only what the op's backward reads (never the
+    input Tensors themselves when their data is not needed).
     """
     out = _new_tensor(Tensor)
     out._impl = impl
     out.grad = None
-    out._retain = False
-    if _state.grad_enabled:
-        for p in parents:
-            if p is not None and p.requires_grad:
-                out.requires_grad = True
-                out._backward = backward
-                out._parents = parents
-                return out
+    out._node = None
     out.requires_grad = False
-    out._backward = None
-    out._parents = ()
+    if _state.grad_enabled:
+        for t in inputs:
+            if t is not None and t.requires_grad:
+                out.requires_grad = True
+                out._node = Node(backward, tuple(map(_edge, inputs)))
+                break
     return out
 
 
@@ -357,6 +391,5 @@ def checkpoint(fn, x: Tensor, modules=()) -> Tensor:
 
     result = Tensor(out._impl)
     result.requires_grad = True
-    result._backward = backward
-    result._parents = (x,)
+    result._node = Node(backward, (_edge(x),))
     return result
