@@ -55,13 +55,8 @@ void* Pool::allocate(size_t nbytes) {
         std::lock_guard<std::mutex> lock(mutex_);
         stats_.alloc_requests++;
         if (caching_) {
-            auto it = free_lists_.find(cls);
-            if (it != free_lists_.end() && !it->second.empty()) {
-                void* p = it->second.back();
-                it->second.pop_back();
+            if (void* p = take_free_block(cls)) {
                 stats_.pool_hits++;
-                stats_.current_bytes += cls;
-                if (stats_.current_bytes > stats_.peak_bytes) stats_.peak_bytes = stats_.current_bytes;
                 return p;
             }
         }
@@ -75,11 +70,41 @@ void* Pool::allocate(size_t nbytes) {
     return p;
 }
 
+void* Pool::take_free_block(size_t cls) {
+    auto it = free_lists_.find(cls);
+    if (it == free_lists_.end() || it->second.empty()) {
+        it = free_lists_.end();
+        if (cls >= kLendMinBytes) {  // borrow the smallest larger free block
+            for (auto up = free_lists_.upper_bound(cls); up != free_lists_.end() && up->first <= cls * kLendMaxRatio;
+                 ++up) {
+                if (!up->second.empty()) {
+                    it = up;
+                    break;
+                }
+            }
+        }
+        if (it == free_lists_.end()) return nullptr;
+    }
+    void* p = it->second.back();
+    it->second.pop_back();
+    if (it->first != cls) lent_.emplace(p, it->first);
+    stats_.current_bytes += int64_t(it->first);
+    if (stats_.current_bytes > stats_.peak_bytes) stats_.peak_bytes = stats_.current_bytes;
+    return p;
+}
+
 void Pool::deallocate(void* ptr, size_t nbytes) {
     if (!ptr) return;
     size_t cls = size_class(nbytes);
     {
         std::lock_guard<std::mutex> lock(mutex_);
+        if (!lent_.empty()) {
+            auto lent = lent_.find(ptr);
+            if (lent != lent_.end()) {
+                cls = lent->second;
+                lent_.erase(lent);
+            }
+        }
         stats_.current_bytes -= cls;
         if (caching_) {
             free_lists_[cls].push_back(ptr);
@@ -92,7 +117,7 @@ void Pool::deallocate(void* ptr, size_t nbytes) {
 }
 
 void Pool::empty_cache() {
-    std::unordered_map<size_t, std::vector<void*>> lists;
+    std::map<size_t, std::vector<void*>> lists;
     {
         std::lock_guard<std::mutex> lock(mutex_);
         lists.swap(free_lists_);

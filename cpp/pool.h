@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -48,9 +49,15 @@ class Pool {
     static size_t size_class(size_t nbytes);  // the rounded size a request occupies
 
   private:
+    static constexpr size_t kLendMinBytes = size_t(1) << 20;
+    static constexpr size_t kLendMaxRatio = 2;
+
+    void* take_free_block(size_t cls);  // with mutex_ held; nullptr when none fits
+
     bool caching_;
     mutable std::mutex mutex_;
-    std::unordered_map<size_t, std::vector<void*>> free_lists_;
+    std::map<size_t, std::vector<void*>> free_lists_;  // by class, ordered for lending
+    std::unordered_map<void*, size_t> lent_;            // lent block -> its own class
     PoolStats stats_;
 };
 

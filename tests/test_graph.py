@@ -32,6 +32,64 @@ def test_matmul(rng, shapes):
     np.testing.assert_allclose((a @ b).numpy(), a.numpy() @ b.numpy(), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("n, cin, cout", [(1, 1, 1), (3, 5, 7), (13, 11, 2)])
+@pytest.mark.parametrize("affine", [True, False])
+def test_layer_norm_linear(rng, n, cin, cout, affine):
+    x, w, b = t64(rng, 2, n, cin), t64(rng, cout, cin), t64(rng, cout)
+    lw, lb = (t64(rng, cin), t64(rng, cin)) if affine else (None, None)
+    if affine:
+        gradcheck(lambda x, lw, lb, w, b: F.layer_norm_linear(x, lw, lb, w, b), [x, lw, lb, w, b])
+    gradcheck(lambda x, w: F.layer_norm_linear(x, lw, lb, w), [x, w])
+
+
+@pytest.mark.parametrize("n, k, cout", [(1, 1, 1), (3, 5, 7), (13, 11, 2)])
+@pytest.mark.parametrize("approximate", ["tanh", "none"])
+def test_gelu_linear(rng, n, k, cout, approximate):
+    h, w, b = t64(rng, 2, n, k), t64(rng, cout, k), t64(rng, cout)
+    gradcheck(lambda h, w, b: F.gelu_linear(h, w, b, approximate), [h, w, b])
+    gradcheck(lambda h, w: F.gelu_linear(h, w, None, approximate), [h, w])
+
+
+def _values_and_grads(fn, inputs):
+    out = fn(*inputs)
+    (out * out).sum().backward()
+    grads = [t.grad.numpy().copy() for t in inputs]
+    for t in inputs:
+        t.grad = None
+    return out.numpy().copy(), grads
+
+
+def test_fused_ops_equal_the_unfused_ones_bitwise(rng):
+    """The fused ops recompute with the same kernels in the same order: float32 results are identical."""
+    def t32(*shape):
+        return fg.tensor(rng.standard_normal(shape).astype(np.float32), requires_grad=True)
+
+    x, lw, lb, w, b = t32(3, 37, 67), t32(67), t32(67), t32(29, 67), t32(29)
+    fused = _values_and_grads(lambda *a: F.layer_norm_linear(*a), [x, lw, lb, w, b])
+    plain = _values_and_grads(lambda x, lw, lb, w, b: F.linear(F.layer_norm(x, (67,), lw, lb), w, b),
+                              [x, lw, lb, w, b])
+    np.testing.assert_array_equal(fused[0], plain[0])
+    for f, p in zip(fused[1], plain[1]):
+        np.testing.assert_array_equal(f, p)
+    h = t32(3, 37, 131)
+    w2 = t32(29, 131)
+    fused = _values_and_grads(lambda h, w, b: F.gelu_linear(h, w, b, "tanh"), [h, w2, b])
+    plain = _values_and_grads(lambda h, w, b: F.linear(F.gelu(h, "tanh"), w, b), [h, w2, b])
+    np.testing.assert_array_equal(fused[0], plain[0])
+    for f, p in zip(fused[1], plain[1]):
+        np.testing.assert_array_equal(f, p)
+
+
+def test_fused_ops_check_shapes(rng):
+    x, w = t64(rng, 3, 5), t64(rng, 4, 6)
+    with pytest.raises(ValueError, match="layer_norm_linear.*expected weight \\(out_features, 5\\)"):
+        F.layer_norm_linear(x, None, None, w)
+    with pytest.raises(ValueError, match="gelu_linear.*expected weight \\(out_features, 5\\)"):
+        F.gelu_linear(x, w)
+    with pytest.raises(ValueError, match="bias has shape \\(3,\\), expected \\(4,\\)"):
+        F.gelu_linear(t64(rng, 3, 6), w, t64(rng, 3))
+
+
 @pytest.mark.parametrize("approximate", ["tanh", "none"])
 def test_gelu(rng, approximate):
     gradcheck(lambda x: F.gelu(x, approximate=approximate), [t64(rng, 3, 7)])

@@ -47,6 +47,28 @@ def test_repeated_workload_stops_asking_the_os():
     assert after["alloc_requests"] > before["alloc_requests"]
 
 
+def test_a_large_request_borrows_a_free_block_of_a_larger_class():
+    """A large request whose class has no free block takes the smallest free block up to twice its
+    size instead of asking the OS; freed, the block goes back to its own class."""
+    fg.empty_cache()
+    big = fg.empty(3 << 18)  # 3 MiB (a class of its own)
+    del big
+    s0 = fg.memory_stats()
+    small = fg.empty(5 << 17)  # 2.5 MiB: no free block of its class, borrows the 3 MiB one
+    s1 = fg.memory_stats()
+    assert s1["os_allocations"] == s0["os_allocations"] and s1["pool_hits"] == s0["pool_hits"] + 1
+    assert s1["current_bytes"] - s0["current_bytes"] == 3 << 20  # it occupies the whole lent block
+    del small
+    assert fg.memory_stats()["current_bytes"] == s0["current_bytes"]
+    again = fg.empty(3 << 18)  # the block is back in the 3 MiB class
+    assert fg.memory_stats()["os_allocations"] == s0["os_allocations"]
+    del again
+    far = fg.empty(1 << 18)  # 1 MiB: the 3 MiB block is more than twice its size
+    assert fg.memory_stats()["os_allocations"] == s0["os_allocations"] + 1
+    del far
+    fg.empty_cache()
+
+
 def test_empty_cache_releases_reserved_memory():
     t = fg.empty(1 << 18)
     del t

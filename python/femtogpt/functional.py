@@ -17,7 +17,8 @@ from .graph import Tensor, make_result, tensor
 
 __all__ = [
     "linear", "matmul", "gelu", "relu", "layer_norm", "softmax", "log_softmax", "cross_entropy",
-    "embedding", "dropout", "scaled_dot_product_attention", "causal_self_attention", "add", "sub", "mul", "scale", "neg",
+    "embedding", "dropout", "scaled_dot_product_attention", "causal_self_attention", "layer_norm_linear",
+    "gelu_linear", "add", "sub", "mul", "scale", "neg",
     "reshape", "permute", "transpose", "split", "chunk", "cat", "sum", "mean",
 ]
 
@@ -67,26 +68,28 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     return make_result(out, (a, b), backward)
 
 
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """x (..., in), weight (out, in), bias (out,) -> (..., out)."""
+def _check_linear(name: str, x: Tensor, weight: Tensor, bias: Tensor | None) -> int:
+    """The input features of x (..., in) once weight (out, in) and bias (out,) are checked to match."""
     in_f = x.shape[-1] if x.ndim else None
     if weight.ndim != 2 or in_f != weight.shape[1]:
-        raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape {weight.shape} "
+        raise ValueError(f"{name}: input of shape {x.shape} does not match weight of shape {weight.shape} "
                          f"(expected weight (out_features, {in_f}))")
     if bias is not None and bias.shape != (weight.shape[0],):
-        raise ValueError(f"linear: bias has shape {bias.shape}, expected ({weight.shape[0]},)")
+        raise ValueError(f"{name}: bias has shape {bias.shape}, expected ({weight.shape[0]},)")
+    return in_f
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """x (..., in), weight (out, in), bias (out,) -> (..., out)."""
+    in_f = _check_linear("linear", x, weight, bias)
     x2 = x._impl.view([-1, in_f])
-    out = _core.matmul(x2, weight._impl, trans_b=True)  # (N, out)
-    if bias is not None:
-        out = _core.add(out, bias._impl)
+    out = _linear_forward(x2, weight, bias)  # (N, out)
     out_shape = list(x.shape[:-1]) + [weight.shape[0]]
+    x_shape, need_dx = list(x.shape), x.requires_grad
 
     def backward(g):
-        g2 = g.view([-1, out_shape[-1]])
-        dx = _core.matmul(g2, weight._impl).view(list(x.shape)) if x.requires_grad else None
-        dw = _core.matmul(g2, x2, trans_a=True) if weight.requires_grad else None
-        db = _core.sum_to_suffix(g2, [out_shape[-1]]) if bias is not None and bias.requires_grad else None
-        return dx, dw, db
+        dx, dw, db = _linear_backward(g.view([-1, out_shape[-1]]), x2, weight, bias, need_dx)
+        return (None if dx is None else dx.view(x_shape)), dw, db
 
     return make_result(out.view(out_shape), (x, weight, bias), backward)
 
@@ -241,6 +244,80 @@ def causal_self_attention(qkv: Tensor, n_head: int, impl: str = "flash", block_q
         return (_core.permute(dpacked, [1, 3, 0, 2, 4]).view([B, T, C3]),)
 
     return make_result(out, (qkv,), backward)
+
+
+# ---- fused ops that save less for backward -----------------------------------------------
+#
+# A GPT block keeps, for backward, the inputs of its matmuls. Two of those are
+# cheap elementwise functions of a tensor that backward needs anyway: the
+# layer-normalized input of the qkv and fc projections (a function of the block's
+# residual x and the per-row mean and rstd), and the GELU output that feeds the
+# MLP's down projection (a function of the fc output h). These ops save x or h
+# and recompute the cheap part in backward, using the same kernels in the same
+# order as the unfused ops, so values and gradients are bitwise the same.
+
+
+def _linear_backward(g2, a2, weight, bias, need_da: bool):
+    """Gradients of out (N, out) = a2 (N, in) @ weight^T + bias: (da, dweight, dbias)."""
+    da = _core.matmul(g2, weight._impl) if need_da else None
+    dw = _core.matmul(g2, a2, trans_a=True) if weight.requires_grad else None
+    db = _core.sum_to_suffix(g2, [g2.shape[-1]]) if bias is not None and bias.requires_grad else None
+    return da, dw, db
+
+
+def _linear_forward(a2, weight: Tensor, bias: Tensor | None):
+    out = _core.matmul(a2, weight._impl, trans_b=True)  # (N, out)
+    return out if bias is None else _core.add(out, bias._impl)
+
+
+def layer_norm_linear(x: Tensor, ln_weight: Tensor | None, ln_bias: Tensor | None, weight: Tensor,
+                      bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """linear(layer_norm(x), weight, bias): x (..., C), ln_weight/ln_bias (C,), weight (out, C) -> (..., out).
+
+    Saves x and the per-row mean and rstd, not the normalized copy of x.
+    """
+    C = _check_linear("layer_norm_linear", x, weight, bias)  # noqa: N806
+    lw = None if ln_weight is None else ln_weight._impl
+    lb = None if ln_bias is None else ln_bias._impl
+    xn, mean, rstd = _core.layernorm_forward(x._impl, lw, lb, float(eps))  # (..., C)
+    out = _linear_forward(xn.view([-1, C]), weight, bias)  # (N, out)
+    del xn
+    out_shape = list(x.shape[:-1]) + [weight.shape[0]]
+    x_impl, x_shape = x._impl, list(x.shape)
+    need_dx = x.requires_grad or ln_weight is not None and ln_weight.requires_grad or \
+        ln_bias is not None and ln_bias.requires_grad
+
+    def backward(g):
+        xn2 = _core.layernorm_forward(x_impl, lw, lb, float(eps))[0].view([-1, C])  # recomputed
+        dxn, dw, db = _linear_backward(g.view([-1, out_shape[-1]]), xn2, weight, bias, need_dx)
+        del xn2
+        if not need_dx:
+            return None, None, None, dw, db
+        dx, dlw, dlb = _core.layernorm_backward(dxn.view(x_shape), x_impl, lw, mean, rstd, lb is not None)
+        return dx, dlw, dlb, dw, db
+
+    return make_result(out.view(out_shape), (x, ln_weight, ln_bias, weight, bias), backward)
+
+
+def gelu_linear(h: Tensor, weight: Tensor, bias: Tensor | None = None, approximate: str = "none") -> Tensor:
+    """linear(gelu(h), weight, bias): h (..., K), weight (out, K) -> (..., out).
+
+    Saves h, not gelu(h): backward recomputes the activation (the MLP's largest tensor).
+    """
+    _check_float(h, "gelu_linear input")
+    K = _check_linear("gelu_linear", h, weight, bias)  # noqa: N806
+    out = _linear_forward(_core.gelu_forward(h._impl, approximate).view([-1, K]), weight, bias)
+    out_shape = list(h.shape[:-1]) + [weight.shape[0]]
+    h_impl, need_dh = h._impl, h.requires_grad
+
+    def backward(g):
+        a2 = _core.gelu_forward(h_impl, approximate).view([-1, K])  # recomputed
+        da, dw, db = _linear_backward(g.view([-1, out_shape[-1]]), a2, weight, bias, need_dh)
+        del a2
+        dh = _core.gelu_backward(da.view(list(h_impl.shape)), h_impl, approximate) if need_dh else None
+        return dh, dw, db
+
+    return make_result(out.view(out_shape), (h, weight, bias), backward)
 
 
 # ---- elementwise ------------------------------------------------------------------

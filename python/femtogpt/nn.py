@@ -100,6 +100,10 @@ class LayerNorm(Module):
     def forward(self, x: Tensor) -> Tensor:
         return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
 
+    def fused_linear(self, x: Tensor, linear: Linear) -> Tensor:
+        """linear(self(x)), keeping x rather than the normalized copy for backward."""
+        return F.layer_norm_linear(x, self.weight, self.bias, linear.weight, linear.bias, self.eps)
+
 
 class Dropout(Module):
     """Dropout whose masks come from a seeded counter, so runs are reproducible."""
@@ -131,9 +135,11 @@ class CausalSelfAttention(Module):
         self.n_embd = n_embd
         self.attention = attention
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, norm: LayerNorm | None = None) -> Tensor:
+        """attn(x), or attn(norm(x)) with the norm fused into the qkv projection (see F.layer_norm_linear)."""
         # x (B, T, C) -> qkv (B, T, 3C) -> per head q, k, v (B, H, T, D) -> causal attention -> y (B, T, C)
-        y = F.causal_self_attention(self.c_attn(x), self.n_head, impl=self.attention)
+        qkv = self.c_attn(x) if norm is None else norm.fused_linear(x, self.c_attn)
+        y = F.causal_self_attention(qkv, self.n_head, impl=self.attention)
         return self.resid_dropout(self.c_proj(y))
 
 
@@ -143,8 +149,11 @@ class MLP(Module):
         self.c_proj = Linear(4 * n_embd, n_embd, bias, rng, std=proj_std)
         self.dropout = Dropout(dropout, seed)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+    def forward(self, x: Tensor, norm: LayerNorm | None = None) -> Tensor:
+        """mlp(x), or mlp(norm(x)) with the norm fused into the first projection."""
+        h = self.c_fc(x) if norm is None else norm.fused_linear(x, self.c_fc)  # (B, T, 4C)
+        # c_proj(gelu(h)) as one op that keeps h, not gelu(h), for backward
+        return self.dropout(F.gelu_linear(h, self.c_proj.weight, self.c_proj.bias, approximate="tanh"))
 
 
 class Block(Module):
@@ -157,5 +166,5 @@ class Block(Module):
         self.mlp = MLP(n_embd, bias, dropout, rng, proj_std, seed * 2 + 2)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.ln_1(x))
-        return x + self.mlp(self.ln_2(x))
+        x = x + self.attn(x, norm=self.ln_1)  # = x + attn(ln_1(x))
+        return x + self.mlp(x, norm=self.ln_2)  # = x + mlp(ln_2(x))
