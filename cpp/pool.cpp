@@ -40,6 +40,7 @@ Pool& Pool::instance() {
 
 size_t Pool::size_class(size_t nbytes) {
     if (nbytes <= kAlignment) return kAlignment;
+    if (nbytes >= kLargeBytes) return (nbytes + kLargeGranule - 1) / kLargeGranule * kLargeGranule;
     // Four classes per power of two: 2^k, 1.25*2^k, 1.5*2^k, 1.75*2^k (at most 25% waste).
     size_t top = size_t(1) << (63 - __builtin_clzll(nbytes));
     size_t step = top / 4;
@@ -50,13 +51,26 @@ size_t Pool::size_class(size_t nbytes) {
 void* Pool::allocate(size_t nbytes) {
     // Guard against sizes whose class computation would overflow.
     if (nbytes > (size_t(1) << 56)) throw std::bad_alloc();
-    size_t cls = size_class(nbytes);
+    const size_t cls = size_class(nbytes);
+    const bool large = cls >= kLargeBytes;
     {
         std::lock_guard<std::mutex> lock(mutex_);
         stats_.alloc_requests++;
         if (caching_) {
-            if (void* p = take_free_block(cls)) {
+            void* p = nullptr;
+            if (large) {
+                p = take_large(cls);
+            } else {
+                auto it = free_lists_.find(cls);
+                if (it != free_lists_.end() && !it->second.empty()) {
+                    p = it->second.back();
+                    it->second.pop_back();
+                    stats_.current_bytes += int64_t(cls);
+                }
+            }
+            if (p) {
                 stats_.pool_hits++;
+                if (stats_.current_bytes > stats_.peak_bytes) stats_.peak_bytes = stats_.current_bytes;
                 return p;
             }
         }
@@ -64,70 +78,102 @@ void* Pool::allocate(size_t nbytes) {
     void* p = os_allocate(cls);  // outside the lock: the OS call may be slow
     std::lock_guard<std::mutex> lock(mutex_);
     stats_.os_allocations++;
-    stats_.reserved_bytes += cls;
-    stats_.current_bytes += cls;
+    stats_.reserved_bytes += int64_t(cls);
+    stats_.current_bytes += int64_t(cls);
     if (stats_.current_bytes > stats_.peak_bytes) stats_.peak_bytes = stats_.current_bytes;
+    if (caching_ && large) {  // a new segment, wholly in use
+        large_blocks_.emplace(p, new Block{static_cast<char*>(p), cls, false, nullptr, nullptr});
+    }
     return p;
 }
 
-void* Pool::take_free_block(size_t cls) {
-    auto it = free_lists_.find(cls);
-    if (it == free_lists_.end() || it->second.empty()) {
-        it = free_lists_.end();
-        if (cls >= kLendMinBytes) {  // borrow the smallest larger free block
-            for (auto up = free_lists_.upper_bound(cls); up != free_lists_.end() && up->first <= cls * kLendMaxRatio;
-                 ++up) {
-                if (!up->second.empty()) {
-                    it = up;
-                    break;
-                }
-            }
-        }
-        if (it == free_lists_.end()) return nullptr;
+void* Pool::take_large(size_t size) {
+    auto it = free_large_.lower_bound({size, nullptr});  // best fit: the smallest free block that fits
+    if (it == free_large_.end()) return nullptr;
+    Block* block = large_blocks_.at(it->second);
+    free_large_.erase(it);
+    if (block->size - size >= kLargeBytes) {  // split off the rest as a free block of its own
+        Block* rest = new Block{block->ptr + size, block->size - size, true, block, block->next};
+        if (block->next) block->next->prev = rest;
+        block->next = rest;
+        block->size = size;
+        large_blocks_.emplace(rest->ptr, rest);
+        free_large_.insert({rest->size, rest->ptr});
     }
-    void* p = it->second.back();
-    it->second.pop_back();
-    if (it->first != cls) lent_.emplace(p, it->first);
-    stats_.current_bytes += int64_t(it->first);
-    if (stats_.current_bytes > stats_.peak_bytes) stats_.peak_bytes = stats_.current_bytes;
-    return p;
+    block->free = false;
+    stats_.current_bytes += int64_t(block->size);
+    return block->ptr;
+}
+
+void Pool::give_back_large(Block* block) {
+    stats_.current_bytes -= int64_t(block->size);
+    block->free = true;
+    // Merge with free neighbours (they are in free_large_ under their old sizes).
+    auto absorb_next = [&](Block* b) {
+        Block* n = b->next;
+        free_large_.erase({n->size, n->ptr});
+        large_blocks_.erase(n->ptr);
+        b->size += n->size;
+        b->next = n->next;
+        if (n->next) n->next->prev = b;
+        delete n;
+    };
+    if (block->next && block->next->free) absorb_next(block);
+    if (block->prev && block->prev->free) {
+        Block* p = block->prev;
+        free_large_.erase({p->size, p->ptr});
+        absorb_next(p);
+        block = p;
+    }
+    free_large_.insert({block->size, block->ptr});
 }
 
 void Pool::deallocate(void* ptr, size_t nbytes) {
     if (!ptr) return;
-    size_t cls = size_class(nbytes);
+    const size_t cls = size_class(nbytes);
     {
         std::lock_guard<std::mutex> lock(mutex_);
-        if (!lent_.empty()) {
-            auto lent = lent_.find(ptr);
-            if (lent != lent_.end()) {
-                cls = lent->second;
-                lent_.erase(lent);
-            }
-        }
-        stats_.current_bytes -= cls;
         if (caching_) {
-            free_lists_[cls].push_back(ptr);
+            if (cls >= kLargeBytes) {
+                give_back_large(large_blocks_.at(ptr));
+            } else {
+                stats_.current_bytes -= int64_t(cls);
+                free_lists_[cls].push_back(ptr);
+            }
             return;
         }
-        stats_.reserved_bytes -= cls;
+        stats_.current_bytes -= int64_t(cls);
+        stats_.reserved_bytes -= int64_t(cls);
         stats_.os_frees++;
     }
     std::free(ptr);
 }
 
 void Pool::empty_cache() {
-    std::map<size_t, std::vector<void*>> lists;
+    std::vector<void*> release;
     {
         std::lock_guard<std::mutex> lock(mutex_);
-        lists.swap(free_lists_);
-        for (auto& [cls, blocks] : lists) {
+        for (auto& [cls, blocks] : free_lists_) {
             stats_.reserved_bytes -= int64_t(cls * blocks.size());
-            stats_.os_frees += int64_t(blocks.size());
+            release.insert(release.end(), blocks.begin(), blocks.end());
         }
+        free_lists_.clear();
+        // Large tier: a segment can go back only when it is one free block.
+        for (auto it = free_large_.begin(); it != free_large_.end();) {
+            Block* b = large_blocks_.at(it->second);
+            if (b->prev || b->next) {
+                ++it;
+                continue;
+            }
+            stats_.reserved_bytes -= int64_t(b->size);
+            release.push_back(b->ptr);
+            large_blocks_.erase(b->ptr);
+            delete b;
+            it = free_large_.erase(it);
+        }
+        stats_.os_frees += int64_t(release.size());
     }
-    for (auto& [cls, blocks] : lists)
-        for (void* p : blocks) std::free(p);
+    for (void* p : release) std::free(p);
 }
 
 PoolStats Pool::stats() const {

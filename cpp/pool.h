@@ -1,28 +1,36 @@
 // Caching allocator: every tensor's bytes (and kernels' scratch) come from here.
 //
-// Requests are rounded up to a size class (4 classes per power of two, at least
-// 64 bytes); a freed block goes back to its class's free list and is handed out
-// again to the next request of that class, so a repeated workload stops asking
-// the OS for memory after warm-up. Blocks are 64-byte aligned. All methods are
-// thread-safe. FEMTOGPT_POOL=0 in the environment switches caching off: every
-// free goes straight back to the OS (for comparisons).
+// Two tiers, so that a repeated workload stops asking the OS for memory after
+// warm-up while holding little more than its peak:
+// - Small requests (under kLargeBytes) are rounded up to a size class (4 classes
+//   per power of two, at least 64 bytes); a freed block goes back to its class's
+//   free list for the next request of that class.
+// - Large requests (activations, gradients) are rounded up to kLargeGranule and
+//   carved best-fit out of segments taken from the OS, as in PyTorch's caching
+//   allocator: a free block larger than needed is split, and a freed block merges
+//   with free neighbours of its segment. A training step's forward and backward
+//   need large blocks of different sizes at different times; with fixed classes
+//   the pool would hold every class's own high-water mark at once.
+// Blocks are 64-byte aligned. All methods are thread-safe. FEMTOGPT_POOL=0 in the
+// environment switches caching off: every free goes straight back to the OS.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
-#include <map>
 #include <mutex>
+#include <set>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace femtogpt {
 
 struct PoolStats {
-    int64_t current_bytes = 0;   // bytes handed out and not yet freed (class sizes)
+    int64_t current_bytes = 0;   // bytes handed out and not yet freed (rounded sizes)
     int64_t peak_bytes = 0;      // high-water mark of current_bytes since the last reset
     int64_t reserved_bytes = 0;  // bytes held from the OS: in use plus cached
     int64_t alloc_requests = 0;  // calls to allocate()
-    int64_t pool_hits = 0;       // requests served from a free list
+    int64_t pool_hits = 0;       // requests served from cached memory
     int64_t os_allocations = 0;  // requests that went to the OS
     int64_t os_frees = 0;        // blocks returned to the OS
 };
@@ -48,16 +56,27 @@ class Pool {
 
     static size_t size_class(size_t nbytes);  // the rounded size a request occupies
 
-  private:
-    static constexpr size_t kLendMinBytes = size_t(1) << 20;
-    static constexpr size_t kLendMaxRatio = 2;
+    static constexpr size_t kLargeBytes = size_t(1) << 18;    // requests from here on are "large"
+    static constexpr size_t kLargeGranule = size_t(1) << 16;  // large sizes are multiples of this
 
-    void* take_free_block(size_t cls);  // with mutex_ held; nullptr when none fits
+  private:
+    // A piece of a segment (one OS allocation); neighbours link the segment's pieces in address order.
+    struct Block {
+        char* ptr;
+        size_t size;
+        bool free;
+        Block* prev;
+        Block* next;
+    };
+
+    void* take_large(size_t size);         // with mutex_ held; nullptr when no free block fits
+    void give_back_large(Block* block);    // with mutex_ held: mark free, merge with free neighbours
 
     bool caching_;
     mutable std::mutex mutex_;
-    std::map<size_t, std::vector<void*>> free_lists_;  // by class, ordered for lending
-    std::unordered_map<void*, size_t> lent_;            // lent block -> its own class
+    std::unordered_map<size_t, std::vector<void*>> free_lists_;  // small tier, by class
+    std::set<std::pair<size_t, char*>> free_large_;             // large tier: free blocks by (size, address)
+    std::unordered_map<void*, Block*> large_blocks_;            // large tier: every block by address
     PoolStats stats_;
 };
 

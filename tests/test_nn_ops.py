@@ -274,6 +274,9 @@ def test_gelu(each_isa, rng, approximate, dtype, n):
     dx = A(_core.gelu_backward(T(g), T(x), approximate))
     np.testing.assert_allclose(dx, g * np_gelu_grad(x, approximate), **tol(dtype))
     np.testing.assert_allclose(out, A(R.gelu_forward(T(x), approximate)), **tol(dtype))
+    gt = T(g)  # the in-place variant writes the same dx over its dout
+    assert A(_core.gelu_backward_(gt, T(x), approximate)).tobytes() == dx.tobytes()
+    assert A(gt).tobytes() == dx.tobytes()
 
 
 @pytest.mark.parametrize("approximate", ["tanh", "none"])

@@ -47,26 +47,62 @@ def test_repeated_workload_stops_asking_the_os():
     assert after["alloc_requests"] > before["alloc_requests"]
 
 
-def test_a_large_request_borrows_a_free_block_of_a_larger_class():
-    """A large request whose class has no free block takes the smallest free block up to twice its
-    size instead of asking the OS; freed, the block goes back to its own class."""
+MiB = 1 << 18  # float32 elements in one MiB
+
+
+def test_large_blocks_split_and_merge():
+    """Large requests are carved out of free segments (best fit, split) and freed neighbours merge."""
     fg.empty_cache()
-    big = fg.empty(3 << 18)  # 3 MiB (a class of its own)
-    del big
+    seg = fg.empty(8 * MiB)
+    del seg
     s0 = fg.memory_stats()
-    small = fg.empty(5 << 17)  # 2.5 MiB: no free block of its class, borrows the 3 MiB one
+    a, b = fg.empty(3 * MiB), fg.empty(5 * MiB)  # both carved out of the free 8 MiB segment
     s1 = fg.memory_stats()
-    assert s1["os_allocations"] == s0["os_allocations"] and s1["pool_hits"] == s0["pool_hits"] + 1
-    assert s1["current_bytes"] - s0["current_bytes"] == 3 << 20  # it occupies the whole lent block
-    del small
-    assert fg.memory_stats()["current_bytes"] == s0["current_bytes"]
-    again = fg.empty(3 << 18)  # the block is back in the 3 MiB class
+    assert s1["os_allocations"] == s0["os_allocations"] and s1["pool_hits"] == s0["pool_hits"] + 2
+    assert s1["current_bytes"] - s0["current_bytes"] == 8 << 20
+    assert s1["reserved_bytes"] == s0["reserved_bytes"]
+    del a, b  # the two pieces merge back into one 8 MiB block
+    whole = fg.empty(8 * MiB)
     assert fg.memory_stats()["os_allocations"] == s0["os_allocations"]
-    del again
-    far = fg.empty(1 << 18)  # 1 MiB: the 3 MiB block is more than twice its size
-    assert fg.memory_stats()["os_allocations"] == s0["os_allocations"] + 1
-    del far
+    del whole
+    fg.empty_cache()  # a wholly free segment goes back to the OS
+    s = fg.memory_stats()
+    assert s["reserved_bytes"] == s["current_bytes"]
+
+
+def test_large_requests_take_the_best_fitting_block():
     fg.empty_cache()
+    small_seg, big_seg = fg.empty(4 * MiB), fg.empty(8 * MiB)
+    del small_seg, big_seg
+    s0 = fg.memory_stats()
+    a = fg.empty(4 * MiB)  # fits both: takes the 4 MiB one, leaving the 8 MiB one whole
+    b = fg.empty(8 * MiB)
+    assert fg.memory_stats()["os_allocations"] == s0["os_allocations"]
+    c = fg.empty(1 * MiB)  # nothing free left: a new segment
+    assert fg.memory_stats()["os_allocations"] == s0["os_allocations"] + 1
+    del a, b, c
+    fg.empty_cache()
+
+
+def test_live_tensors_never_overlap_under_churn():
+    """Random large and small allocations and frees: every live tensor keeps its own contents."""
+    rng = np.random.default_rng(0)
+    start = fg.memory_stats()["current_bytes"]
+    live = {}
+    for step in range(400):
+        if live and rng.random() < 0.45:
+            key = list(live)[rng.integers(len(live))]
+            t, value = live.pop(key)
+            assert np.all(t.numpy() == value), "a live tensor was overwritten"
+        else:
+            n = int(rng.choice([rng.integers(1, 5000), rng.integers(MiB // 4, 6 * MiB)]))
+            t = fg.empty(n)
+            fg._core.fill_(t._impl, float(step))
+            live[step] = (t, float(step))
+    for t, value in live.values():
+        assert np.all(t.numpy() == value)
+    del live, t
+    assert fg.memory_stats()["current_bytes"] == start
 
 
 def test_empty_cache_releases_reserved_memory():

@@ -86,6 +86,9 @@ def test_add_mul_broadcast(ashape, bshape, dtype):
     got = arr(_core.mul(t(a), t(b)))
     assert got.shape == expect_shape
     np.testing.assert_allclose(got, a64 * b64, **tol(dtype))
+    dst = t(a)  # in place (a bias added to a matmul's output): the same kernel, the same bits
+    _core.add_(dst, t(b), -0.37)
+    assert arr(dst).tobytes() == arr(_core.add(t(a), t(b), -0.37)).tobytes()
 
 
 @pytest.mark.parametrize("ashape,bshape", [((3, 5), (3,)), ((3, 5), (5, 3)), ((5,), (2, 5)), ((2, 3), (2, 1)),
@@ -144,8 +147,10 @@ def test_scale_add_inplace(shape, dtype):
 
 
 def test_add_inplace_shape_mismatch():
-    with pytest.raises(ValueError, match=r"\(3, 4\).*\(4,\)"):
-        _core.add_(t(rand((3, 4), np.float32)), t(rand((4,), np.float32)))
+    with pytest.raises(ValueError, match=r"\(4, 3\).*\(3, 4\)"):
+        _core.add_(t(rand((3, 4), np.float32)), t(rand((4, 3), np.float32)))
+    with pytest.raises(ValueError, match=r"\(3, 4\).*\(4,\)"):  # dst does not broadcast onto src
+        _core.add_(t(rand((4,), np.float32)), t(rand((3, 4), np.float32)))
 
 
 def test_add_inplace_partial_overlap_rejected():

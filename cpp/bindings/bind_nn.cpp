@@ -32,6 +32,13 @@ void register_pairs(py::module_& m, bool ref) {
         nogil release;
         return ops::gelu_backward(dout, x, approximate, ref);
     }, py::arg("dout"), py::arg("x"), py::arg("approximate") = "tanh");
+    if (!ref) {
+        m.def("gelu_backward_", [](Tensor& dout, const Tensor& x, const std::string& approximate) {
+            nogil release;
+            return ops::gelu_backward_inplace(dout, x, approximate);
+        }, py::arg("dout"), py::arg("x"), py::arg("approximate") = "tanh",
+           "gelu_backward writing dx over dout (a gradient the caller owns alone); returns dout");
+    }
     m.def("softmax_forward", [ref](const Tensor& x) {
         nogil release;
         return ops::softmax_forward(x, ref);

@@ -24,7 +24,7 @@ void register_tensorops(py::module_& m) {
     m.def("add_", [](const Tensor& dst, const Tensor& src, double alpha) {
         nogil release;
         ops::add_(dst, src, alpha);
-    }, py::arg("dst"), py::arg("src"), py::arg("alpha") = 1.0, "dst += alpha * src in place (same shapes).");
+    }, py::arg("dst"), py::arg("src"), py::arg("alpha") = 1.0, "dst += alpha * src in place; src has dst's shape, a suffix of it, or one element.");
     m.def("fill_", [](const Tensor& dst, double value) {
         nogil release;
         ops::fill_(dst, value);

@@ -11,10 +11,11 @@ namespace femtogpt::cpu {
 
 namespace {
 
-// Applies op(out[i], a[i], b[i % nb]) over [begin, end) as runs that do not wrap
-// around b, so each inner loop is a plain vectorizable stride-1 loop.
+// Applies out[i] = op(a[i], b[i % nb]) over [begin, end) as runs that do not wrap
+// around b, so each inner loop is a plain vectorizable stride-1 loop. out may be
+// a (in place), so the two are not declared __restrict.
 template <typename T, typename Op>
-inline void bcast_range(T* __restrict out, const T* __restrict a, const T* __restrict b, int64_t begin, int64_t end,
+inline void bcast_range(T* out, const T* a, const T* __restrict b, int64_t begin, int64_t end,
                         int64_t nb, Op op) {
     if (nb == 1) {
         const T b0 = b[0];
@@ -25,8 +26,8 @@ inline void bcast_range(T* __restrict out, const T* __restrict a, const T* __res
     while (i < end) {
         int64_t j = i % nb;
         int64_t len = std::min(nb - j, end - i);
-        T* __restrict o = out + i;
-        const T* __restrict x = a + i;
+        T* o = out + i;
+        const T* x = a + i;
         const T* __restrict y = b + j;
         for (int64_t k = 0; k < len; k++) o[k] = op(x[k], y[k]);
         i += len;

@@ -17,7 +17,7 @@
 
 namespace femtogpt::cpu {
 
-// out (n) <- a (n) + alpha * b (nb), b repeating every nb elements.
+// out (n) <- a (n) + alpha * b (nb), b repeating every nb elements; out may be a (in place).
 template <typename T>
 void add(T* out, const T* a, const T* b, int64_t n, int64_t nb, T alpha);
 template <typename T>

@@ -106,20 +106,34 @@ Tensor gelu_forward(const Tensor& x, const std::string& approximate, bool refere
     return out;
 }
 
-Tensor gelu_backward(const Tensor& dout, const Tensor& x, const std::string& approximate, bool reference) {
-    const char* op = "gelu_backward";
+namespace {
+
+// dx (n) <- dout (n) * gelu'(x (n)); dx may be dout (the kernels are elementwise).
+void gelu_backward_into(Tensor& dx, const Tensor& dout, const Tensor& x, const std::string& approximate,
+                        bool reference, const char* op) {
     check_float(x, "gelu_backward: x");
     check_float_like(dout, x, op, "dout");
     check_same_shape(dout, x, op, "dout", "x");
     auto approx = parse_approx(approximate, op);
     check_cpu(x, op);
-    Tensor dx = Tensor::empty(x.shape(), x.dtype(), x.device());
     dispatch_float(x.dtype(), [&](auto tag) {
         using T = decltype(tag);
         auto kernel = reference ? cpu::gelu_backward_reference<T> : cpu::gelu_backward<T>;
         kernel(dx.data<T>(), dout.data<T>(), x.data<T>(), x.numel(), approx);
     });
+}
+
+}  // namespace
+
+Tensor gelu_backward(const Tensor& dout, const Tensor& x, const std::string& approximate, bool reference) {
+    Tensor dx = Tensor::empty(x.shape(), x.dtype(), x.device());
+    gelu_backward_into(dx, dout, x, approximate, reference, "gelu_backward");
     return dx;
+}
+
+Tensor gelu_backward_inplace(Tensor& dout, const Tensor& x, const std::string& approximate) {
+    gelu_backward_into(dout, dout, x, approximate, false, "gelu_backward_");
+    return dout;
 }
 
 Tensor relu_forward(const Tensor& x) {

@@ -33,6 +33,8 @@ std::tuple<Tensor, OptTensor, OptTensor> layernorm_backward(const Tensor& dout, 
 Tensor gelu_forward(const Tensor& x, const std::string& approximate, bool reference = false);
 // dout (any), x (same) -> dx (same)
 Tensor gelu_backward(const Tensor& dout, const Tensor& x, const std::string& approximate, bool reference = false);
+// The same, writing dx over dout (which must own its memory alone: the caller's fresh gradient); returns dout.
+Tensor gelu_backward_inplace(Tensor& dout, const Tensor& x, const std::string& approximate);
 // x (any) -> out (same)
 Tensor relu_forward(const Tensor& x);
 // dout (any), out (same: relu's output) -> dx (same)

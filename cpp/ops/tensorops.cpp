@@ -88,9 +88,16 @@ Tensor scale(const Tensor& a, double s) {
 
 void add_(const Tensor& dst, const Tensor& src, double alpha) {
     check_binary(dst, src, "add_");
-    FG_CHECK(dst.shape() == src.shape(), "add_: shapes differ: dst ", shape_str(dst.shape()), ", src ",
-             shape_str(src.shape()));
     FG_CHECK(!detail::partial_overlap(dst, src), "add_: dst and src are different but overlapping views of one storage");
+    if (dst.shape() != src.shape()) {  // src broadcast as a suffix of dst's shape (a bias): the kernel of add
+        int64_t nb = broadcast_period(dst, src, "add_");
+        if (dst.numel() == 0) return;
+        dispatch_float(dst.dtype(), [&](auto t) {
+            using T = decltype(t);
+            cpu::add<T>(dst.data<T>(), dst.data<T>(), src.data<T>(), dst.numel(), nb, T(alpha));
+        });
+        return;
+    }
     dispatch_float(dst.dtype(), [&](auto t) {
         using T = decltype(t);
         if (dst.raw_data() == src.raw_data()) {  // x += alpha * x

@@ -239,8 +239,9 @@ def causal_self_attention(qkv: Tensor, n_head: int, impl: str = "flash", block_q
         gy = _core.permute(g.view([B, T, H, D]), [0, 2, 1, 3])  # (B, H, T, D)
         y = _core.permute(out.view([B, T, H, D]), [0, 2, 1, 3])  # (B, H, T, D)
         dq, dk, dv = _core.attention_backward(gy, q, k, v, y, saved, *args)
-        del y
+        del y, gy  # free each temporary as soon as it is used: this is the peak of a training step
         dpacked = _core.concat([dq, dk, dv], 0).view([3, B, H, T, D])
+        del dq, dk, dv
         return (_core.permute(dpacked, [1, 3, 0, 2, 4]).view([B, T, C3]),)
 
     return make_result(out, (qkv,), backward)
@@ -257,17 +258,24 @@ def causal_self_attention(qkv: Tensor, n_head: int, impl: str = "flash", block_q
 # order as the unfused ops, so values and gradients are bitwise the same.
 
 
+def _linear_param_grads(g2, a2, weight, bias):
+    """(dweight, dbias) of out (N, out) = a2 (N, in) @ weight^T + bias, from g2 (N, out)."""
+    dw = _core.matmul(g2, a2, trans_a=True) if weight.requires_grad else None
+    db = _core.sum_to_suffix(g2, [g2.shape[-1]]) if bias is not None and bias.requires_grad else None
+    return dw, db
+
+
 def _linear_backward(g2, a2, weight, bias, need_da: bool):
     """Gradients of out (N, out) = a2 (N, in) @ weight^T + bias: (da, dweight, dbias)."""
     da = _core.matmul(g2, weight._impl) if need_da else None
-    dw = _core.matmul(g2, a2, trans_a=True) if weight.requires_grad else None
-    db = _core.sum_to_suffix(g2, [g2.shape[-1]]) if bias is not None and bias.requires_grad else None
-    return da, dw, db
+    return (da, *_linear_param_grads(g2, a2, weight, bias))
 
 
 def _linear_forward(a2, weight: Tensor, bias: Tensor | None):
     out = _core.matmul(a2, weight._impl, trans_b=True)  # (N, out)
-    return out if bias is None else _core.add(out, bias._impl)
+    if bias is not None:
+        _core.add_(out, bias._impl)  # in place: out is ours alone
+    return out
 
 
 def layer_norm_linear(x: Tensor, ln_weight: Tensor | None, ln_bias: Tensor | None, weight: Tensor,
@@ -288,11 +296,13 @@ def layer_norm_linear(x: Tensor, ln_weight: Tensor | None, ln_bias: Tensor | Non
         ln_bias is not None and ln_bias.requires_grad
 
     def backward(g):
+        g2 = g.view([-1, out_shape[-1]])
         xn2 = _core.layernorm_forward(x_impl, lw, lb, float(eps))[0].view([-1, C])  # recomputed
-        dxn, dw, db = _linear_backward(g.view([-1, out_shape[-1]]), xn2, weight, bias, need_dx)
-        del xn2
+        dw, db = _linear_param_grads(g2, xn2, weight, bias)
+        del xn2  # before dxn is made: the two never coexist
         if not need_dx:
             return None, None, None, dw, db
+        dxn = _core.matmul(g2, weight._impl)
         dx, dlw, dlb = _core.layernorm_backward(dxn.view(x_shape), x_impl, lw, mean, rstd, lb is not None)
         return dx, dlw, dlb, dw, db
 
@@ -311,11 +321,15 @@ def gelu_linear(h: Tensor, weight: Tensor, bias: Tensor | None = None, approxima
     h_impl, need_dh = h._impl, h.requires_grad
 
     def backward(g):
+        g2 = g.view([-1, out_shape[-1]])
         a2 = _core.gelu_forward(h_impl, approximate).view([-1, K])  # recomputed
-        da, dw, db = _linear_backward(g.view([-1, out_shape[-1]]), a2, weight, bias, need_dh)
-        del a2
-        dh = _core.gelu_backward(da.view(list(h_impl.shape)), h_impl, approximate) if need_dh else None
-        return dh, dw, db
+        dw, db = _linear_param_grads(g2, a2, weight, bias)
+        del a2  # before da is made: the two (..., K) tensors never coexist
+        if not need_dh:
+            return None, dw, db
+        da = _core.matmul(g2, weight._impl)
+        # dh overwrites da, the (..., K) gradient that only this op holds
+        return _core.gelu_backward_(da.view(list(h_impl.shape)), h_impl, approximate), dw, db
 
     return make_result(out.view(out_shape), (h, weight, bias), backward)
 

@@ -135,8 +135,7 @@ class GPT(Module):
         else:
             for block in self.h:
                 x = block(x)
-        x = self.ln_f(x)
-        logits = F.linear(x, self.wte.weight)  # (B, T, V), weights tied to the token embedding
+        logits = self.ln_f.fused_linear(x, self.wte.weight)  # (B, T, V): lm_head(ln_f(x)), tied to wte
         if targets is None:
             return logits, None
         targets = self._check_idx(targets, "targets")

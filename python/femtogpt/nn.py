@@ -100,9 +100,9 @@ class LayerNorm(Module):
     def forward(self, x: Tensor) -> Tensor:
         return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
 
-    def fused_linear(self, x: Tensor, linear: Linear) -> Tensor:
-        """linear(self(x)), keeping x rather than the normalized copy for backward."""
-        return F.layer_norm_linear(x, self.weight, self.bias, linear.weight, linear.bias, self.eps)
+    def fused_linear(self, x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+        """F.linear(self(x), weight, bias), keeping x rather than the normalized copy for backward."""
+        return F.layer_norm_linear(x, self.weight, self.bias, weight, bias, self.eps)
 
 
 class Dropout(Module):
@@ -138,7 +138,7 @@ class CausalSelfAttention(Module):
     def forward(self, x: Tensor, norm: LayerNorm | None = None) -> Tensor:
         """attn(x), or attn(norm(x)) with the norm fused into the qkv projection (see F.layer_norm_linear)."""
         # x (B, T, C) -> qkv (B, T, 3C) -> per head q, k, v (B, H, T, D) -> causal attention -> y (B, T, C)
-        qkv = self.c_attn(x) if norm is None else norm.fused_linear(x, self.c_attn)
+        qkv = self.c_attn(x) if norm is None else norm.fused_linear(x, self.c_attn.weight, self.c_attn.bias)
         y = F.causal_self_attention(qkv, self.n_head, impl=self.attention)
         return self.resid_dropout(self.c_proj(y))
 
@@ -151,7 +151,7 @@ class MLP(Module):
 
     def forward(self, x: Tensor, norm: LayerNorm | None = None) -> Tensor:
         """mlp(x), or mlp(norm(x)) with the norm fused into the first projection."""
-        h = self.c_fc(x) if norm is None else norm.fused_linear(x, self.c_fc)  # (B, T, 4C)
+        h = self.c_fc(x) if norm is None else norm.fused_linear(x, self.c_fc.weight, self.c_fc.bias)  # (B, T, 4C)
         # c_proj(gelu(h)) as one op that keeps h, not gelu(h), for backward
         return self.dropout(F.gelu_linear(h, self.c_proj.weight, self.c_proj.bias, approximate="tanh"))
 
