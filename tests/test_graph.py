@@ -80,6 +80,22 @@ def test_fused_ops_equal_the_unfused_ones_bitwise(rng):
         np.testing.assert_array_equal(f, p)
 
 
+def test_gelu_linear_without_output_records_the_same_backward(rng):
+    """output=False (a checkpoint's recomputation) skips the product but gives the same gradients."""
+    h, w, b = t64(rng, 2, 5, 7), t64(rng, 3, 7), t64(rng, 3)
+    g = rng.standard_normal((2, 5, 3))
+    full = F.gelu_linear(h, w, b, "tanh")
+    full.backward(g)
+    expect = [t.grad.numpy().copy() for t in (h, w, b)]
+    for t in (h, w, b):
+        t.grad = None
+    lazy = F.gelu_linear(h, w, b, "tanh", output=False)
+    assert lazy.shape == full.shape and not lazy.numpy().any()
+    lazy.backward(g)
+    for t, e in zip((h, w, b), expect):
+        np.testing.assert_array_equal(t.grad.numpy(), e)
+
+
 def test_fused_ops_check_shapes(rng):
     x, w = t64(rng, 3, 5), t64(rng, 4, 6)
     with pytest.raises(ValueError, match="layer_norm_linear.*expected weight \\(out_features, 5\\)"):

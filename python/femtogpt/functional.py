@@ -309,15 +309,22 @@ def layer_norm_linear(x: Tensor, ln_weight: Tensor | None, ln_bias: Tensor | Non
     return make_result(out.view(out_shape), (x, ln_weight, ln_bias, weight, bias), backward)
 
 
-def gelu_linear(h: Tensor, weight: Tensor, bias: Tensor | None = None, approximate: str = "none") -> Tensor:
+def gelu_linear(h: Tensor, weight: Tensor, bias: Tensor | None = None, approximate: str = "none",
+                output: bool = True) -> Tensor:
     """linear(gelu(h), weight, bias): h (..., K), weight (out, K) -> (..., out).
 
     Saves h, not gelu(h): backward recomputes the activation (the MLP's largest tensor).
+    output=False records the op for backward but returns zeros instead of computing the
+    product: for gradient checkpointing's recomputation of a block, whose output no
+    backward reads (backward needs only h and the gradient coming in).
     """
     _check_float(h, "gelu_linear input")
     K = _check_linear("gelu_linear", h, weight, bias)  # noqa: N806
-    out = _linear_forward(_core.gelu_forward(h._impl, approximate).view([-1, K]), weight, bias)
     out_shape = list(h.shape[:-1]) + [weight.shape[0]]
+    if output:
+        out = _linear_forward(_core.gelu_forward(h._impl, approximate).view([-1, K]), weight, bias)
+    else:
+        out = _core.zeros(out_shape, h.dtype, h.device)
     h_impl, need_dh = h._impl, h.requires_grad
 
     def backward(g):

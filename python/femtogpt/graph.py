@@ -362,7 +362,7 @@ def randn(*shape, seed=None, std: float = 1.0, dtype=np.float32, device: str = "
 # ---- gradient checkpointing ------------------------------------------------------------------
 
 
-def checkpoint(fn, x: Tensor, modules=()) -> Tensor:
+def checkpoint(fn, x: Tensor, modules=(), recompute=None) -> Tensor:
     """Run fn(x) without keeping its activations; recompute them during backward.
 
     The graph keeps only x. In backward, fn runs again on a detached copy of x
@@ -370,7 +370,11 @@ def checkpoint(fn, x: Tensor, modules=()) -> Tensor:
     parameters' .grad and yields x's gradient, exactly (bitwise) as without
     checkpointing. `modules`: the Dropout-like modules inside fn, whose call
     counters are rewound for the recomputation so that it draws the same masks.
+    `recompute`: what runs in backward instead of fn, when something cheaper
+    builds the same graph (e.g. one that skips ops whose output no backward
+    reads, like the last projection of a block); it must run the same modules.
     """
+    recompute = fn if recompute is None else recompute
     if not is_grad_enabled():
         return fn(x)
     counters_before = [m.calls for m in modules]
@@ -383,7 +387,7 @@ def checkpoint(fn, x: Tensor, modules=()) -> Tensor:
             m.calls = c
         inner_x = Tensor(x._impl, requires_grad=True)
         with enable_grad():
-            inner_out = fn(inner_x)
+            inner_out = recompute(inner_x)
         for m, c in zip(modules, counters_after):
             m.calls = c
         run_backward(inner_out, g)

@@ -131,7 +131,8 @@ class GPT(Module):
         k = self.config.checkpoint_every
         if k and self.training:
             for start in range(0, len(self.h), k):
-                x = checkpoint(self._segment(start, k), x, self._segment_dropouts[start])
+                x = checkpoint(self._segment(start, k), x, self._segment_dropouts[start],
+                               recompute=self._segment(start, k, output=False))
         else:
             for block in self.h:
                 x = block(x)
@@ -144,12 +145,14 @@ class GPT(Module):
         loss = F.cross_entropy(logits.view(B * T, self.config.vocab_size), Tensor(targets._impl.view([B * T])))
         return logits, loss
 
-    def _segment(self, start: int, k: int):
+    def _segment(self, start: int, k: int, output: bool = True):
+        """Blocks start..start+k-1 as one function. output=False is for recomputing them in backward:
+        the graph is the same, but the last block skips computing its output, which no backward reads."""
         blocks = self.h[start:start + k]
 
         def run(x):
-            for block in blocks:
-                x = block(x)
+            for i, block in enumerate(blocks):
+                x = block(x, output=output or i < len(blocks) - 1)
             return x
 
         return run

@@ -149,11 +149,15 @@ class MLP(Module):
         self.c_proj = Linear(4 * n_embd, n_embd, bias, rng, std=proj_std)
         self.dropout = Dropout(dropout, seed)
 
-    def forward(self, x: Tensor, norm: LayerNorm | None = None) -> Tensor:
-        """mlp(x), or mlp(norm(x)) with the norm fused into the first projection."""
+    def forward(self, x: Tensor, norm: LayerNorm | None = None, output: bool = True) -> Tensor:
+        """mlp(x), or mlp(norm(x)) with the norm fused into the first projection.
+
+        output=False records the same graph but skips the down projection's product (see F.gelu_linear).
+        """
         h = self.c_fc(x) if norm is None else norm.fused_linear(x, self.c_fc.weight, self.c_fc.bias)  # (B, T, 4C)
         # c_proj(gelu(h)) as one op that keeps h, not gelu(h), for backward
-        return self.dropout(F.gelu_linear(h, self.c_proj.weight, self.c_proj.bias, approximate="tanh"))
+        return self.dropout(F.gelu_linear(h, self.c_proj.weight, self.c_proj.bias, approximate="tanh",
+                                          output=output))
 
 
 class Block(Module):
@@ -165,6 +169,7 @@ class Block(Module):
         self.ln_2 = LayerNorm(n_embd, bias)
         self.mlp = MLP(n_embd, bias, dropout, rng, proj_std, seed * 2 + 2)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, output: bool = True) -> Tensor:
+        """x (B, T, C) -> (B, T, C). output=False: only the graph, for a checkpoint's recomputation."""
         x = x + self.attn(x, norm=self.ln_1)  # = x + attn(ln_1(x))
-        return x + self.mlp(x, norm=self.ln_2)  # = x + mlp(ln_2(x))
+        return x + self.mlp(x, norm=self.ln_2, output=output)  # = x + mlp(ln_2(x))
