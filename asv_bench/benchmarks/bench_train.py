@@ -75,6 +75,23 @@ class GradientCheckpointing:
     track_peak_rss.unit = "bytes"
 
 
+class CheckpointOverhead:
+    """Step time with checkpointing every block over step time without, both models stepped
+    alternately in one process (robust to a noisy machine). Target: at most 1.25."""
+
+    params = ["small", "long"]
+    param_names = ["config"]
+    timeout = 900
+
+    def track_step_time_ratio(self, config):
+        if config == "small":
+            return run(mode="overhead", threads=2, steps=4, batch=16)["ratio"]
+        return run(mode="overhead", threads=2, steps=4, batch=4, block_size=1024, n_layer=4, n_embd=256,
+                   n_head=4)["ratio"]
+
+    track_step_time_ratio.unit = "ratio"
+
+
 class ContextLength:
     """With flash attention, activation memory grows linearly in T (fixed batch 4, width 256, 4 layers)."""
 
