@@ -16,6 +16,7 @@
 // recomputes P tile by tile. No Tq x Tk buffer ever exists; its scratch grows linearly.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 namespace femtogpt::cpu {
@@ -69,15 +70,65 @@ struct TileKernels {
     // any N and K (the decode path's scores, K read in place)
     void (*gemm_nt)(T* C, int64_t ldc, const T* A, int64_t lda, const T* B, int64_t ldb, int64_t M, int64_t N,
                     int64_t K);
-    // max over i < n of x[i]  (n >= 1)
-    T (*row_max)(const T* x, int64_t n);
-    // x[i] = exp2(x[i] * c - sub) for i < n, x[i] = 0 for n <= i < npad; returns the sum
-    T (*exp2_row)(T* x, int64_t n, int64_t npad, T c, T sub);
-    // dp[i] = p[i] * (dp[i] - d) * scale for i < n, dp[i] = 0 for n <= i < npad
-    void (*ds_row)(T* dp, const T* p, int64_t n, int64_t npad, T d, T scale);
-    // x[i] *= a for i < n
-    void (*scale_row)(T* x, int64_t n, T a);
+    // The element-wise passes work on whole tiles (mq rows of stride ld), one call per tile
+    // rather than per row. Row r of a tile sees its first visible_keys(base, r, nk) keys
+    // (base: TileBand's; kAll without a mask); the rest of the row, up to nkp, is set to 0.
+    //
+    // Forward online softmax: s holds scores in base-2 units; per row the running max m[r]
+    // and sum l[r] take in the visible scores, s becomes exp2(s - m[r]), and the output row
+    // o + r*ldo (no elements) is rescaled by exp2(m_old - m_new) when the max moved.
+    void (*softmax_tile)(T* s, int64_t ld, int64_t mq, int64_t nk, int64_t nkp, int64_t base, T* m, T* l, T* o,
+                         int64_t ldo, int64_t no);
+    // p = exp2(p * c - sub[r]) on the visible keys (the backward's P from S and L)
+    void (*exp2_tile)(T* p, int64_t ld, int64_t mq, int64_t nk, int64_t nkp, int64_t base, T c, const T* sub);
+    // ds = p * (ds - d[r]) * scale on the visible keys (dS from dP, P and Drow)
+    void (*ds_tile)(T* ds, const T* p, int64_t ld, int64_t mq, int64_t nk, int64_t nkp, int64_t base, const T* d,
+                    T scale);
 };
+
+// Keys row r of a tile sees: base + r + 1, clamped to [0, nk] (kAll + r + 1 cannot overflow).
+inline int64_t visible_keys(int64_t base, int64_t r, int64_t nk) {
+    const int64_t n = base + r + 1;
+    return n < 0 ? 0 : n > nk ? nk : n;
+}
+
+// The three tile passes, written once over an ISA's row kernels (R::row_max, R::exp2_row,
+// R::ds_row, R::scale_row, with the contracts of the old per-row table entries); each
+// ISA's file instantiates them, so the row kernels inline into one loop over the tile.
+template <typename R, typename T>
+void softmax_tile_rows(T* s, int64_t ld, int64_t mq, int64_t nk, int64_t nkp, int64_t base, T* m, T* l, T* o,
+                       int64_t ldo, int64_t no) {
+    for (int64_t r = 0; r < mq; r++) {
+        T* row = s + r * ld;
+        const int64_t n = visible_keys(base, r, nk);
+        if (n == 0) {
+            for (int64_t i = 0; i < nkp; i++) row[i] = T(0);
+            continue;
+        }
+        const T rmax = R::row_max(row, n);
+        const T mnew = m[r] > rmax ? m[r] : rmax;
+        const T sum = R::exp2_row(row, n, nkp, T(1), mnew);
+        if (mnew != m[r] && l[r] != T(0)) {  // the max moved: rescale what came before
+            const T alpha = std::exp2(m[r] - mnew);
+            l[r] *= alpha;
+            R::scale_row(o + r * ldo, no, alpha);
+        }
+        l[r] += sum;
+        m[r] = mnew;
+    }
+}
+
+template <typename R, typename T>
+void exp2_tile_rows(T* p, int64_t ld, int64_t mq, int64_t nk, int64_t nkp, int64_t base, T c, const T* sub) {
+    for (int64_t r = 0; r < mq; r++) R::exp2_row(p + r * ld, visible_keys(base, r, nk), nkp, c, sub[r]);
+}
+
+template <typename R, typename T>
+void ds_tile_rows(T* ds, const T* p, int64_t ld, int64_t mq, int64_t nk, int64_t nkp, int64_t base, const T* d,
+                  T scale) {
+    for (int64_t r = 0; r < mq; r++)
+        R::ds_row(ds + r * ld, p + r * ld, visible_keys(base, r, nk), nkp, d[r], scale);
+}
 
 template <typename T>
 const TileKernels<T>& tile_kernels_generic();

@@ -170,7 +170,7 @@ void gemm_nt(float* C, int64_t ldc, const float* A, int64_t lda, const float* B,
     }
 }
 
-float row_max(const float* x, int64_t n) {
+inline float row_max(const float* x, int64_t n) {
     const vec ninf = vset1(-__builtin_inff());
     vec m = ninf;
     int64_t i = 0;
@@ -179,7 +179,7 @@ float row_max(const float* x, int64_t n) {
     return hmax(m);
 }
 
-float exp2_row(float* x, int64_t n, int64_t npad, float c, float sub) {
+inline float exp2_row(float* x, int64_t n, int64_t npad, float c, float sub) {
     const vec vc = vset1(c), vsub = vset1(-sub), zero = _mm256_setzero_ps();
     vec sum = zero;
     int64_t i = 0;
@@ -197,7 +197,7 @@ float exp2_row(float* x, int64_t n, int64_t npad, float c, float sub) {
     return hsum(sum);
 }
 
-void ds_row(float* dp, const float* p, int64_t n, int64_t npad, float d, float scale) {
+inline void ds_row(float* dp, const float* p, int64_t n, int64_t npad, float d, float scale) {
     const vec vd = vset1(d), vs = vset1(scale);
     int64_t i = 0;
     for (; i + kW <= n; i += kW)
@@ -210,17 +210,29 @@ void ds_row(float* dp, const float* p, int64_t n, int64_t npad, float d, float s
     for (i = n; i < npad; i++) dp[i] = 0.0f;
 }
 
-void scale_row(float* x, int64_t n, float a) {
+inline void scale_row(float* x, int64_t n, float a) {
     const vec va = vset1(a);
     int64_t i = 0;
     for (; i + kW <= n; i += kW) vstore(x + i, _mm256_mul_ps(vload(x + i), va));
     if (i < n) vstore_tail(x + i, _mm256_mul_ps(vload_tail(x + i, n - i), va), n - i);
 }
 
+struct Rows {
+    static float row_max(const float* x, int64_t n) { return femtogpt::cpu::attn_detail::row_max(x, n); }
+    static float exp2_row(float* x, int64_t n, int64_t npad, float c, float sub) {
+        return femtogpt::cpu::attn_detail::exp2_row(x, n, npad, c, sub);
+    }
+    static void ds_row(float* dp, const float* p, int64_t n, int64_t npad, float d, float scale) {
+        femtogpt::cpu::attn_detail::ds_row(dp, p, n, npad, d, scale);
+    }
+    static void scale_row(float* x, int64_t n, float a) { femtogpt::cpu::attn_detail::scale_row(x, n, a); }
+};
+
 }  // namespace
 
 const TileKernels<float>& tile_kernels_avx2() {
-    static const TileKernels<float> k{kNR, gemm, gemm_nt, row_max, exp2_row, ds_row, scale_row};
+    static const TileKernels<float> k{kNR, gemm, gemm_nt, softmax_tile_rows<Rows, float>, exp2_tile_rows<Rows, float>,
+                                      ds_tile_rows<Rows, float>};
     return k;
 }
 

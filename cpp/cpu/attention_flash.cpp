@@ -130,13 +130,23 @@ void scale_row_generic(T* x, int64_t n, T a) {
     for (int64_t i = 0; i < n; i++) x[i] *= a;
 }
 
+template <typename T>
+struct RowsGeneric {
+    static T row_max(const T* x, int64_t n) { return row_max_generic(x, n); }
+    static T exp2_row(T* x, int64_t n, int64_t npad, T c, T sub) { return exp2_row_generic(x, n, npad, c, sub); }
+    static void ds_row(T* dp, const T* p, int64_t n, int64_t npad, T d, T scale) {
+        ds_row_generic(dp, p, n, npad, d, scale);
+    }
+    static void scale_row(T* x, int64_t n, T a) { scale_row_generic(x, n, a); }
+};
+
 }  // namespace
 
 template <typename T>
 const TileKernels<T>& tile_kernels_generic() {
-    static const TileKernels<T> k{kGenericNR,          gemm_generic<T>,   gemm_nt_generic<T>,
-                                  row_max_generic<T>,  exp2_row_generic<T>, ds_row_generic<T>,
-                                  scale_row_generic<T>};
+    static const TileKernels<T> k{kGenericNR, gemm_generic<T>, gemm_nt_generic<T>,
+                                  softmax_tile_rows<RowsGeneric<T>, T>, exp2_tile_rows<RowsGeneric<T>, T>,
+                                  ds_tile_rows<RowsGeneric<T>, T>};
     return k;
 }
 template const TileKernels<float>& tile_kernels_generic<float>();
@@ -199,11 +209,6 @@ struct Geometry {
     // Row r of query block i0 sees keys j0 + c of key block j0 for c < base + r + 1: the
     // TileBand offset of that tile (no limit without a mask).
     int64_t band_base(int64_t i0, int64_t j0) const { return causal ? off + i0 - j0 : TileBand::kAll; }
-    // Keys of the block starting at j0 (nk of them) that row i sees: a prefix.
-    int64_t visible(int64_t i, int64_t j0, int64_t nk) const {
-        if (!causal) return nk;
-        return std::clamp<int64_t>(off + i + 1 - j0, 0, nk);
-    }
 };
 
 // Scratch slices, each a multiple of 16 elements so every slice stays 64-byte aligned.
@@ -322,23 +327,7 @@ void fwd_qblock(T* out, T* lse, const FwdHead<T>& hd, const Geometry& g, int64_t
                     {base, -TileBand::kAll, TileBand::kAll});
         else
             kn.gemm_nt(s, ld, qs, Dp, hd.k + j0 * g.D, g.D, mq, nk, g.D);
-        for (int64_t r = 0; r < mq; r++) {
-            T* row = s + r * ld;
-            const int64_t n = g.visible(i0 + r, j0, nk);
-            if (n == 0) {
-                std::fill(row, row + nkp, T(0));
-                continue;
-            }
-            const T mnew = std::max(m[r], kn.row_max(row, n));
-            const T sum = kn.exp2_row(row, n, nkp, T(1), mnew);
-            if (mnew != m[r] && l[r] != T(0)) {  // the max moved: rescale what came before
-                const T alpha = std::exp2(m[r] - mnew);
-                l[r] *= alpha;
-                kn.scale_row(o + r * Dp, Dp, alpha);
-            }
-            l[r] += sum;
-            m[r] = mnew;
-        }
+        kn.softmax_tile(s, ld, mq, nk, nkp, base, m, l, o, Dp, Dp);
         kn.gemm(o, Dp, s, ld, 1, hd.v + j0 * Dp, Dp, mq, Dp, nk, true, {TileBand::kAll, -TileBand::kAll, base});
     }
     for (int64_t r = 0; r < mq; r++) {
@@ -457,13 +446,10 @@ void bwd_tile(T* p, T* ds, const BwdHead<T>& hd, const Geometry& g, int64_t qb, 
     const int64_t Dp = g.Dp, ld = g.Bkp;
     const TileBand cols{g.band_base(i0, j0), -TileBand::kAll, TileBand::kAll};
     kn.gemm(p, ld, hd.q + i0 * Dp, Dp, 1, hd.kt + kb * Dp * ld, ld, mq, nkp, Dp, false, cols);  // S
-    for (int64_t r = 0; r < mq; r++) {
-        const int64_t n = g.visible(i0 + r, j0, nk);
-        kn.exp2_row(p + r * ld, n, nkp, c, hd.l2[i0 + r]);  // P = exp(S*scale - L)
-    }
+    kn.exp2_tile(p, ld, mq, nk, nkp, cols.n_hi, c, hd.l2 + i0);  // P = exp(S*scale - L)
     kn.gemm(ds, ld, hd.dout + i0 * Dp, Dp, 1, hd.vt + kb * Dp * ld, ld, mq, nkp, Dp, false, cols);  // dP = dO V^T
-    for (int64_t r = 0; r < mq; r++)  // dS = scale * P * (dP - Drow), exactly 0 where masked
-        kn.ds_row(ds + r * ld, p + r * ld, g.visible(i0 + r, j0, nk), nkp, hd.drow[i0 + r], scale);
+    // dS = scale * P * (dP - Drow), exactly 0 where masked
+    kn.ds_tile(ds, p, ld, mq, nk, nkp, cols.n_hi, hd.drow + i0, scale);
 }
 
 // dK and dV rows of key block kb; with dq_acc (Tq,Dp) also adds each tile's dS K to it.
