@@ -92,9 +92,14 @@ inline int64_t visible_keys(int64_t base, int64_t r, int64_t nk) {
     return n < 0 ? 0 : n > nk ? nk : n;
 }
 
-// The three tile passes, written once over an ISA's row kernels (R::row_max, R::exp2_row,
-// R::ds_row, R::scale_row, with the contracts of the old per-row table entries); each
-// ISA's file instantiates them, so the row kernels inline into one loop over the tile.
+// The three tile passes, written once over an ISA's row kernels; each ISA's file
+// instantiates them, so the row kernels inline into one loop over the tile. R provides
+//   T row_max(const T* x, int64_t n): max over i < n of x[i] (n >= 1);
+//   T exp2_row(T* x, int64_t n, int64_t npad, T c, T sub): x[i] = exp2(x[i] * c - sub) for
+//     i < n, 0 for n <= i < npad (a multiple of the tile width); returns the sum;
+//   void ds_row(T* dp, const T* p, int64_t n, int64_t npad, T d, T scale):
+//     dp[i] = p[i] * (dp[i] - d) * scale for i < n, 0 for n <= i < npad;
+//   void scale_row(T* x, int64_t n, T a): x[i] *= a for i < n.
 template <typename R, typename T>
 void softmax_tile_rows(T* s, int64_t ld, int64_t mq, int64_t nk, int64_t nkp, int64_t base, T* m, T* l, T* o,
                        int64_t ldo, int64_t no) {

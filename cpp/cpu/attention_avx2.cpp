@@ -53,9 +53,17 @@ inline float hmax(vec v) {
     return _mm_cvtss_f32(s);
 }
 
+// 1.5 * 2^23: adding it rounds |x| < 2^22 to an integer n, held as bits(magic) + n; the
+// exponent field of 2^n is then (bits(t) - bits(magic) + 127) << 23.
+constexpr float kRoundMagic = 12582912.0f;
+constexpr int kRoundBias = 0x4B400000 - 127;
+
 inline vec exp2v(vec x) {
     x = _mm256_max_ps(x, vset1(-127.0f));  // callers pass x <= 0 (scores minus their max or lse)
-    vec n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    // n = round(x) by the 1.5 * 2^23 trick (nearest-even, as round_ps): n's integer sits
+    // in t's low mantissa bits, which spares the round and the float-to-int conversion
+    const vec t = _mm256_add_ps(x, vset1(kRoundMagic));
+    const vec n = _mm256_sub_ps(t, vset1(kRoundMagic));
     vec f = _mm256_sub_ps(x, n);
     vec p = vset1(1.5345795e-04f);  // near-minimax fit of 2^f on [-1/2, 1/2], relative error 2e-9
     p = vfmadd(p, f, vset1(1.3399931e-03f));
@@ -64,7 +72,7 @@ inline vec exp2v(vec x) {
     p = vfmadd(p, f, vset1(2.4022646e-01f));
     p = vfmadd(p, f, vset1(6.9314718e-01f));
     p = vfmadd(p, f, vset1(1.0f));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    __m256i e = _mm256_slli_epi32(_mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(kRoundBias)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
@@ -188,12 +196,13 @@ inline float exp2_row(float* x, int64_t n, int64_t npad, float c, float sub) {
         vstore(x + i, e);
         sum = _mm256_add_ps(sum, e);
     }
-    if (i < n) {
+    if (i < n) {  // npad is a multiple of the tile width, so this whole vector is in the row
         const vec e = vkeep_tail(exp2v(vfmadd(vload_tail(x + i, n - i), vc, vsub)), n - i, zero);
-        vstore_tail(x + i, e, n - i);
+        vstore(x + i, e);
         sum = _mm256_add_ps(sum, e);
+        i += kW;
     }
-    for (i = n; i < npad; i++) x[i] = 0.0f;
+    for (; i < npad; i += kW) vstore(x + i, zero);
     return hsum(sum);
 }
 

@@ -60,9 +60,17 @@ inline float hmax(vec v) {
     return _mm_cvtss_f32(s);
 }
 
+// 1.5 * 2^23: adding it rounds |x| < 2^22 to an integer n, held as bits(magic) + n; the
+// exponent field of 2^n is then (bits(t) - bits(magic) + 127) << 23.
+constexpr float kRoundMagic = 12582912.0f;
+constexpr int kRoundBias = 0x4B400000 - 127;
+
 inline vec exp2v(vec x) {
     x = _mm512_max_ps(x, vset1(-127.0f));  // callers pass x <= 0 (scores minus their max or lse)
-    vec n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    // n = round(x) by the 1.5 * 2^23 trick (nearest-even, as roundscale): n's integer sits
+    // in t's low mantissa bits, which spares the round and the float-to-int conversion
+    const vec t = _mm512_add_ps(x, vset1(kRoundMagic));
+    const vec n = _mm512_sub_ps(t, vset1(kRoundMagic));
     vec f = _mm512_sub_ps(x, n);
     vec p = vset1(1.5345795e-04f);  // near-minimax fit of 2^f on [-1/2, 1/2], relative error 2e-9
     p = vfmadd(p, f, vset1(1.3399931e-03f));
@@ -71,7 +79,7 @@ inline vec exp2v(vec x) {
     p = vfmadd(p, f, vset1(2.4022646e-01f));
     p = vfmadd(p, f, vset1(6.9314718e-01f));
     p = vfmadd(p, f, vset1(1.0f));
-    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    __m512i e = _mm512_slli_epi32(_mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(kRoundBias)), 23);
     return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
 }
 
@@ -216,12 +224,13 @@ inline float exp2_row(float* x, int64_t n, int64_t npad, float c, float sub) {
         vstore(x + i, e);
         sum = _mm512_add_ps(sum, e);
     }
-    if (i < n) {
+    if (i < n) {  // npad is a multiple of the tile width, so this whole vector is in the row
         const vec e = vkeep_tail(exp2v(vfmadd(vload_tail(x + i, n - i), vc, vsub)), n - i, zero);
-        vstore_tail(x + i, e, n - i);
+        vstore(x + i, e);
         sum = _mm512_add_ps(sum, e);
+        i += kW;
     }
-    for (i = n; i < npad; i++) x[i] = 0.0f;
+    for (; i < npad; i += kW) vstore(x + i, zero);
     return hsum(sum);
 }
 
