@@ -49,12 +49,12 @@ void attention_flash_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, co
 namespace attn_detail {
 
 // What a causal mask lets a tile product skip. For the register-tile row group [m0, m0+mr)
-// of C: columns at or past n_hi + m0 + mr are not needed (they are left unwritten), and
-// the sum over p runs over [k_lo + m0, k_hi + m0 + mr) only (A is zero elsewhere in those
-// rows). The defaults skip nothing.
+// of C: columns at or past n_hi + m0 + mr, and columns before n_lo + m0, are not needed
+// (they may be left unwritten), and the sum over p runs over [k_lo + m0, k_hi + m0 + mr)
+// only (A is zero elsewhere in those rows). The defaults skip nothing.
 struct TileBand {
     static constexpr int64_t kAll = int64_t(1) << 60;
-    int64_t n_hi = kAll, k_lo = -kAll, k_hi = kAll;
+    int64_t n_hi = kAll, k_lo = -kAll, k_hi = kAll, n_lo = -kAll;
 };
 
 // The tile micro-kernels the flash driver is built from, one table per ISA. Row lengths
@@ -79,6 +79,14 @@ struct TileKernels {
     // o + r*ldo (no elements) is rescaled by exp2(m_old - m_new) when the max moved.
     void (*softmax_tile)(T* s, int64_t ld, int64_t mq, int64_t nk, int64_t nkp, int64_t base, T* m, T* l, T* o,
                          int64_t ldo, int64_t no);
+    // The same online softmax on a transposed tile: st (nk, ld) holds S^T, keys down and
+    // queries across, in base-2 units; key row j is visible to query column i when
+    // i >= j - base. For each column i < nq the running max m[i] and sum l[i] take in its
+    // visible scores, st becomes exp2(st - m[i]) there and exactly 0 where masked, and the
+    // output row o + i*ldo (no elements) is multiplied by exp2(m_old - m_new). Columns from
+    // nq up to the vector width's round-up may be touched; m and l must have room for them.
+    void (*softmax_cols)(T* st, int64_t ld, int64_t nk, int64_t nq, int64_t base, T* m, T* l, T* o, int64_t ldo,
+                         int64_t no);
     // p = exp2(p * c - sub[r]) on the visible keys (the backward's P from S and L)
     void (*exp2_tile)(T* p, int64_t ld, int64_t mq, int64_t nk, int64_t nkp, int64_t base, T c, const T* sub);
     // ds = p * (ds - d[r]) * scale on the visible keys (dS from dP, P and Drow)

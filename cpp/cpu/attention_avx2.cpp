@@ -40,6 +40,18 @@ inline vec vkeep_tail(vec v, int64_t k, vec other) {  // lanes >= k replaced by 
     return _mm256_blendv_ps(other, v, _mm256_castsi256_ps(tail_mask(k)));
 }
 
+inline vec vmax(vec a, vec b) { return _mm256_max_ps(a, b); }
+inline vec vsub(vec a, vec b) { return _mm256_sub_ps(a, b); }
+inline vec vadd(vec a, vec b) { return _mm256_add_ps(a, b); }
+inline vec vmul(vec a, vec b) { return _mm256_mul_ps(a, b); }
+// Lanes [0, t) replaced by `other` (t may be <= 0: none, or >= kW: all).
+inline vec vkeep_from(vec v, int64_t t, vec other) {
+    const __m256i below = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(std::clamp<int64_t>(t, 0, kW))),
+                                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    return _mm256_blendv_ps(v, other, _mm256_castsi256_ps(below));
+}
+inline bool vany_ne(vec v, float x) { return _mm256_movemask_ps(_mm256_cmp_ps(v, vset1(x), _CMP_NEQ_UQ)) != 0; }
+
 inline float hsum(vec v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -121,7 +133,7 @@ void gemm(float* C, int64_t ldc, const float* A, int64_t sar, int64_t sap, const
     for (int64_t n0 = 0; n0 < N; n0 += kNR) {
         for (int64_t m0 = 0; m0 < M; m0 += kMR) {
             const int64_t mr = M - m0 < kMR ? M - m0 : kMR;
-            if (n0 >= band.n_hi + m0 + mr) continue;  // masked for every row of the group
+            if (n0 >= band.n_hi + m0 + mr || n0 + kNR <= band.n_lo + m0) continue;  // masked for every row
             const int64_t k0 = std::clamp<int64_t>(band.k_lo + m0, 0, K);
             const int64_t k1 = std::clamp<int64_t>(band.k_hi + m0 + mr, k0, K);
             float* c = C + m0 * ldc + n0;
@@ -226,6 +238,8 @@ inline void scale_row(float* x, int64_t n, float a) {
     if (i < n) vstore_tail(x + i, _mm256_mul_ps(vload_tail(x + i, n - i), va), n - i);
 }
 
+#include "cpu/attention_cols.h"
+
 struct Rows {
     static float row_max(const float* x, int64_t n) { return femtogpt::cpu::attn_detail::row_max(x, n); }
     static float exp2_row(float* x, int64_t n, int64_t npad, float c, float sub) {
@@ -240,8 +254,8 @@ struct Rows {
 }  // namespace
 
 const TileKernels<float>& tile_kernels_avx2() {
-    static const TileKernels<float> k{kNR, gemm, gemm_nt, softmax_tile_rows<Rows, float>, exp2_tile_rows<Rows, float>,
-                                      ds_tile_rows<Rows, float>};
+    static const TileKernels<float> k{kNR, gemm, gemm_nt, softmax_tile_rows<Rows, float>, softmax_cols,
+                                      exp2_tile_rows<Rows, float>, ds_tile_rows<Rows, float>};
     return k;
 }
 

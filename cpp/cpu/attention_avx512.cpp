@@ -45,6 +45,17 @@ inline vec vkeep_tail(vec v, int64_t k, vec other) {  // lanes >= k replaced by 
     return _mm512_mask_blend_ps(tail_mask(k), other, v);
 }
 
+inline vec vmax(vec a, vec b) { return _mm512_max_ps(a, b); }
+inline vec vsub(vec a, vec b) { return _mm512_sub_ps(a, b); }
+inline vec vadd(vec a, vec b) { return _mm512_add_ps(a, b); }
+inline vec vmul(vec a, vec b) { return _mm512_mul_ps(a, b); }
+// Lanes [0, t) replaced by `other` (t may be <= 0: none, or >= kW: all).
+inline vec vkeep_from(vec v, int64_t t, vec other) {
+    const int64_t k = std::clamp<int64_t>(t, 0, kW);
+    return _mm512_mask_blend_ps(__mmask16((1u << k) - 1u), v, other);
+}
+inline bool vany_ne(vec v, float x) { return _mm512_cmp_ps_mask(v, vset1(x), _CMP_NEQ_UQ) != 0; }
+
 inline float hsum(vec v) {
     __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
@@ -145,21 +156,25 @@ void tile_rows(int64_t mr, float* c, int64_t ldc, const float* a, int64_t sar, i
 
 // Column strips of 4 vectors (6 x 64 tiles: 24 accumulators, 4 B vectors, 1 broadcast =
 // 29 of the 32 zmm registers), a 2-vector tile for a 32-column remainder or where the
-// band leaves only 32 columns of a strip to compute. The tile width does not change a
+// band leaves only one half of a strip to compute. The tile width does not change a
 // result: every element is the same FMA chain over the same p either way.
 void gemm(float* C, int64_t ldc, const float* A, int64_t sar, int64_t sap, const float* B, int64_t ldb, int64_t M,
           int64_t N, int64_t K, bool accumulate, TileBand band) {
     for (int64_t n0 = 0; n0 < N; n0 += 2 * kNR) {
         for (int64_t m0 = 0; m0 < M; m0 += kMR) {
             const int64_t mr = M - m0 < kMR ? M - m0 : kMR;
-            const int64_t n_need = std::min(N, band.n_hi + m0 + mr) - n0;  // columns this group needs
-            if (n_need <= 0) continue;  // masked for every row of the group
+            // the group's needed columns of this strip: [lo, hi) relative to n0
+            const int64_t hi = std::min(N, band.n_hi + m0 + mr) - n0;
+            const int64_t lo = std::max<int64_t>(0, band.n_lo + m0 - n0);
+            const bool left = hi > 0 && lo < kNR, right = hi > kNR && lo < 2 * kNR;
+            if (!left && !right) continue;  // masked for every row of the group
             const int64_t k0 = std::clamp<int64_t>(band.k_lo + m0, 0, K);
             const int64_t k1 = std::clamp<int64_t>(band.k_hi + m0 + mr, k0, K);
-            float* c = C + m0 * ldc + n0;
+            const int64_t n1 = left ? n0 : n0 + kNR;
+            float* c = C + m0 * ldc + n1;
             const float* a = A + m0 * sar + k0 * sap;
-            const float* b = B + k0 * ldb + n0;
-            if (n_need > kNR)
+            const float* b = B + k0 * ldb + n1;
+            if (left && right)
                 tile_rows<4>(mr, c, ldc, a, sar, sap, b, ldb, k1 - k0, accumulate);
             else
                 tile_rows<2>(mr, c, ldc, a, sar, sap, b, ldb, k1 - k0, accumulate);
@@ -254,6 +269,8 @@ inline void scale_row(float* x, int64_t n, float a) {
     if (i < n) vstore_tail(x + i, _mm512_mul_ps(vload_tail(x + i, n - i), va), n - i);
 }
 
+#include "cpu/attention_cols.h"
+
 struct Rows {
     static float row_max(const float* x, int64_t n) { return femtogpt::cpu::attn_detail::row_max(x, n); }
     static float exp2_row(float* x, int64_t n, int64_t npad, float c, float sub) {
@@ -268,8 +285,8 @@ struct Rows {
 }  // namespace
 
 const TileKernels<float>& tile_kernels_avx512() {
-    static const TileKernels<float> k{kNR, gemm, gemm_nt, softmax_tile_rows<Rows, float>, exp2_tile_rows<Rows, float>,
-                                      ds_tile_rows<Rows, float>};
+    static const TileKernels<float> k{kNR, gemm, gemm_nt, softmax_tile_rows<Rows, float>, softmax_cols,
+                                      exp2_tile_rows<Rows, float>, ds_tile_rows<Rows, float>};
     return k;
 }
 

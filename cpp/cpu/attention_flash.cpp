@@ -1,11 +1,12 @@
 // Flash attention (FlashAttention-2 schedule) on the CPU, forward and backward.
 //
 // Forward, per query block of Bq rows: for each key block of Bk keys the driver forms the
-// scores S = (c Q_blk) K_blk^T with a register-tiled gemm (c = scale*log2(e), so the softmax
-// runs in base 2), turns them into unnormalized probabilities exp2(S - m) under a running
-// row max m, rescales the output accumulator only when m moved, adds P V_blk, and divides
-// by the row sum once at the end. It saves only O and the natural-log log-sum-exp
-// L = (m + log2(l)) * ln(2).
+// transposed scores S^T = K_blk (c Q_blk)^T with a register-tiled gemm (c = scale*log2(e),
+// so the softmax runs in base 2; K is read in place, Q^T packed once per query block),
+// turns them into unnormalized probabilities exp2(S - m) under a running per-query max m
+// (lane-wise down the columns: no horizontal reductions), rescales the output accumulator
+// rows whose max moved, adds P V_blk, and divides by the row sum once at the end. It saves
+// only O and the natural-log log-sum-exp L = (m + log2(l)) * ln(2).
 //
 // Backward recomputes each tile's P = exp2(c Q K^T - L*log2(e)) from Q, K and L (one FMA per
 // element on the raw scores, as backward needs the unscaled Q for dK anyway), with
@@ -28,8 +29,8 @@
 // so a key never touches the output or dQ of a query that cannot see it.
 // D and the key blocks are zero-padded to the tile width `nr` of the ISA's kernels.
 //
-// K^T blocks are packed once per head and shared by its query blocks; below
-// kDirectMaxQueries queries (KV-cache decoding) the forward reads K in place instead.
+// Backward packs K^T and V^T blocks once per head, shared by its query blocks. Below
+// kDirectMaxQueries queries (KV-cache decoding) the forward takes scores row by row.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -74,7 +75,7 @@ void gemm_generic(T* C, int64_t ldc, const T* A, int64_t sar, int64_t sap, const
     for (int64_t n0 = 0; n0 < N; n0 += kGenericNR) {
         for (int64_t m0 = 0; m0 < M; m0 += kGenericMR) {
             const int64_t mr = std::min<int64_t>(kGenericMR, M - m0);
-            if (n0 >= band.n_hi + m0 + mr) continue;  // masked for every row of the group
+            if (n0 >= band.n_hi + m0 + mr || n0 + kGenericNR <= band.n_lo + m0) continue;  // all masked
             const int64_t k0 = std::clamp<int64_t>(band.k_lo + m0, 0, K);
             const int64_t k1 = std::clamp<int64_t>(band.k_hi + m0 + mr, k0, K);
             T* c = C + m0 * ldc + n0;
@@ -131,6 +132,27 @@ void scale_row_generic(T* x, int64_t n, T a) {
 }
 
 template <typename T>
+void softmax_cols_generic(T* st, int64_t ld, int64_t nk, int64_t nq, int64_t base, T* m, T* l, T* o, int64_t ldo,
+                          int64_t no) {
+    for (int64_t i = 0; i < nq; i++) {
+        const int64_t n = visible_keys(base, i, nk);
+        T mnew = m[i];
+        for (int64_t j = 0; j < n; j++) mnew = std::max(mnew, st[j * ld + i]);
+        const T alpha = mnew == -std::numeric_limits<T>::infinity() ? T(0) : std::exp2(m[i] - mnew);
+        T sum = 0;
+        for (int64_t j = 0; j < n; j++) {
+            const T e = std::exp2(st[j * ld + i] - mnew);
+            st[j * ld + i] = e;
+            sum += e;
+        }
+        for (int64_t j = n; j < nk; j++) st[j * ld + i] = T(0);
+        l[i] = l[i] * alpha + sum;
+        m[i] = mnew;
+        if (alpha != T(1)) scale_row_generic(o + i * ldo, no, alpha);
+    }
+}
+
+template <typename T>
 struct RowsGeneric {
     static T row_max(const T* x, int64_t n) { return row_max_generic(x, n); }
     static T exp2_row(T* x, int64_t n, int64_t npad, T c, T sub) { return exp2_row_generic(x, n, npad, c, sub); }
@@ -145,7 +167,8 @@ struct RowsGeneric {
 template <typename T>
 const TileKernels<T>& tile_kernels_generic() {
     static const TileKernels<T> k{kGenericNR, gemm_generic<T>, gemm_nt_generic<T>,
-                                  softmax_tile_rows<RowsGeneric<T>, T>, exp2_tile_rows<RowsGeneric<T>, T>,
+                                  softmax_tile_rows<RowsGeneric<T>, T>, softmax_cols_generic<T>,
+                                  exp2_tile_rows<RowsGeneric<T>, T>,
                                   ds_tile_rows<RowsGeneric<T>, T>};
     return k;
 }
@@ -256,65 +279,107 @@ bool per_head_schedule(int64_t BH, int nt) { return BH % nt == 0 || BH >= 4 * in
 
 // ---------------------------------------------------------------- forward
 
-// Below this many queries (decoding against a KV cache) the forward reads K as it is, one
-// dot product per score, instead of packing K^T blocks: the packing costs as much as the
-// whole product when each key meets a single query.
+// Query blocks run on transposed score tiles, S^T = K_blk (c Q_blk)^T: K is read in place
+// as the product's A (so no K^T is packed), Q^T is packed once per query block, and the
+// softmax runs down the columns (TileKernels::softmax_cols) with lane-wise maxima and
+// sums. O += P V reads P = (S^T)^T through the gemm's A^T strides.
+// Below this many queries (decoding against a KV cache) a tile would be mostly padding
+// columns: the forward takes the scores row by row instead, one dot product each.
 constexpr int64_t kDirectMaxQueries = 8;
 
-// One head's keys and values: K^T blocks (or K itself, unpacked) and V with row stride Dp.
+// One head's inputs; V with row stride Dp.
 template <typename T>
 struct FwdHead {
-    const T* q;   // (Tq, D), unpadded
-    const T* kt;  // K^T blocks (Dp, Bkp), or null: then
-    const T* k;   // (Tk, D), unpadded, read by the dot-product kernel
-    const T* v;
+    const T* q;  // (Tq, D)
+    const T* k;  // (Tk, D)
+    const T* v;  // (Tk, Dp)
 };
-
-int64_t fwd_kt_size(const Geometry& g) { return g.Tq >= kDirectMaxQueries ? slice(g.nkb * g.Dp * g.Bkp) : 0; }
 
 template <typename T>
 int64_t fwd_slot_size(const Geometry& g) {
-    return fwd_kt_size(g) + (g.D != g.Dp ? slice(g.Tk * g.Dp) : 0);
+    return g.D != g.Dp ? slice(g.Tk * g.Dp) : 0;
 }
 
 template <typename T>
 FwdHead<T> fwd_pack(T* slot, const T* q, const T* k, const T* v, const Geometry& g) {
-    T* kt = nullptr;
-    if (g.Tq >= kDirectMaxQueries) {
-        kt = slot;
-        pack_transposed_blocks(kt, k, g);
-    }
     const T* vp = v;
     if (g.D != g.Dp) {
-        T* vbuf = slot + fwd_kt_size(g);
-        pack_rows(vbuf, v, g.Tk, g.D, g.Dp);
-        vp = vbuf;
+        pack_rows(slot, v, g.Tk, g.D, g.Dp);
+        vp = slot;
     }
-    return {q, kt, k, vp};
+    return {q, k, vp};
 }
+
+// Bq rounded up to the tile width: the row stride of the transposed tiles.
+int64_t fwd_bqp(const Geometry& g, int nr) { return round_up(g.Bq, nr); }
 
 template <typename T>
-int64_t fwd_scratch_size(const Geometry& g) {
-    return 2 * slice(g.Bq * g.Dp) + slice(g.Bq * g.Bkp) + 2 * slice(g.Bq);
+int64_t fwd_scratch_size(const Geometry& g, int nr) {
+    const int64_t bqp = fwd_bqp(g, nr);
+    const int64_t cols = slice(g.Dp * bqp) + slice(g.Bk * bqp) + slice(g.Bq * g.Dp) + 2 * slice(bqp);
+    const int64_t rows = 2 * slice(g.Bq * g.Dp) + slice(g.Bq * g.Bkp) + 2 * slice(g.Bq);
+    return std::max(cols, rows);
 }
 
-// out rows and lse of query block qb of one head.
+// out rows and lse of query block qb from the running max (base 2) and sum.
+template <typename T>
+void fwd_finish(T* out, T* lse, const T* o, const T* m, const T* l, const Geometry& g, int64_t i0, int64_t mq) {
+    for (int64_t r = 0; r < mq; r++) {
+        const T inv = T(1) / l[r];
+        for (int64_t d = 0; d < g.D; d++) out[(i0 + r) * g.D + d] = o[r * g.Dp + d] * inv;
+        lse[i0 + r] = (m[r] + std::log2(l[r])) * T(kLn2);
+    }
+}
+
+// out rows and lse of query block qb of one head, on transposed tiles.
 template <typename T>
 void fwd_qblock(T* out, T* lse, const FwdHead<T>& hd, const Geometry& g, int64_t qb, T c,
                 const TileKernels<T>& kn, T* scratch) {
+    const int64_t i0 = qb * g.Bq, mq = g.rows(qb), D = g.D, Dp = g.Dp, ld = fwd_bqp(g, kn.nr);
+    const int64_t nqp = round_up(mq, kn.nr);
+    T* qt = scratch;                 // (D, ld): (c Q_blk)^T, zero past mq
+    T* st = qt + slice(Dp * ld);     // (nk, ld): S^T, then P^T
+    T* o = st + slice(g.Bk * ld);    // (mq, Dp): unnormalized output
+    T* m = o + slice(g.Bq * Dp);     // (ld): running max of S*c per query
+    T* l = m + slice(ld);            // (ld): running sum of exp2(S*c - m)
+    // Q * c: the scores come out in base-2 units, and their max is the max whatever c's sign
+    for (int64_t d = 0; d < D; d++) {
+        T* row = qt + d * ld;
+        for (int64_t r = 0; r < mq; r++) row[r] = hd.q[(i0 + r) * D + d] * c;
+        for (int64_t r = mq; r < ld; r++) row[r] = T(0);
+    }
+    std::fill(o, o + mq * Dp, T(0));
+    std::fill(m, m + ld, -std::numeric_limits<T>::infinity());
+    std::fill(l, l + ld, T(0));
+    const int64_t kb_end = g.kb_end(qb);
+    for (int64_t kb = 0; kb < kb_end; kb++) {
+        const int64_t j0 = kb * g.Bk, nk = g.keys(kb);
+        const int64_t base = g.band_base(i0, j0);
+        // S^T = K_blk (c Q_blk)^T: key row j needs query columns i >= j - base only
+        kn.gemm(st, ld, hd.k + j0 * D, D, 1, qt, ld, nk, nqp, D, false,
+                {TileBand::kAll, -TileBand::kAll, TileBand::kAll, -base});
+        kn.softmax_cols(st, ld, nk, mq, base, m, l, o, Dp, Dp);
+        // O += P V with P = (P^T)^T: query row i sums keys j < base + i + 1 only
+        kn.gemm(o, Dp, st, 1, ld, hd.v + j0 * Dp, Dp, mq, Dp, nk, true, {TileBand::kAll, -TileBand::kAll, base});
+    }
+    fwd_finish(out, lse, o, m, l, g, i0, mq);
+}
+
+// The same for a handful of queries (decoding): scores row by row, K read by dot products.
+template <typename T>
+void fwd_qblock_direct(T* out, T* lse, const FwdHead<T>& hd, const Geometry& g, int64_t qb, T c,
+                       const TileKernels<T>& kn, T* scratch) {
     const int64_t i0 = qb * g.Bq, mq = g.rows(qb), Dp = g.Dp, ld = g.Bkp;
     T* qbuf = scratch;
     T* s = qbuf + slice(g.Bq * Dp);  // (mq, Bkp): scores, then probabilities
     T* o = s + slice(g.Bq * ld);     // (mq, Dp): unnormalized output
     T* m = o + slice(g.Bq * Dp);     // running max of S*c
     T* l = m + slice(g.Bq);          // running sum of exp2(S*c - m)
-    // Q * c: the scores come out in base-2 units, and their max is the max whatever c's sign
     for (int64_t r = 0; r < mq; r++) {
         const T* src = hd.q + (i0 + r) * g.D;
         for (int64_t d = 0; d < g.D; d++) qbuf[r * Dp + d] = src[d] * c;
         for (int64_t d = g.D; d < Dp; d++) qbuf[r * Dp + d] = T(0);
     }
-    const T* qs = qbuf;
     std::fill(o, o + mq * Dp, T(0));
     std::fill(m, m + mq, -std::numeric_limits<T>::infinity());
     std::fill(l, l + mq, T(0));
@@ -322,19 +387,20 @@ void fwd_qblock(T* out, T* lse, const FwdHead<T>& hd, const Geometry& g, int64_t
     for (int64_t kb = 0; kb < kb_end; kb++) {
         const int64_t j0 = kb * g.Bk, nk = g.keys(kb), nkp = round_up(nk, kn.nr);
         const int64_t base = g.band_base(i0, j0);
-        if (hd.kt)
-            kn.gemm(s, ld, qs, Dp, 1, hd.kt + kb * Dp * ld, ld, mq, nkp, Dp, false,
-                    {base, -TileBand::kAll, TileBand::kAll});
-        else
-            kn.gemm_nt(s, ld, qs, Dp, hd.k + j0 * g.D, g.D, mq, nk, g.D);
+        kn.gemm_nt(s, ld, qbuf, Dp, hd.k + j0 * g.D, g.D, mq, nk, g.D);
         kn.softmax_tile(s, ld, mq, nk, nkp, base, m, l, o, Dp, Dp);
         kn.gemm(o, Dp, s, ld, 1, hd.v + j0 * Dp, Dp, mq, Dp, nk, true, {TileBand::kAll, -TileBand::kAll, base});
     }
-    for (int64_t r = 0; r < mq; r++) {
-        const T inv = T(1) / l[r];
-        for (int64_t d = 0; d < g.D; d++) out[(i0 + r) * g.D + d] = o[r * Dp + d] * inv;
-        lse[i0 + r] = (m[r] + std::log2(l[r])) * T(kLn2);
-    }
+    fwd_finish(out, lse, o, m, l, g, i0, mq);
+}
+
+template <typename T>
+void fwd_block(T* out, T* lse, const FwdHead<T>& hd, const Geometry& g, int64_t qb, T c, const TileKernels<T>& kn,
+               T* scratch) {
+    if (g.Tq >= kDirectMaxQueries)
+        fwd_qblock(out, lse, hd, g, qb, c, kn, scratch);
+    else
+        fwd_qblock_direct(out, lse, hd, g, qb, c, kn, scratch);
 }
 
 }  // namespace
@@ -355,7 +421,7 @@ void attention_flash_forward(T* out, T* lse, const T* q, const T* k, const T* v,
     const T c = scale * T(kLog2e);
     const int nt = threads_for(BH, Tq, Tk, D);
     const bool per_head = per_head_schedule(BH, nt);
-    const int64_t slot_size = fwd_slot_size<T>(g), scratch_size = fwd_scratch_size<T>(g);
+    const int64_t slot_size = fwd_slot_size<T>(g), scratch_size = fwd_scratch_size<T>(g, kn.nr);
     const int64_t nslots = per_head ? nt : BH;
     PoolBuffer slots(size_t(nslots * slot_size) * sizeof(T));
     PoolBuffer scratch(size_t(nt * scratch_size) * sizeof(T));
@@ -368,8 +434,8 @@ void attention_flash_forward(T* out, T* lse, const T* q, const T* k, const T* v,
             const int tid = thread_id();
             FwdHead<T> hd = head_in(bh, slots.data<T>() + tid * slot_size);
             for (int64_t qb = 0; qb < g.nqb; qb++)
-                fwd_qblock<T>(out + bh * Tq * D, lse + bh * Tq, hd, g, qb, c, kn,
-                              scratch.data<T>() + tid * scratch_size);
+                fwd_block<T>(out + bh * Tq * D, lse + bh * Tq, hd, g, qb, c, kn,
+                             scratch.data<T>() + tid * scratch_size);
         }
     } else {
         std::vector<FwdHead<T>> heads(static_cast<size_t>(BH));
@@ -379,8 +445,8 @@ void attention_flash_forward(T* out, T* lse, const T* q, const T* k, const T* v,
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
         for (int64_t t = 0; t < BH * g.nqb; t++) {
             const int64_t bh = t / g.nqb, qb = g.nqb - 1 - t % g.nqb;
-            fwd_qblock<T>(out + bh * Tq * D, lse + bh * Tq, heads[size_t(bh)], g, qb, c, kn,
-                          scratch.data<T>() + thread_id() * scratch_size);
+            fwd_block<T>(out + bh * Tq * D, lse + bh * Tq, heads[size_t(bh)], g, qb, c, kn,
+                         scratch.data<T>() + thread_id() * scratch_size);
         }
     }
 }
