@@ -87,11 +87,10 @@ struct TileKernels {
     // nq up to the vector width's round-up may be touched; m and l must have room for them.
     void (*softmax_cols)(T* st, int64_t ld, int64_t nk, int64_t nq, int64_t base, T* m, T* l, T* o, int64_t ldo,
                          int64_t no);
-    // p = exp2(p * c - sub[r]) on the visible keys (the backward's P from S and L)
-    void (*exp2_tile)(T* p, int64_t ld, int64_t mq, int64_t nk, int64_t nkp, int64_t base, T c, const T* sub);
-    // ds = p * (ds - d[r]) * scale on the visible keys (dS from dP, P and Drow)
-    void (*ds_tile)(T* ds, const T* p, int64_t ld, int64_t mq, int64_t nk, int64_t nkp, int64_t base, const T* d,
-                    T scale);
+    // The backward's P and dS of a tile, row by row: p = exp2(p * c - sub[r]) from the scores,
+    // then ds = p * (ds - d[r]) * scale from dP, on the visible keys
+    void (*pds_tile)(T* p, T* ds, int64_t ld, int64_t mq, int64_t nk, int64_t nkp, int64_t base, T c, const T* sub,
+                     const T* d, T scale);
 };
 
 // Keys row r of a tile sees: base + r + 1, clamped to [0, nk] (kAll + r + 1 cannot overflow).
@@ -132,15 +131,13 @@ void softmax_tile_rows(T* s, int64_t ld, int64_t mq, int64_t nk, int64_t nkp, in
 }
 
 template <typename R, typename T>
-void exp2_tile_rows(T* p, int64_t ld, int64_t mq, int64_t nk, int64_t nkp, int64_t base, T c, const T* sub) {
-    for (int64_t r = 0; r < mq; r++) R::exp2_row(p + r * ld, visible_keys(base, r, nk), nkp, c, sub[r]);
-}
-
-template <typename R, typename T>
-void ds_tile_rows(T* ds, const T* p, int64_t ld, int64_t mq, int64_t nk, int64_t nkp, int64_t base, const T* d,
-                  T scale) {
-    for (int64_t r = 0; r < mq; r++)
-        R::ds_row(ds + r * ld, p + r * ld, visible_keys(base, r, nk), nkp, d[r], scale);
+void pds_tile_rows(T* p, T* ds, int64_t ld, int64_t mq, int64_t nk, int64_t nkp, int64_t base, T c, const T* sub,
+                   const T* d, T scale) {
+    for (int64_t r = 0; r < mq; r++) {
+        const int64_t n = visible_keys(base, r, nk);
+        R::exp2_row(p + r * ld, n, nkp, c, sub[r]);
+        R::ds_row(ds + r * ld, p + r * ld, n, nkp, d[r], scale);
+    }
 }
 
 template <typename T>

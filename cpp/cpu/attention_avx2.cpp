@@ -255,7 +255,7 @@ struct Rows {
 
 const TileKernels<float>& tile_kernels_avx2() {
     static const TileKernels<float> k{kNR, gemm, gemm_nt, softmax_tile_rows<Rows, float>, softmax_cols,
-                                      exp2_tile_rows<Rows, float>, ds_tile_rows<Rows, float>};
+                                      pds_tile_rows<Rows, float>};
     return k;
 }
 

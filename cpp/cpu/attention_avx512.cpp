@@ -286,7 +286,7 @@ struct Rows {
 
 const TileKernels<float>& tile_kernels_avx512() {
     static const TileKernels<float> k{kNR, gemm, gemm_nt, softmax_tile_rows<Rows, float>, softmax_cols,
-                                      exp2_tile_rows<Rows, float>, ds_tile_rows<Rows, float>};
+                                      pds_tile_rows<Rows, float>};
     return k;
 }
 

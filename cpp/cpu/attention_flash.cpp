@@ -14,7 +14,8 @@
 // dK += dS^T Q, dQ += dS K. Key blocks own their dK and dV rows (no races). dQ is the
 // one sum that crosses key blocks; it is accumulated race-free in one of two schedules:
 //   per head  (B*H a multiple of the thread count, or many heads): one thread does a whole
-//             head, key blocks outer, and adds every tile's dS K straight into the head's dQ;
+//             head, key blocks outer (two at a time, sharing a sweep over the query blocks),
+//             and adds every tile's dS K straight into the head's dQ;
 //   two pass  (few heads): tasks (head, key block) make dK and dV, then tasks (head, query
 //             block) recompute dS and sum dQ over key blocks in the same ascending order.
 // Both schedules add the same tiles, computed by the same kernels, in the same order, so
@@ -168,8 +169,7 @@ template <typename T>
 const TileKernels<T>& tile_kernels_generic() {
     static const TileKernels<T> k{kGenericNR, gemm_generic<T>, gemm_nt_generic<T>,
                                   softmax_tile_rows<RowsGeneric<T>, T>, softmax_cols_generic<T>,
-                                  exp2_tile_rows<RowsGeneric<T>, T>,
-                                  ds_tile_rows<RowsGeneric<T>, T>};
+                                  pds_tile_rows<RowsGeneric<T>, T>};
     return k;
 }
 template const TileKernels<float>& tile_kernels_generic<float>();
@@ -499,9 +499,16 @@ BwdHead<T> bwd_pack(T* slot, const T* q, const T* k, const T* v, const T* out, c
     return hd;
 }
 
+// Key blocks one sweep of the per-head schedule takes together: they share the sweep over
+// the query blocks, so Q, dO and dQ (three (Tq, D) arrays, past the L2 cache at T = 4096)
+// stream through once per kKeyBlocksPerSweep key blocks instead of once per key block.
+constexpr int64_t kKeyBlocksPerSweep = 2;
+
+// Scratch of one thread: P and dS tiles, dK and dV accumulators for each key block of a
+// sweep, and the two-pass schedule's dQ accumulator.
 template <typename T>
 int64_t bwd_scratch_size(const Geometry& g) {
-    return 2 * slice(g.Bq * g.Bkp) + 2 * slice(g.Bk * g.Dp) + slice(g.Bq * g.Dp);
+    return 2 * slice(g.Bq * g.Bkp) + 2 * kKeyBlocksPerSweep * slice(g.Bk * g.Dp) + slice(g.Bq * g.Dp);
 }
 
 // P and dS (mq, Bkp) of tile (qb, kb); both schedules make their tiles here.
@@ -512,36 +519,46 @@ void bwd_tile(T* p, T* ds, const BwdHead<T>& hd, const Geometry& g, int64_t qb, 
     const int64_t Dp = g.Dp, ld = g.Bkp;
     const TileBand cols{g.band_base(i0, j0), -TileBand::kAll, TileBand::kAll};
     kn.gemm(p, ld, hd.q + i0 * Dp, Dp, 1, hd.kt + kb * Dp * ld, ld, mq, nkp, Dp, false, cols);  // S
-    kn.exp2_tile(p, ld, mq, nk, nkp, cols.n_hi, c, hd.l2 + i0);  // P = exp(S*scale - L)
     kn.gemm(ds, ld, hd.dout + i0 * Dp, Dp, 1, hd.vt + kb * Dp * ld, ld, mq, nkp, Dp, false, cols);  // dP = dO V^T
-    // dS = scale * P * (dP - Drow), exactly 0 where masked
-    kn.ds_tile(ds, p, ld, mq, nk, nkp, cols.n_hi, hd.drow + i0, scale);
+    // P = exp(S*scale - L), then dS = scale * P * (dP - Drow), each row while it is in L1;
+    // both exactly 0 where masked
+    kn.pds_tile(p, ds, ld, mq, nk, nkp, cols.n_hi, c, hd.l2 + i0, hd.drow + i0, scale);
 }
 
-// dK and dV rows of key block kb; with dq_acc (Tq,Dp) also adds each tile's dS K to it.
+// dK and dV rows of key blocks [kb0, kb0 + nb) (nb <= kKeyBlocksPerSweep); with dq_acc
+// (Tq,Dp) also adds each tile's dS K to it. Every dQ row still takes its tiles in ascending
+// key-block order, whatever nb.
 template <typename T>
-void bwd_kblock(T* dk, T* dv, T* dq_acc, const BwdHead<T>& hd, const Geometry& g, int64_t kb, T c, T scale,
-                const TileKernels<T>& kn, T* scratch) {
-    const int64_t j0 = kb * g.Bk, nk = g.keys(kb), Dp = g.Dp, ld = g.Bkp;
+void bwd_kblocks(T* dk, T* dv, T* dq_acc, const BwdHead<T>& hd, const Geometry& g, int64_t kb0, int64_t nb, T c,
+                 T scale, const TileKernels<T>& kn, T* scratch) {
+    const int64_t Dp = g.Dp, ld = g.Bkp;
     T* p = scratch;
     T* ds = p + slice(g.Bq * ld);
-    T* dk_acc = ds + slice(g.Bq * ld);
-    T* dv_acc = dk_acc + slice(g.Bk * Dp);
-    std::fill(dk_acc, dk_acc + nk * Dp, T(0));
-    std::fill(dv_acc, dv_acc + nk * Dp, T(0));
-    for (int64_t qb = g.qb_begin(kb); qb < g.nqb; qb++) {
+    T* acc = ds + slice(g.Bq * ld);  // key block b: dK at acc + 2b * stride, dV after it
+    const int64_t stride = slice(g.Bk * Dp);
+    for (int64_t b = 0; b < nb; b++) std::fill(acc + 2 * b * stride, acc + 2 * b * stride + 2 * stride, T(0));
+    for (int64_t qb = g.qb_begin(kb0); qb < g.nqb; qb++) {
         const int64_t i0 = qb * g.Bq, mq = g.rows(qb);
-        bwd_tile(p, ds, hd, g, qb, kb, c, scale, kn);
-        const int64_t base = g.band_base(i0, j0);
-        const TileBand keys_rows{TileBand::kAll, -base, TileBand::kAll};
-        const TileBand query_rows{TileBand::kAll, -TileBand::kAll, base};
-        kn.gemm(dv_acc, Dp, p, 1, ld, hd.dout + i0 * Dp, Dp, nk, Dp, mq, true, keys_rows);  // dV += P^T dO
-        kn.gemm(dk_acc, Dp, ds, 1, ld, hd.q + i0 * Dp, Dp, nk, Dp, mq, true, keys_rows);    // dK += dS^T Q
-        if (dq_acc)  // dQ += dS K
-            kn.gemm(dq_acc + i0 * Dp, Dp, ds, ld, 1, hd.k + j0 * Dp, Dp, mq, Dp, nk, true, query_rows);
+        for (int64_t b = 0; b < nb; b++) {
+            const int64_t kb = kb0 + b, j0 = kb * g.Bk, nk = g.keys(kb);
+            if (qb < g.qb_begin(kb)) continue;  // the whole tile is masked
+            T* dk_acc = acc + 2 * b * stride;
+            T* dv_acc = dk_acc + stride;
+            bwd_tile(p, ds, hd, g, qb, kb, c, scale, kn);
+            const int64_t base = g.band_base(i0, j0);
+            const TileBand keys_rows{TileBand::kAll, -base, TileBand::kAll};
+            const TileBand query_rows{TileBand::kAll, -TileBand::kAll, base};
+            kn.gemm(dv_acc, Dp, p, 1, ld, hd.dout + i0 * Dp, Dp, nk, Dp, mq, true, keys_rows);  // dV += P^T dO
+            kn.gemm(dk_acc, Dp, ds, 1, ld, hd.q + i0 * Dp, Dp, nk, Dp, mq, true, keys_rows);    // dK += dS^T Q
+            if (dq_acc)  // dQ += dS K
+                kn.gemm(dq_acc + i0 * Dp, Dp, ds, ld, 1, hd.k + j0 * Dp, Dp, mq, Dp, nk, true, query_rows);
+        }
     }
-    unpack_rows(dk + j0 * g.D, dk_acc, nk, g.D, Dp, T(1));
-    unpack_rows(dv + j0 * g.D, dv_acc, nk, g.D, Dp, T(1));
+    for (int64_t b = 0; b < nb; b++) {
+        const int64_t j0 = (kb0 + b) * g.Bk, nk = g.keys(kb0 + b);
+        unpack_rows(dk + j0 * g.D, acc + 2 * b * stride, nk, g.D, Dp, T(1));
+        unpack_rows(dv + j0 * g.D, acc + (2 * b + 1) * stride, nk, g.D, Dp, T(1));
+    }
 }
 
 // dQ rows of query block qb (the two-pass schedule's second pass).
@@ -551,7 +568,7 @@ void bwd_qblock(T* dq, const BwdHead<T>& hd, const Geometry& g, int64_t qb, T c,
     const int64_t i0 = qb * g.Bq, mq = g.rows(qb), Dp = g.Dp, ld = g.Bkp;
     T* p = scratch;
     T* ds = p + slice(g.Bq * ld);
-    T* dq_acc = ds + slice(g.Bq * ld) + 2 * slice(g.Bk * Dp);
+    T* dq_acc = ds + slice(g.Bq * ld) + 2 * kKeyBlocksPerSweep * slice(g.Bk * Dp);
     std::fill(dq_acc, dq_acc + mq * Dp, T(0));
     const int64_t kb_end = g.kb_end(qb);
     for (int64_t kb = 0; kb < kb_end; kb++) {
@@ -600,9 +617,10 @@ void attention_flash_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, co
             T* dq_h = dq + bh * Tq * D;
             T* dq_acc = D != g.Dp ? slot + bwd_slot_size<T>(g) : dq_h;
             std::fill(dq_acc, dq_acc + Tq * g.Dp, T(0));
-            for (int64_t kb = 0; kb < g.nkb; kb++)
-                bwd_kblock<T>(dk + bh * Tk * D, dv + bh * Tk * D, dq_acc, hd, g, kb, c, scale, kn,
-                              scratch.data<T>() + tid * scratch_size);
+            for (int64_t kb = 0; kb < g.nkb; kb += kKeyBlocksPerSweep)
+                bwd_kblocks<T>(dk + bh * Tk * D, dv + bh * Tk * D, dq_acc, hd, g, kb,
+                               std::min(kKeyBlocksPerSweep, g.nkb - kb), c, scale, kn,
+                               scratch.data<T>() + tid * scratch_size);
             if (D != g.Dp) unpack_rows(dq_h, dq_acc, Tq, D, g.Dp, T(1));
         }
         return;
@@ -614,8 +632,8 @@ void attention_flash_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, co
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
     for (int64_t t = 0; t < BH * g.nkb; t++) {
         const int64_t bh = t / g.nkb, kb = t % g.nkb;
-        bwd_kblock<T>(dk + bh * Tk * D, dv + bh * Tk * D, nullptr, heads[size_t(bh)], g, kb, c, scale, kn,
-                      scratch.data<T>() + thread_id() * scratch_size);
+        bwd_kblocks<T>(dk + bh * Tk * D, dv + bh * Tk * D, nullptr, heads[size_t(bh)], g, kb, 1, c, scale, kn,
+                       scratch.data<T>() + thread_id() * scratch_size);
     }
     // Pass 2: dQ by query block (latest first, for the same reason).
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)

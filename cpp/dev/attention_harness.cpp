@@ -87,10 +87,10 @@ void time_tile(const cpu::attn_detail::TileKernels<float>& kn) {
     std::printf("tile gemm 64x64x64 (A):    %6.1f GFLOP/s\n", 2.0 * M * N * K * reps / t / 1e9);
     t = thread_time([&] { for (int i = 0; i < reps; i++) kn.gemm(C.data(), N, A.data(), 1, K, B.data(), N, M, N, K, true, {}); }, 5);
     std::printf("tile gemm 64x64x64 (A^T):  %6.1f GFLOP/s\n", 2.0 * M * N * K * reps / t / 1e9);
-    std::vector<float> tile(64 * 64), sub(64, 1.0f);
+    std::vector<float> tile(64 * 64), dtile(64 * 64, 0.5f), sub(64, 1.0f), d(64, 0.25f);
     const int treps = reps / 10;
-    t = thread_time([&] { for (int i = 0; i < treps; i++) { tile[0] = float(i & 7); kn.exp2_tile(tile.data(), 64, 64, 61, 64, TileBand::kAll, 0.01f, sub.data()); } }, 5);
-    std::printf("exp2_tile 64 x 61/64:      %6.2f ns/element\n", t / (treps * 64.0 * 61) * 1e9);
+    t = thread_time([&] { for (int i = 0; i < treps; i++) { tile[0] = float(i & 7); kn.pds_tile(tile.data(), dtile.data(), 64, 64, 61, 64, TileBand::kAll, 0.01f, sub.data(), d.data(), 0.125f); } }, 5);
+    std::printf("P and dS tile 64 x 61/64:  %6.2f ns/element\n", t / (treps * 64.0 * 61) * 1e9);
 }
 
 }  // namespace
