@@ -1,6 +1,7 @@
 // Flash attention tile micro-kernels, AVX2 + FMA, float32 (see cpu/attention.h for the
-// contract). attention_avx512.cpp is the same code with 16-lane vectors and mask registers;
-// keep the two line for line alike.
+// contract). attention_avx512.cpp is the same code with 16-lane vectors and mask registers,
+// except its gemm's wider tiles (it has 32 registers); keep the rest line for line alike.
+// The forward's column softmax is shared by both: cpu/attention_cols.h.
 //
 // gemm: 6 x 16 register tiles (12 accumulators + 2 B vectors + 1 broadcast = 15 of the 16
 // ymm registers); A is read by scalar broadcasts, so A and A^T cost the same.

@@ -1,6 +1,6 @@
 // Flash attention tile micro-kernels, AVX-512 (F), float32 (see cpu/attention.h for the
-// contract). The same code as attention_avx2.cpp with 16-lane vectors and mask registers;
-// keep the two line for line alike.
+// contract). The same code as attention_avx2.cpp with 16-lane vectors and mask registers,
+// except the gemm's wider tiles; keep the rest line for line alike.
 //
 // gemm: 6 x 64 register tiles (24 accumulators + 4 B vectors + 1 broadcast), 6 x 32 for
 // what is left; A is read by scalar broadcasts, so A and A^T cost the same. On a Xeon
