@@ -16,6 +16,7 @@
 // recomputes P tile by tile. No Tq x Tk buffer ever exists; its scratch grows linearly.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 namespace femtogpt::cpu {
@@ -48,12 +49,12 @@ void attention_flash_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, co
 namespace attn_detail {
 
 // What a causal mask lets a tile product skip. For the register-tile row group [m0, m0+mr)
-// of C: columns at or past n_hi + m0 + mr are not needed (they are left unwritten), and
-// the sum over p runs over [k_lo + m0, k_hi + m0 + mr) only (A is zero elsewhere in those
-// rows). The defaults skip nothing.
+// of C: columns at or past n_hi + m0 + mr, and columns before n_lo + m0, are not needed
+// (they may be left unwritten), and the sum over p runs over [k_lo + m0, k_hi + m0 + mr)
+// only (A is zero elsewhere in those rows). The defaults skip nothing.
 struct TileBand {
     static constexpr int64_t kAll = int64_t(1) << 60;
-    int64_t n_hi = kAll, k_lo = -kAll, k_hi = kAll;
+    int64_t n_hi = kAll, k_lo = -kAll, k_hi = kAll, n_lo = -kAll;
 };
 
 // The tile micro-kernels the flash driver is built from, one table per ISA. Row lengths
@@ -69,15 +70,75 @@ struct TileKernels {
     // any N and K (the decode path's scores, K read in place)
     void (*gemm_nt)(T* C, int64_t ldc, const T* A, int64_t lda, const T* B, int64_t ldb, int64_t M, int64_t N,
                     int64_t K);
-    // max over i < n of x[i]  (n >= 1)
-    T (*row_max)(const T* x, int64_t n);
-    // x[i] = exp2(x[i] * c - sub) for i < n, x[i] = 0 for n <= i < npad; returns the sum
-    T (*exp2_row)(T* x, int64_t n, int64_t npad, T c, T sub);
-    // dp[i] = p[i] * (dp[i] - d) * scale for i < n, dp[i] = 0 for n <= i < npad
-    void (*ds_row)(T* dp, const T* p, int64_t n, int64_t npad, T d, T scale);
-    // x[i] *= a for i < n
-    void (*scale_row)(T* x, int64_t n, T a);
+    // The element-wise passes work on whole tiles (mq rows of stride ld), one call per tile
+    // rather than per row. Row r of a tile sees its first visible_keys(base, r, nk) keys
+    // (base: TileBand's; kAll without a mask); the rest of the row, up to nkp, is set to 0.
+    //
+    // Forward online softmax: s holds scores in base-2 units; per row the running max m[r]
+    // and sum l[r] take in the visible scores, s becomes exp2(s - m[r]), and the output row
+    // o + r*ldo (no elements) is rescaled by exp2(m_old - m_new) when the max moved.
+    void (*softmax_tile)(T* s, int64_t ld, int64_t mq, int64_t nk, int64_t nkp, int64_t base, T* m, T* l, T* o,
+                         int64_t ldo, int64_t no);
+    // The same online softmax on a transposed tile: st (nk, ld) holds S^T, keys down and
+    // queries across, in base-2 units; key row j is visible to query column i when
+    // i >= j - base. For each column i < nq the running max m[i] and sum l[i] take in its
+    // visible scores, st becomes exp2(st - m[i]) there and exactly 0 where masked, and the
+    // output row o + i*ldo (no elements) is multiplied by exp2(m_old - m_new). Columns from
+    // nq up to the vector width's round-up may be touched; m and l must have room for them.
+    void (*softmax_cols)(T* st, int64_t ld, int64_t nk, int64_t nq, int64_t base, T* m, T* l, T* o, int64_t ldo,
+                         int64_t no);
+    // The backward's P and dS of a tile, row by row: p = exp2(p * c - sub[r]) from the scores,
+    // then ds = p * (ds - d[r]) * scale from dP, on the visible keys
+    void (*pds_tile)(T* p, T* ds, int64_t ld, int64_t mq, int64_t nk, int64_t nkp, int64_t base, T c, const T* sub,
+                     const T* d, T scale);
 };
+
+// Keys row r of a tile sees: base + r + 1, clamped to [0, nk] (kAll + r + 1 cannot overflow).
+inline int64_t visible_keys(int64_t base, int64_t r, int64_t nk) {
+    const int64_t n = base + r + 1;
+    return n < 0 ? 0 : n > nk ? nk : n;
+}
+
+// The three tile passes, written once over an ISA's row kernels; each ISA's file
+// instantiates them, so the row kernels inline into one loop over the tile. R provides
+//   T row_max(const T* x, int64_t n): max over i < n of x[i] (n >= 1);
+//   T exp2_row(T* x, int64_t n, int64_t npad, T c, T sub): x[i] = exp2(x[i] * c - sub) for
+//     i < n, 0 for n <= i < npad (a multiple of the tile width); returns the sum;
+//   void ds_row(T* dp, const T* p, int64_t n, int64_t npad, T d, T scale):
+//     dp[i] = p[i] * (dp[i] - d) * scale for i < n, 0 for n <= i < npad;
+//   void scale_row(T* x, int64_t n, T a): x[i] *= a for i < n.
+template <typename R, typename T>
+void softmax_tile_rows(T* s, int64_t ld, int64_t mq, int64_t nk, int64_t nkp, int64_t base, T* m, T* l, T* o,
+                       int64_t ldo, int64_t no) {
+    for (int64_t r = 0; r < mq; r++) {
+        T* row = s + r * ld;
+        const int64_t n = visible_keys(base, r, nk);
+        if (n == 0) {
+            for (int64_t i = 0; i < nkp; i++) row[i] = T(0);
+            continue;
+        }
+        const T rmax = R::row_max(row, n);
+        const T mnew = m[r] > rmax ? m[r] : rmax;
+        const T sum = R::exp2_row(row, n, nkp, T(1), mnew);
+        if (mnew != m[r] && l[r] != T(0)) {  // the max moved: rescale what came before
+            const T alpha = std::exp2(m[r] - mnew);
+            l[r] *= alpha;
+            R::scale_row(o + r * ldo, no, alpha);
+        }
+        l[r] += sum;
+        m[r] = mnew;
+    }
+}
+
+template <typename R, typename T>
+void pds_tile_rows(T* p, T* ds, int64_t ld, int64_t mq, int64_t nk, int64_t nkp, int64_t base, T c, const T* sub,
+                   const T* d, T scale) {
+    for (int64_t r = 0; r < mq; r++) {
+        const int64_t n = visible_keys(base, r, nk);
+        R::exp2_row(p + r * ld, n, nkp, c, sub[r]);
+        R::ds_row(ds + r * ld, p + r * ld, n, nkp, d[r], scale);
+    }
+}
 
 template <typename T>
 const TileKernels<T>& tile_kernels_generic();

@@ -1,6 +1,7 @@
 // Flash attention tile micro-kernels, AVX2 + FMA, float32 (see cpu/attention.h for the
-// contract). attention_avx512.cpp is the same code with 16-lane vectors and mask registers;
-// keep the two line for line alike.
+// contract). attention_avx512.cpp is the same code with 16-lane vectors and mask registers,
+// except its gemm's wider tiles (it has 32 registers); keep the rest line for line alike.
+// The forward's column softmax is shared by both: cpu/attention_cols.h.
 //
 // gemm: 6 x 16 register tiles (12 accumulators + 2 B vectors + 1 broadcast = 15 of the 16
 // ymm registers); A is read by scalar broadcasts, so A and A^T cost the same.
@@ -40,6 +41,18 @@ inline vec vkeep_tail(vec v, int64_t k, vec other) {  // lanes >= k replaced by 
     return _mm256_blendv_ps(other, v, _mm256_castsi256_ps(tail_mask(k)));
 }
 
+inline vec vmax(vec a, vec b) { return _mm256_max_ps(a, b); }
+inline vec vsub(vec a, vec b) { return _mm256_sub_ps(a, b); }
+inline vec vadd(vec a, vec b) { return _mm256_add_ps(a, b); }
+inline vec vmul(vec a, vec b) { return _mm256_mul_ps(a, b); }
+// Lanes [0, t) replaced by `other` (t may be <= 0: none, or >= kW: all).
+inline vec vkeep_from(vec v, int64_t t, vec other) {
+    const __m256i below = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(std::clamp<int64_t>(t, 0, kW))),
+                                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    return _mm256_blendv_ps(v, other, _mm256_castsi256_ps(below));
+}
+inline bool vany_ne(vec v, float x) { return _mm256_movemask_ps(_mm256_cmp_ps(v, vset1(x), _CMP_NEQ_UQ)) != 0; }
+
 inline float hsum(vec v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -53,9 +66,17 @@ inline float hmax(vec v) {
     return _mm_cvtss_f32(s);
 }
 
+// 1.5 * 2^23: adding it rounds |x| < 2^22 to an integer n, held as bits(magic) + n; the
+// exponent field of 2^n is then (bits(t) - bits(magic) + 127) << 23.
+constexpr float kRoundMagic = 12582912.0f;
+constexpr int kRoundBias = 0x4B400000 - 127;
+
 inline vec exp2v(vec x) {
     x = _mm256_max_ps(x, vset1(-127.0f));  // callers pass x <= 0 (scores minus their max or lse)
-    vec n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    // n = round(x) by the 1.5 * 2^23 trick (nearest-even, as round_ps): n's integer sits
+    // in t's low mantissa bits, which spares the round and the float-to-int conversion
+    const vec t = _mm256_add_ps(x, vset1(kRoundMagic));
+    const vec n = _mm256_sub_ps(t, vset1(kRoundMagic));
     vec f = _mm256_sub_ps(x, n);
     vec p = vset1(1.5345795e-04f);  // near-minimax fit of 2^f on [-1/2, 1/2], relative error 2e-9
     p = vfmadd(p, f, vset1(1.3399931e-03f));
@@ -64,7 +85,7 @@ inline vec exp2v(vec x) {
     p = vfmadd(p, f, vset1(2.4022646e-01f));
     p = vfmadd(p, f, vset1(6.9314718e-01f));
     p = vfmadd(p, f, vset1(1.0f));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    __m256i e = _mm256_slli_epi32(_mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(kRoundBias)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
@@ -113,7 +134,7 @@ void gemm(float* C, int64_t ldc, const float* A, int64_t sar, int64_t sap, const
     for (int64_t n0 = 0; n0 < N; n0 += kNR) {
         for (int64_t m0 = 0; m0 < M; m0 += kMR) {
             const int64_t mr = M - m0 < kMR ? M - m0 : kMR;
-            if (n0 >= band.n_hi + m0 + mr) continue;  // masked for every row of the group
+            if (n0 >= band.n_hi + m0 + mr || n0 + kNR <= band.n_lo + m0) continue;  // masked for every row
             const int64_t k0 = std::clamp<int64_t>(band.k_lo + m0, 0, K);
             const int64_t k1 = std::clamp<int64_t>(band.k_hi + m0 + mr, k0, K);
             float* c = C + m0 * ldc + n0;
@@ -170,7 +191,7 @@ void gemm_nt(float* C, int64_t ldc, const float* A, int64_t lda, const float* B,
     }
 }
 
-float row_max(const float* x, int64_t n) {
+inline float row_max(const float* x, int64_t n) {
     const vec ninf = vset1(-__builtin_inff());
     vec m = ninf;
     int64_t i = 0;
@@ -179,7 +200,7 @@ float row_max(const float* x, int64_t n) {
     return hmax(m);
 }
 
-float exp2_row(float* x, int64_t n, int64_t npad, float c, float sub) {
+inline float exp2_row(float* x, int64_t n, int64_t npad, float c, float sub) {
     const vec vc = vset1(c), vsub = vset1(-sub), zero = _mm256_setzero_ps();
     vec sum = zero;
     int64_t i = 0;
@@ -188,16 +209,17 @@ float exp2_row(float* x, int64_t n, int64_t npad, float c, float sub) {
         vstore(x + i, e);
         sum = _mm256_add_ps(sum, e);
     }
-    if (i < n) {
+    if (i < n) {  // npad is a multiple of the tile width, so this whole vector is in the row
         const vec e = vkeep_tail(exp2v(vfmadd(vload_tail(x + i, n - i), vc, vsub)), n - i, zero);
-        vstore_tail(x + i, e, n - i);
+        vstore(x + i, e);
         sum = _mm256_add_ps(sum, e);
+        i += kW;
     }
-    for (i = n; i < npad; i++) x[i] = 0.0f;
+    for (; i < npad; i += kW) vstore(x + i, zero);
     return hsum(sum);
 }
 
-void ds_row(float* dp, const float* p, int64_t n, int64_t npad, float d, float scale) {
+inline void ds_row(float* dp, const float* p, int64_t n, int64_t npad, float d, float scale) {
     const vec vd = vset1(d), vs = vset1(scale);
     int64_t i = 0;
     for (; i + kW <= n; i += kW)
@@ -210,17 +232,31 @@ void ds_row(float* dp, const float* p, int64_t n, int64_t npad, float d, float s
     for (i = n; i < npad; i++) dp[i] = 0.0f;
 }
 
-void scale_row(float* x, int64_t n, float a) {
+inline void scale_row(float* x, int64_t n, float a) {
     const vec va = vset1(a);
     int64_t i = 0;
     for (; i + kW <= n; i += kW) vstore(x + i, _mm256_mul_ps(vload(x + i), va));
     if (i < n) vstore_tail(x + i, _mm256_mul_ps(vload_tail(x + i, n - i), va), n - i);
 }
 
+#include "cpu/attention_cols.h"
+
+struct Rows {
+    static float row_max(const float* x, int64_t n) { return femtogpt::cpu::attn_detail::row_max(x, n); }
+    static float exp2_row(float* x, int64_t n, int64_t npad, float c, float sub) {
+        return femtogpt::cpu::attn_detail::exp2_row(x, n, npad, c, sub);
+    }
+    static void ds_row(float* dp, const float* p, int64_t n, int64_t npad, float d, float scale) {
+        femtogpt::cpu::attn_detail::ds_row(dp, p, n, npad, d, scale);
+    }
+    static void scale_row(float* x, int64_t n, float a) { femtogpt::cpu::attn_detail::scale_row(x, n, a); }
+};
+
 }  // namespace
 
 const TileKernels<float>& tile_kernels_avx2() {
-    static const TileKernels<float> k{kNR, gemm, gemm_nt, row_max, exp2_row, ds_row, scale_row};
+    static const TileKernels<float> k{kNR, gemm, gemm_nt, softmax_tile_rows<Rows, float>, softmax_cols,
+                                      pds_tile_rows<Rows, float>};
     return k;
 }
 

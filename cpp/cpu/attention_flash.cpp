@@ -1,11 +1,12 @@
 // Flash attention (FlashAttention-2 schedule) on the CPU, forward and backward.
 //
 // Forward, per query block of Bq rows: for each key block of Bk keys the driver forms the
-// scores S = (c Q_blk) K_blk^T with a register-tiled gemm (c = scale*log2(e), so the softmax
-// runs in base 2), turns them into unnormalized probabilities exp2(S - m) under a running
-// row max m, rescales the output accumulator only when m moved, adds P V_blk, and divides
-// by the row sum once at the end. It saves only O and the natural-log log-sum-exp
-// L = (m + log2(l)) * ln(2).
+// transposed scores S^T = K_blk (c Q_blk)^T with a register-tiled gemm (c = scale*log2(e),
+// so the softmax runs in base 2; K is read in place, Q^T packed once per query block),
+// turns them into unnormalized probabilities exp2(S - m) under a running per-query max m
+// (lane-wise down the columns: no horizontal reductions), rescales the output accumulator
+// rows whose max moved, adds P V_blk, and divides by the row sum once at the end. It saves
+// only O and the natural-log log-sum-exp L = (m + log2(l)) * ln(2).
 //
 // Backward recomputes each tile's P = exp2(c Q K^T - L*log2(e)) from Q, K and L (one FMA per
 // element on the raw scores, as backward needs the unscaled Q for dK anyway), with
@@ -13,7 +14,8 @@
 // dK += dS^T Q, dQ += dS K. Key blocks own their dK and dV rows (no races). dQ is the
 // one sum that crosses key blocks; it is accumulated race-free in one of two schedules:
 //   per head  (B*H a multiple of the thread count, or many heads): one thread does a whole
-//             head, key blocks outer, and adds every tile's dS K straight into the head's dQ;
+//             head, key blocks outer (two at a time, sharing a sweep over the query blocks),
+//             and adds every tile's dS K straight into the head's dQ;
 //   two pass  (few heads): tasks (head, key block) make dK and dV, then tasks (head, query
 //             block) recompute dS and sum dQ over key blocks in the same ascending order.
 // Both schedules add the same tiles, computed by the same kernels, in the same order, so
@@ -28,8 +30,8 @@
 // so a key never touches the output or dQ of a query that cannot see it.
 // D and the key blocks are zero-padded to the tile width `nr` of the ISA's kernels.
 //
-// K^T blocks are packed once per head and shared by its query blocks; below
-// kDirectMaxQueries queries (KV-cache decoding) the forward reads K in place instead.
+// Backward packs K^T and V^T blocks once per head, shared by its query blocks. Below
+// kDirectMaxQueries queries (KV-cache decoding) the forward takes scores row by row.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -74,7 +76,7 @@ void gemm_generic(T* C, int64_t ldc, const T* A, int64_t sar, int64_t sap, const
     for (int64_t n0 = 0; n0 < N; n0 += kGenericNR) {
         for (int64_t m0 = 0; m0 < M; m0 += kGenericMR) {
             const int64_t mr = std::min<int64_t>(kGenericMR, M - m0);
-            if (n0 >= band.n_hi + m0 + mr) continue;  // masked for every row of the group
+            if (n0 >= band.n_hi + m0 + mr || n0 + kGenericNR <= band.n_lo + m0) continue;  // all masked
             const int64_t k0 = std::clamp<int64_t>(band.k_lo + m0, 0, K);
             const int64_t k1 = std::clamp<int64_t>(band.k_hi + m0 + mr, k0, K);
             T* c = C + m0 * ldc + n0;
@@ -130,13 +132,44 @@ void scale_row_generic(T* x, int64_t n, T a) {
     for (int64_t i = 0; i < n; i++) x[i] *= a;
 }
 
+template <typename T>
+void softmax_cols_generic(T* st, int64_t ld, int64_t nk, int64_t nq, int64_t base, T* m, T* l, T* o, int64_t ldo,
+                          int64_t no) {
+    for (int64_t i = 0; i < nq; i++) {
+        const int64_t n = visible_keys(base, i, nk);
+        T mnew = m[i];
+        for (int64_t j = 0; j < n; j++) mnew = std::max(mnew, st[j * ld + i]);
+        const T alpha = mnew == -std::numeric_limits<T>::infinity() ? T(0) : std::exp2(m[i] - mnew);
+        T sum = 0;
+        for (int64_t j = 0; j < n; j++) {
+            const T e = std::exp2(st[j * ld + i] - mnew);
+            st[j * ld + i] = e;
+            sum += e;
+        }
+        for (int64_t j = n; j < nk; j++) st[j * ld + i] = T(0);
+        l[i] = l[i] * alpha + sum;
+        m[i] = mnew;
+        if (alpha != T(1)) scale_row_generic(o + i * ldo, no, alpha);
+    }
+}
+
+template <typename T>
+struct RowsGeneric {
+    static T row_max(const T* x, int64_t n) { return row_max_generic(x, n); }
+    static T exp2_row(T* x, int64_t n, int64_t npad, T c, T sub) { return exp2_row_generic(x, n, npad, c, sub); }
+    static void ds_row(T* dp, const T* p, int64_t n, int64_t npad, T d, T scale) {
+        ds_row_generic(dp, p, n, npad, d, scale);
+    }
+    static void scale_row(T* x, int64_t n, T a) { scale_row_generic(x, n, a); }
+};
+
 }  // namespace
 
 template <typename T>
 const TileKernels<T>& tile_kernels_generic() {
-    static const TileKernels<T> k{kGenericNR,          gemm_generic<T>,   gemm_nt_generic<T>,
-                                  row_max_generic<T>,  exp2_row_generic<T>, ds_row_generic<T>,
-                                  scale_row_generic<T>};
+    static const TileKernels<T> k{kGenericNR, gemm_generic<T>, gemm_nt_generic<T>,
+                                  softmax_tile_rows<RowsGeneric<T>, T>, softmax_cols_generic<T>,
+                                  pds_tile_rows<RowsGeneric<T>, T>};
     return k;
 }
 template const TileKernels<float>& tile_kernels_generic<float>();
@@ -199,11 +232,6 @@ struct Geometry {
     // Row r of query block i0 sees keys j0 + c of key block j0 for c < base + r + 1: the
     // TileBand offset of that tile (no limit without a mask).
     int64_t band_base(int64_t i0, int64_t j0) const { return causal ? off + i0 - j0 : TileBand::kAll; }
-    // Keys of the block starting at j0 (nk of them) that row i sees: a prefix.
-    int64_t visible(int64_t i, int64_t j0, int64_t nk) const {
-        if (!causal) return nk;
-        return std::clamp<int64_t>(off + i + 1 - j0, 0, nk);
-    }
 };
 
 // Scratch slices, each a multiple of 16 elements so every slice stays 64-byte aligned.
@@ -251,65 +279,107 @@ bool per_head_schedule(int64_t BH, int nt) { return BH % nt == 0 || BH >= 4 * in
 
 // ---------------------------------------------------------------- forward
 
-// Below this many queries (decoding against a KV cache) the forward reads K as it is, one
-// dot product per score, instead of packing K^T blocks: the packing costs as much as the
-// whole product when each key meets a single query.
+// Query blocks run on transposed score tiles, S^T = K_blk (c Q_blk)^T: K is read in place
+// as the product's A (so no K^T is packed), Q^T is packed once per query block, and the
+// softmax runs down the columns (TileKernels::softmax_cols) with lane-wise maxima and
+// sums. O += P V reads P = (S^T)^T through the gemm's A^T strides.
+// Below this many queries (decoding against a KV cache) a tile would be mostly padding
+// columns: the forward takes the scores row by row instead, one dot product each.
 constexpr int64_t kDirectMaxQueries = 8;
 
-// One head's keys and values: K^T blocks (or K itself, unpacked) and V with row stride Dp.
+// One head's inputs; V with row stride Dp.
 template <typename T>
 struct FwdHead {
-    const T* q;   // (Tq, D), unpadded
-    const T* kt;  // K^T blocks (Dp, Bkp), or null: then
-    const T* k;   // (Tk, D), unpadded, read by the dot-product kernel
-    const T* v;
+    const T* q;  // (Tq, D)
+    const T* k;  // (Tk, D)
+    const T* v;  // (Tk, Dp)
 };
-
-int64_t fwd_kt_size(const Geometry& g) { return g.Tq >= kDirectMaxQueries ? slice(g.nkb * g.Dp * g.Bkp) : 0; }
 
 template <typename T>
 int64_t fwd_slot_size(const Geometry& g) {
-    return fwd_kt_size(g) + (g.D != g.Dp ? slice(g.Tk * g.Dp) : 0);
+    return g.D != g.Dp ? slice(g.Tk * g.Dp) : 0;
 }
 
 template <typename T>
 FwdHead<T> fwd_pack(T* slot, const T* q, const T* k, const T* v, const Geometry& g) {
-    T* kt = nullptr;
-    if (g.Tq >= kDirectMaxQueries) {
-        kt = slot;
-        pack_transposed_blocks(kt, k, g);
-    }
     const T* vp = v;
     if (g.D != g.Dp) {
-        T* vbuf = slot + fwd_kt_size(g);
-        pack_rows(vbuf, v, g.Tk, g.D, g.Dp);
-        vp = vbuf;
+        pack_rows(slot, v, g.Tk, g.D, g.Dp);
+        vp = slot;
     }
-    return {q, kt, k, vp};
+    return {q, k, vp};
 }
+
+// Bq rounded up to the tile width: the row stride of the transposed tiles.
+int64_t fwd_bqp(const Geometry& g, int nr) { return round_up(g.Bq, nr); }
 
 template <typename T>
-int64_t fwd_scratch_size(const Geometry& g) {
-    return 2 * slice(g.Bq * g.Dp) + slice(g.Bq * g.Bkp) + 2 * slice(g.Bq);
+int64_t fwd_scratch_size(const Geometry& g, int nr) {
+    const int64_t bqp = fwd_bqp(g, nr);
+    const int64_t cols = slice(g.Dp * bqp) + slice(g.Bk * bqp) + slice(g.Bq * g.Dp) + 2 * slice(bqp);
+    const int64_t rows = 2 * slice(g.Bq * g.Dp) + slice(g.Bq * g.Bkp) + 2 * slice(g.Bq);
+    return std::max(cols, rows);
 }
 
-// out rows and lse of query block qb of one head.
+// out rows and lse of query block qb from the running max (base 2) and sum.
+template <typename T>
+void fwd_finish(T* out, T* lse, const T* o, const T* m, const T* l, const Geometry& g, int64_t i0, int64_t mq) {
+    for (int64_t r = 0; r < mq; r++) {
+        const T inv = T(1) / l[r];
+        for (int64_t d = 0; d < g.D; d++) out[(i0 + r) * g.D + d] = o[r * g.Dp + d] * inv;
+        lse[i0 + r] = (m[r] + std::log2(l[r])) * T(kLn2);
+    }
+}
+
+// out rows and lse of query block qb of one head, on transposed tiles.
 template <typename T>
 void fwd_qblock(T* out, T* lse, const FwdHead<T>& hd, const Geometry& g, int64_t qb, T c,
                 const TileKernels<T>& kn, T* scratch) {
+    const int64_t i0 = qb * g.Bq, mq = g.rows(qb), D = g.D, Dp = g.Dp, ld = fwd_bqp(g, kn.nr);
+    const int64_t nqp = round_up(mq, kn.nr);
+    T* qt = scratch;                 // (D, ld): (c Q_blk)^T, zero past mq
+    T* st = qt + slice(Dp * ld);     // (nk, ld): S^T, then P^T
+    T* o = st + slice(g.Bk * ld);    // (mq, Dp): unnormalized output
+    T* m = o + slice(g.Bq * Dp);     // (ld): running max of S*c per query
+    T* l = m + slice(ld);            // (ld): running sum of exp2(S*c - m)
+    // Q * c: the scores come out in base-2 units, and their max is the max whatever c's sign
+    for (int64_t d = 0; d < D; d++) {
+        T* row = qt + d * ld;
+        for (int64_t r = 0; r < mq; r++) row[r] = hd.q[(i0 + r) * D + d] * c;
+        for (int64_t r = mq; r < ld; r++) row[r] = T(0);
+    }
+    std::fill(o, o + mq * Dp, T(0));
+    std::fill(m, m + ld, -std::numeric_limits<T>::infinity());
+    std::fill(l, l + ld, T(0));
+    const int64_t kb_end = g.kb_end(qb);
+    for (int64_t kb = 0; kb < kb_end; kb++) {
+        const int64_t j0 = kb * g.Bk, nk = g.keys(kb);
+        const int64_t base = g.band_base(i0, j0);
+        // S^T = K_blk (c Q_blk)^T: key row j needs query columns i >= j - base only
+        kn.gemm(st, ld, hd.k + j0 * D, D, 1, qt, ld, nk, nqp, D, false,
+                {TileBand::kAll, -TileBand::kAll, TileBand::kAll, -base});
+        kn.softmax_cols(st, ld, nk, mq, base, m, l, o, Dp, Dp);
+        // O += P V with P = (P^T)^T: query row i sums keys j < base + i + 1 only
+        kn.gemm(o, Dp, st, 1, ld, hd.v + j0 * Dp, Dp, mq, Dp, nk, true, {TileBand::kAll, -TileBand::kAll, base});
+    }
+    fwd_finish(out, lse, o, m, l, g, i0, mq);
+}
+
+// The same for a handful of queries (decoding): scores row by row, K read by dot products.
+template <typename T>
+void fwd_qblock_direct(T* out, T* lse, const FwdHead<T>& hd, const Geometry& g, int64_t qb, T c,
+                       const TileKernels<T>& kn, T* scratch) {
     const int64_t i0 = qb * g.Bq, mq = g.rows(qb), Dp = g.Dp, ld = g.Bkp;
     T* qbuf = scratch;
     T* s = qbuf + slice(g.Bq * Dp);  // (mq, Bkp): scores, then probabilities
     T* o = s + slice(g.Bq * ld);     // (mq, Dp): unnormalized output
     T* m = o + slice(g.Bq * Dp);     // running max of S*c
     T* l = m + slice(g.Bq);          // running sum of exp2(S*c - m)
-    // Q * c: the scores come out in base-2 units, and their max is the max whatever c's sign
     for (int64_t r = 0; r < mq; r++) {
         const T* src = hd.q + (i0 + r) * g.D;
         for (int64_t d = 0; d < g.D; d++) qbuf[r * Dp + d] = src[d] * c;
         for (int64_t d = g.D; d < Dp; d++) qbuf[r * Dp + d] = T(0);
     }
-    const T* qs = qbuf;
     std::fill(o, o + mq * Dp, T(0));
     std::fill(m, m + mq, -std::numeric_limits<T>::infinity());
     std::fill(l, l + mq, T(0));
@@ -317,35 +387,20 @@ void fwd_qblock(T* out, T* lse, const FwdHead<T>& hd, const Geometry& g, int64_t
     for (int64_t kb = 0; kb < kb_end; kb++) {
         const int64_t j0 = kb * g.Bk, nk = g.keys(kb), nkp = round_up(nk, kn.nr);
         const int64_t base = g.band_base(i0, j0);
-        if (hd.kt)
-            kn.gemm(s, ld, qs, Dp, 1, hd.kt + kb * Dp * ld, ld, mq, nkp, Dp, false,
-                    {base, -TileBand::kAll, TileBand::kAll});
-        else
-            kn.gemm_nt(s, ld, qs, Dp, hd.k + j0 * g.D, g.D, mq, nk, g.D);
-        for (int64_t r = 0; r < mq; r++) {
-            T* row = s + r * ld;
-            const int64_t n = g.visible(i0 + r, j0, nk);
-            if (n == 0) {
-                std::fill(row, row + nkp, T(0));
-                continue;
-            }
-            const T mnew = std::max(m[r], kn.row_max(row, n));
-            const T sum = kn.exp2_row(row, n, nkp, T(1), mnew);
-            if (mnew != m[r] && l[r] != T(0)) {  // the max moved: rescale what came before
-                const T alpha = std::exp2(m[r] - mnew);
-                l[r] *= alpha;
-                kn.scale_row(o + r * Dp, Dp, alpha);
-            }
-            l[r] += sum;
-            m[r] = mnew;
-        }
+        kn.gemm_nt(s, ld, qbuf, Dp, hd.k + j0 * g.D, g.D, mq, nk, g.D);
+        kn.softmax_tile(s, ld, mq, nk, nkp, base, m, l, o, Dp, Dp);
         kn.gemm(o, Dp, s, ld, 1, hd.v + j0 * Dp, Dp, mq, Dp, nk, true, {TileBand::kAll, -TileBand::kAll, base});
     }
-    for (int64_t r = 0; r < mq; r++) {
-        const T inv = T(1) / l[r];
-        for (int64_t d = 0; d < g.D; d++) out[(i0 + r) * g.D + d] = o[r * Dp + d] * inv;
-        lse[i0 + r] = (m[r] + std::log2(l[r])) * T(kLn2);
-    }
+    fwd_finish(out, lse, o, m, l, g, i0, mq);
+}
+
+template <typename T>
+void fwd_block(T* out, T* lse, const FwdHead<T>& hd, const Geometry& g, int64_t qb, T c, const TileKernels<T>& kn,
+               T* scratch) {
+    if (g.Tq >= kDirectMaxQueries)
+        fwd_qblock(out, lse, hd, g, qb, c, kn, scratch);
+    else
+        fwd_qblock_direct(out, lse, hd, g, qb, c, kn, scratch);
 }
 
 }  // namespace
@@ -366,7 +421,7 @@ void attention_flash_forward(T* out, T* lse, const T* q, const T* k, const T* v,
     const T c = scale * T(kLog2e);
     const int nt = threads_for(BH, Tq, Tk, D);
     const bool per_head = per_head_schedule(BH, nt);
-    const int64_t slot_size = fwd_slot_size<T>(g), scratch_size = fwd_scratch_size<T>(g);
+    const int64_t slot_size = fwd_slot_size<T>(g), scratch_size = fwd_scratch_size<T>(g, kn.nr);
     const int64_t nslots = per_head ? nt : BH;
     PoolBuffer slots(size_t(nslots * slot_size) * sizeof(T));
     PoolBuffer scratch(size_t(nt * scratch_size) * sizeof(T));
@@ -379,8 +434,8 @@ void attention_flash_forward(T* out, T* lse, const T* q, const T* k, const T* v,
             const int tid = thread_id();
             FwdHead<T> hd = head_in(bh, slots.data<T>() + tid * slot_size);
             for (int64_t qb = 0; qb < g.nqb; qb++)
-                fwd_qblock<T>(out + bh * Tq * D, lse + bh * Tq, hd, g, qb, c, kn,
-                              scratch.data<T>() + tid * scratch_size);
+                fwd_block<T>(out + bh * Tq * D, lse + bh * Tq, hd, g, qb, c, kn,
+                             scratch.data<T>() + tid * scratch_size);
         }
     } else {
         std::vector<FwdHead<T>> heads(static_cast<size_t>(BH));
@@ -390,8 +445,8 @@ void attention_flash_forward(T* out, T* lse, const T* q, const T* k, const T* v,
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
         for (int64_t t = 0; t < BH * g.nqb; t++) {
             const int64_t bh = t / g.nqb, qb = g.nqb - 1 - t % g.nqb;
-            fwd_qblock<T>(out + bh * Tq * D, lse + bh * Tq, heads[size_t(bh)], g, qb, c, kn,
-                          scratch.data<T>() + thread_id() * scratch_size);
+            fwd_block<T>(out + bh * Tq * D, lse + bh * Tq, heads[size_t(bh)], g, qb, c, kn,
+                         scratch.data<T>() + thread_id() * scratch_size);
         }
     }
 }
@@ -444,9 +499,16 @@ BwdHead<T> bwd_pack(T* slot, const T* q, const T* k, const T* v, const T* out, c
     return hd;
 }
 
+// Key blocks one sweep of the per-head schedule takes together: they share the sweep over
+// the query blocks, so Q, dO and dQ (three (Tq, D) arrays, past the L2 cache at T = 4096)
+// stream through once per kKeyBlocksPerSweep key blocks instead of once per key block.
+constexpr int64_t kKeyBlocksPerSweep = 2;
+
+// Scratch of one thread: P and dS tiles, dK and dV accumulators for each key block of a
+// sweep, and the two-pass schedule's dQ accumulator.
 template <typename T>
 int64_t bwd_scratch_size(const Geometry& g) {
-    return 2 * slice(g.Bq * g.Bkp) + 2 * slice(g.Bk * g.Dp) + slice(g.Bq * g.Dp);
+    return 2 * slice(g.Bq * g.Bkp) + 2 * kKeyBlocksPerSweep * slice(g.Bk * g.Dp) + slice(g.Bq * g.Dp);
 }
 
 // P and dS (mq, Bkp) of tile (qb, kb); both schedules make their tiles here.
@@ -457,39 +519,46 @@ void bwd_tile(T* p, T* ds, const BwdHead<T>& hd, const Geometry& g, int64_t qb, 
     const int64_t Dp = g.Dp, ld = g.Bkp;
     const TileBand cols{g.band_base(i0, j0), -TileBand::kAll, TileBand::kAll};
     kn.gemm(p, ld, hd.q + i0 * Dp, Dp, 1, hd.kt + kb * Dp * ld, ld, mq, nkp, Dp, false, cols);  // S
-    for (int64_t r = 0; r < mq; r++) {
-        const int64_t n = g.visible(i0 + r, j0, nk);
-        kn.exp2_row(p + r * ld, n, nkp, c, hd.l2[i0 + r]);  // P = exp(S*scale - L)
-    }
     kn.gemm(ds, ld, hd.dout + i0 * Dp, Dp, 1, hd.vt + kb * Dp * ld, ld, mq, nkp, Dp, false, cols);  // dP = dO V^T
-    for (int64_t r = 0; r < mq; r++)  // dS = scale * P * (dP - Drow), exactly 0 where masked
-        kn.ds_row(ds + r * ld, p + r * ld, g.visible(i0 + r, j0, nk), nkp, hd.drow[i0 + r], scale);
+    // P = exp(S*scale - L), then dS = scale * P * (dP - Drow), each row while it is in L1;
+    // both exactly 0 where masked
+    kn.pds_tile(p, ds, ld, mq, nk, nkp, cols.n_hi, c, hd.l2 + i0, hd.drow + i0, scale);
 }
 
-// dK and dV rows of key block kb; with dq_acc (Tq,Dp) also adds each tile's dS K to it.
+// dK and dV rows of key blocks [kb0, kb0 + nb) (nb <= kKeyBlocksPerSweep); with dq_acc
+// (Tq,Dp) also adds each tile's dS K to it. Every dQ row still takes its tiles in ascending
+// key-block order, whatever nb.
 template <typename T>
-void bwd_kblock(T* dk, T* dv, T* dq_acc, const BwdHead<T>& hd, const Geometry& g, int64_t kb, T c, T scale,
-                const TileKernels<T>& kn, T* scratch) {
-    const int64_t j0 = kb * g.Bk, nk = g.keys(kb), Dp = g.Dp, ld = g.Bkp;
+void bwd_kblocks(T* dk, T* dv, T* dq_acc, const BwdHead<T>& hd, const Geometry& g, int64_t kb0, int64_t nb, T c,
+                 T scale, const TileKernels<T>& kn, T* scratch) {
+    const int64_t Dp = g.Dp, ld = g.Bkp;
     T* p = scratch;
     T* ds = p + slice(g.Bq * ld);
-    T* dk_acc = ds + slice(g.Bq * ld);
-    T* dv_acc = dk_acc + slice(g.Bk * Dp);
-    std::fill(dk_acc, dk_acc + nk * Dp, T(0));
-    std::fill(dv_acc, dv_acc + nk * Dp, T(0));
-    for (int64_t qb = g.qb_begin(kb); qb < g.nqb; qb++) {
+    T* acc = ds + slice(g.Bq * ld);  // key block b: dK at acc + 2b * stride, dV after it
+    const int64_t stride = slice(g.Bk * Dp);
+    for (int64_t b = 0; b < nb; b++) std::fill(acc + 2 * b * stride, acc + 2 * b * stride + 2 * stride, T(0));
+    for (int64_t qb = g.qb_begin(kb0); qb < g.nqb; qb++) {
         const int64_t i0 = qb * g.Bq, mq = g.rows(qb);
-        bwd_tile(p, ds, hd, g, qb, kb, c, scale, kn);
-        const int64_t base = g.band_base(i0, j0);
-        const TileBand keys_rows{TileBand::kAll, -base, TileBand::kAll};
-        const TileBand query_rows{TileBand::kAll, -TileBand::kAll, base};
-        kn.gemm(dv_acc, Dp, p, 1, ld, hd.dout + i0 * Dp, Dp, nk, Dp, mq, true, keys_rows);  // dV += P^T dO
-        kn.gemm(dk_acc, Dp, ds, 1, ld, hd.q + i0 * Dp, Dp, nk, Dp, mq, true, keys_rows);    // dK += dS^T Q
-        if (dq_acc)  // dQ += dS K
-            kn.gemm(dq_acc + i0 * Dp, Dp, ds, ld, 1, hd.k + j0 * Dp, Dp, mq, Dp, nk, true, query_rows);
+        for (int64_t b = 0; b < nb; b++) {
+            const int64_t kb = kb0 + b, j0 = kb * g.Bk, nk = g.keys(kb);
+            if (qb < g.qb_begin(kb)) continue;  // the whole tile is masked
+            T* dk_acc = acc + 2 * b * stride;
+            T* dv_acc = dk_acc + stride;
+            bwd_tile(p, ds, hd, g, qb, kb, c, scale, kn);
+            const int64_t base = g.band_base(i0, j0);
+            const TileBand keys_rows{TileBand::kAll, -base, TileBand::kAll};
+            const TileBand query_rows{TileBand::kAll, -TileBand::kAll, base};
+            kn.gemm(dv_acc, Dp, p, 1, ld, hd.dout + i0 * Dp, Dp, nk, Dp, mq, true, keys_rows);  // dV += P^T dO
+            kn.gemm(dk_acc, Dp, ds, 1, ld, hd.q + i0 * Dp, Dp, nk, Dp, mq, true, keys_rows);    // dK += dS^T Q
+            if (dq_acc)  // dQ += dS K
+                kn.gemm(dq_acc + i0 * Dp, Dp, ds, ld, 1, hd.k + j0 * Dp, Dp, mq, Dp, nk, true, query_rows);
+        }
     }
-    unpack_rows(dk + j0 * g.D, dk_acc, nk, g.D, Dp, T(1));
-    unpack_rows(dv + j0 * g.D, dv_acc, nk, g.D, Dp, T(1));
+    for (int64_t b = 0; b < nb; b++) {
+        const int64_t j0 = (kb0 + b) * g.Bk, nk = g.keys(kb0 + b);
+        unpack_rows(dk + j0 * g.D, acc + 2 * b * stride, nk, g.D, Dp, T(1));
+        unpack_rows(dv + j0 * g.D, acc + (2 * b + 1) * stride, nk, g.D, Dp, T(1));
+    }
 }
 
 // dQ rows of query block qb (the two-pass schedule's second pass).
@@ -499,7 +568,7 @@ void bwd_qblock(T* dq, const BwdHead<T>& hd, const Geometry& g, int64_t qb, T c,
     const int64_t i0 = qb * g.Bq, mq = g.rows(qb), Dp = g.Dp, ld = g.Bkp;
     T* p = scratch;
     T* ds = p + slice(g.Bq * ld);
-    T* dq_acc = ds + slice(g.Bq * ld) + 2 * slice(g.Bk * Dp);
+    T* dq_acc = ds + slice(g.Bq * ld) + 2 * kKeyBlocksPerSweep * slice(g.Bk * Dp);
     std::fill(dq_acc, dq_acc + mq * Dp, T(0));
     const int64_t kb_end = g.kb_end(qb);
     for (int64_t kb = 0; kb < kb_end; kb++) {
@@ -548,9 +617,10 @@ void attention_flash_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, co
             T* dq_h = dq + bh * Tq * D;
             T* dq_acc = D != g.Dp ? slot + bwd_slot_size<T>(g) : dq_h;
             std::fill(dq_acc, dq_acc + Tq * g.Dp, T(0));
-            for (int64_t kb = 0; kb < g.nkb; kb++)
-                bwd_kblock<T>(dk + bh * Tk * D, dv + bh * Tk * D, dq_acc, hd, g, kb, c, scale, kn,
-                              scratch.data<T>() + tid * scratch_size);
+            for (int64_t kb = 0; kb < g.nkb; kb += kKeyBlocksPerSweep)
+                bwd_kblocks<T>(dk + bh * Tk * D, dv + bh * Tk * D, dq_acc, hd, g, kb,
+                               std::min(kKeyBlocksPerSweep, g.nkb - kb), c, scale, kn,
+                               scratch.data<T>() + tid * scratch_size);
             if (D != g.Dp) unpack_rows(dq_h, dq_acc, Tq, D, g.Dp, T(1));
         }
         return;
@@ -562,8 +632,8 @@ void attention_flash_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, co
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
     for (int64_t t = 0; t < BH * g.nkb; t++) {
         const int64_t bh = t / g.nkb, kb = t % g.nkb;
-        bwd_kblock<T>(dk + bh * Tk * D, dv + bh * Tk * D, nullptr, heads[size_t(bh)], g, kb, c, scale, kn,
-                      scratch.data<T>() + thread_id() * scratch_size);
+        bwd_kblocks<T>(dk + bh * Tk * D, dv + bh * Tk * D, nullptr, heads[size_t(bh)], g, kb, 1, c, scale, kn,
+                       scratch.data<T>() + thread_id() * scratch_size);
     }
     // Pass 2: dQ by query block (latest first, for the same reason).
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)

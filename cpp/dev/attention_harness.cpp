@@ -14,7 +14,7 @@
 //     g++ $F cpp/dev/attention_harness.cpp cpp/cpu/attention_flash.cpp cpp/cpu/attention_standard.cpp
 //       cpp/cpu/isa.cpp cpp/cpu/matmul.cpp cpp/cpu/matmul_reference.cpp cpp/cpu/matmul_kernel_generic.cpp
 //       cpp/pool.cpp /tmp/ah/*.o -o /tmp/attention_harness
-//   run: [B=1 H=8 D=64 BQ=64 BK=64 NOVALIDATE=1 STANDARD=1] /tmp/attention_harness [T ...]
+//   run: [B=1 H=8 D=64 BQ=64 BK=64 REPS=n CPUTIME=1 NOVALIDATE=1 STANDARD=1] /tmp/attention_harness [T ...]
 //   (OMP_NUM_THREADS and FEMTOGPT_ISA apply; T defaults to 1024 4096)
 #include <algorithm>
 #include <ctime>
@@ -32,23 +32,41 @@ using namespace femtogpt;
 
 namespace {
 
-// Process CPU time, not wall time: the development machine is shared, and CPU time is
-// what a kernel change moves (divide by the thread count for multi-threaded runs).
-double cpu_seconds() {
+double clock_seconds(clockid_t id) {
     timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    clock_gettime(id, &ts);
     return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
 }
 
+// Median over `reps` runs (after one warm-up) of wall time, or with CPUTIME=1 of process
+// CPU time over the thread count: on a shared development machine CPU time is what a kernel
+// change moves, but it hides idle threads (load imbalance), which wall time on a quiet
+// machine shows.
 template <typename F>
-double best_time(F&& f, int reps) {
+double median_time(F&& f, int reps) {
+    static const bool cpu = std::getenv("CPUTIME") != nullptr;
+    const clockid_t id = cpu ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC;
+    f();
     std::vector<double> ts;
     for (int i = 0; i < reps; i++) {
-        double t0 = cpu_seconds();
+        double t0 = clock_seconds(id);
         f();
-        ts.push_back((cpu_seconds() - t0) / num_threads());
+        ts.push_back((clock_seconds(id) - t0) / (cpu ? num_threads() : 1));
     }
-    return *std::min_element(ts.begin(), ts.end());  // the least disturbed run
+    std::sort(ts.begin(), ts.end());
+    return ts[ts.size() / 2];
+}
+
+// The tile timings run on one thread: its own CPU time.
+template <typename F>
+double thread_time(F&& f, int reps) {
+    double best = 1e30;
+    for (int i = 0; i < reps; i++) {
+        double t0 = clock_seconds(CLOCK_THREAD_CPUTIME_ID);
+        f();
+        best = std::min(best, clock_seconds(CLOCK_THREAD_CPUTIME_ID) - t0);
+    }
+    return best;
 }
 
 std::vector<float> randn(size_t n, std::mt19937& g) {
@@ -58,25 +76,30 @@ std::vector<float> randn(size_t n, std::mt19937& g) {
     return v;
 }
 
+using cpu::attn_detail::TileBand;
+
 void time_tile(const cpu::attn_detail::TileKernels<float>& kn) {
     const int64_t M = 64, N = 64, K = 64;
     std::mt19937 g(1);
     auto A = randn(M * K, g), B = randn(K * N, g), C = randn(M * N, g);
     const int reps = 20000;
-    double t = best_time([&] { for (int i = 0; i < reps; i++) kn.gemm(C.data(), N, A.data(), K, 1, B.data(), N, M, N, K, true, {}); }, 5);
+    double t = thread_time([&] { for (int i = 0; i < reps; i++) kn.gemm(C.data(), N, A.data(), K, 1, B.data(), N, M, N, K, true, {}); }, 5);
     std::printf("tile gemm 64x64x64 (A):    %6.1f GFLOP/s\n", 2.0 * M * N * K * reps / t / 1e9);
-    t = best_time([&] { for (int i = 0; i < reps; i++) kn.gemm(C.data(), N, A.data(), 1, K, B.data(), N, M, N, K, true, {}); }, 5);
+    t = thread_time([&] { for (int i = 0; i < reps; i++) kn.gemm(C.data(), N, A.data(), 1, K, B.data(), N, M, N, K, true, {}); }, 5);
     std::printf("tile gemm 64x64x64 (A^T):  %6.1f GFLOP/s\n", 2.0 * M * N * K * reps / t / 1e9);
-    std::vector<float> row(64);
-    t = best_time([&] { for (int i = 0; i < reps * 64; i++) { row[0] = float(i & 7); kn.exp2_row(row.data(), 61, 64, 0.01f, 1.0f); } }, 5);
-    std::printf("exp2_row 61/64:            %6.2f ns/element\n", t / (reps * 64.0 * 61) * 1e9);
+    std::vector<float> tile(64 * 64), dtile(64 * 64, 0.5f), sub(64, 1.0f), d(64, 0.25f);
+    const int treps = reps / 10;
+    t = thread_time([&] { for (int i = 0; i < treps; i++) { tile[0] = float(i & 7); kn.pds_tile(tile.data(), dtile.data(), 64, 64, 61, 64, TileBand::kAll, 0.01f, sub.data(), d.data(), 0.125f); } }, 5);
+    std::printf("P and dS tile 64 x 61/64:  %6.2f ns/element\n", t / (treps * 64.0 * 61) * 1e9);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-    const auto& kn = cpu::active_isa() == cpu::Isa::avx2 ? cpu::attn_detail::tile_kernels_avx2()
-                                                          : cpu::attn_detail::tile_kernels_generic<float>();
+    if (const char* isa = std::getenv("FEMTOGPT_ISA")) cpu::set_active_isa(cpu::parse_isa(isa));
+    const auto& kn = cpu::active_isa() == cpu::Isa::avx512 ? cpu::attn_detail::tile_kernels_avx512()
+                     : cpu::active_isa() == cpu::Isa::avx2  ? cpu::attn_detail::tile_kernels_avx2()
+                                                            : cpu::attn_detail::tile_kernels_generic<float>();
     std::printf("isa %s, %d threads\n", cpu::isa_name(cpu::active_isa()), num_threads());
     time_tile(kn);
     std::vector<int64_t> Ts;
@@ -94,12 +117,12 @@ int main(int argc, char** argv) {
         auto q = randn(n, g), k = randn(n, g), v = randn(n, g), dout = randn(n, g);
         std::vector<float> out(n), lse(size_t(B * H * T)), dq(n), dk(n), dv(n);
         const double flops = 2.0 * B * H * T * T * D;
-        int reps = T <= 1024 ? 5 : 3;
-        double tf = best_time([&] {
+        const int reps = int(env("REPS", T <= 1024 ? 9 : 5));
+        double tf = median_time([&] {
             cpu::attention_flash_forward<float>(out.data(), lse.data(), q.data(), k.data(), v.data(), B, H, T, T, D,
                                                 true, scale, bq, bk);
         }, reps);
-        double tb = best_time([&] {
+        double tb = median_time([&] {
             cpu::attention_flash_backward<float>(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(),
                                                  v.data(), out.data(), lse.data(), B, H, T, T, D, true, scale, bq, bk);
         }, reps);
@@ -125,11 +148,11 @@ int main(int argc, char** argv) {
         }
         if (std::getenv("STANDARD") && T <= 4096) {  // time the standard path too (it holds P: B*H*T^2 floats)
             std::vector<float> out2(n), P(size_t(B * H * T * T)), dq2(n), dk2(n), dv2(n);
-            double sf = best_time([&] {
+            double sf = median_time([&] {
                 cpu::attention_standard_forward<float>(out2.data(), P.data(), q.data(), k.data(), v.data(), B, H, T,
                                                        T, D, true, scale);
             }, reps);
-            double sb = best_time([&] {
+            double sb = median_time([&] {
                 cpu::attention_standard_backward<float>(dq2.data(), dk2.data(), dv2.data(), dout.data(), q.data(),
                                                         k.data(), v.data(), out2.data(), P.data(), B, H, T, T, D,
                                                         true, scale);

@@ -1,0 +1,65 @@
+// The forward's online softmax on a transposed score tile (see TileKernels::softmax_cols in
+// cpu/attention.h), written once for the SIMD tile kernels: attention_avx2.cpp and
+// attention_avx512.cpp include it inside their anonymous namespace, after their vector
+// wrappers (vec, kW, vload, vstore, vset1, vmax, vsub, vadd, vmul, vfmadd, exp2v,
+// vkeep_from, vany_ne, scale_row).
+//
+// Queries run across a row, so a column's max and sum are lane-wise maxima and sums down
+// the rows: no horizontal reduction, no branch on whether a row's max moved (alpha is 1
+// where it did not, and a block of rows whose alphas are all 1 skips the rescale).
+// Not a standalone header.
+
+// Column vector [ci, ci + kW): key row j is visible to lane q when ci + q >= j - base, so
+// rows below full_end are visible to every lane and rows from part_end on to none.
+void softmax_cols(float* st, int64_t ld, int64_t nk, int64_t nq, int64_t base, float* m, float* l, float* o,
+                  int64_t ldo, int64_t no) {
+    const vec ninf = vset1(-__builtin_inff()), zero = vset1(0.0f);
+    alignas(64) float alpha_lanes[kW];
+    for (int64_t ci = 0; ci < nq; ci += kW) {
+        const int64_t full_end = visible_keys(base, ci, nk), part_end = visible_keys(base, ci + kW - 1, nk);
+        float* col = st + ci;
+        // column max: four chains (max is exact in any order)
+        vec m0 = ninf, m1 = ninf, m2 = ninf, m3 = ninf;
+        int64_t j = 0;
+        for (; j + 4 <= full_end; j += 4) {
+            m0 = vmax(m0, vload(col + j * ld));
+            m1 = vmax(m1, vload(col + (j + 1) * ld));
+            m2 = vmax(m2, vload(col + (j + 2) * ld));
+            m3 = vmax(m3, vload(col + (j + 3) * ld));
+        }
+        for (; j < full_end; j++) m0 = vmax(m0, vload(col + j * ld));
+        for (; j < part_end; j++) m0 = vmax(m0, vkeep_from(vload(col + j * ld), j - base - ci, ninf));
+        const vec mold = vload(m + ci);
+        const vec mnew = vmax(mold, vmax(vmax(m0, m1), vmax(m2, m3)));
+        const vec alpha = exp2v(vsub(mold, mnew));  // 0 while mold is -inf; exactly 1 where the max held
+        vstore(m + ci, mnew);
+        // probabilities and their column sums
+        vec s0 = zero, s1 = zero;
+        for (j = 0; j + 2 <= full_end; j += 2) {
+            const vec e0 = exp2v(vsub(vload(col + j * ld), mnew));
+            const vec e1 = exp2v(vsub(vload(col + (j + 1) * ld), mnew));
+            vstore(col + j * ld, e0);
+            vstore(col + (j + 1) * ld, e1);
+            s0 = vadd(s0, e0);
+            s1 = vadd(s1, e1);
+        }
+        for (; j < full_end; j++) {
+            const vec e = exp2v(vsub(vload(col + j * ld), mnew));
+            vstore(col + j * ld, e);
+            s0 = vadd(s0, e);
+        }
+        for (; j < part_end; j++) {
+            const vec e = vkeep_from(exp2v(vsub(vload(col + j * ld), mnew)), j - base - ci, zero);
+            vstore(col + j * ld, e);
+            s0 = vadd(s0, e);
+        }
+        for (; j < nk; j++) vstore(col + j * ld, zero);
+        vstore(l + ci, vfmadd(vload(l + ci), alpha, vadd(s0, s1)));
+        if (vany_ne(alpha, 1.0f)) {
+            vstore(alpha_lanes, alpha);
+            const int64_t lanes = nq - ci < kW ? nq - ci : kW;
+            for (int64_t q = 0; q < lanes; q++)
+                if (alpha_lanes[q] != 1.0f) scale_row(o + (ci + q) * ldo, no, alpha_lanes[q]);
+        }
+    }
+}
