@@ -340,6 +340,24 @@ def test_linear_rows_matches_the_reference_and_is_row_independent(rng, isa, M, N
         np.testing.assert_array_equal(alone[0], out[m])
 
 
+@pytest.mark.skipif("avx2" not in ISAS, reason="the packed kernel is AVX2")
+@pytest.mark.parametrize("M, N, K", [(1, 8, 8), (1, 24, 16), (2, 16, 64), (3, 8, 24), (4, 40, 384), (8, 72, 96)])
+def test_linear_packed_gives_the_bits_of_linear_rows(rng, M, N, K):
+    """The decode step's packed weights change where the kernel reads, not what it sums."""
+    _core.set_cpu_isa("avx2")
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    w = rng.standard_normal((N, K)).astype(np.float32)
+    b = rng.standard_normal(N).astype(np.float32)
+    for threads in (1, 2):
+        _core.set_num_threads(threads)
+        rows = np.asarray(_core.linear_rows(_core.from_numpy(x), _core.from_numpy(w), _core.from_numpy(b)))
+        packed = np.asarray(_core.linear_rows(_core.from_numpy(x), _core.from_numpy(w), _core.from_numpy(b),
+                                              packed=True))
+        np.testing.assert_array_equal(packed, rows)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        _core.linear_rows(_core.from_numpy(x), _core.from_numpy(w[:N - 1].copy()), packed=True)
+
+
 # ---- the command ------------------------------------------------------------------------
 
 def save_char_checkpoint(tmp_path, text="hello world, the cat sat on the mat.\n"):

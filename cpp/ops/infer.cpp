@@ -6,11 +6,15 @@
 #include <mutex>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <set>
 
+#include <sys/mman.h>
+
 #include "cpu/activation.h"
 #include "cpu/infer.h"
+#include "cpu/isa.h"
 #include "cpu/matmul.h"
 #include "cpu/norm.h"
 #include "cpu/sampling.h"
@@ -79,10 +83,47 @@ const Tensor& param(const std::map<std::string, Tensor>& params, const std::stri
     return t;
 }
 
+// The packed weights' memory: 2 MiB aligned and advised as transparent huge pages (one
+// TLB entry per 2 MiB while streaming ~40 MB a token), with a one-slot cache so that
+// engine after engine reuses pages already faulted in.
+constexpr size_t kHugePage = size_t(1) << 21;
+struct {
+    std::mutex mutex;
+    float* data = nullptr;
+    size_t nbytes = 0;
+} g_packed_cache;
+
+float* packed_alloc(size_t nbytes) {
+    {
+        std::lock_guard<std::mutex> lock(g_packed_cache.mutex);
+        if (g_packed_cache.data && g_packed_cache.nbytes == nbytes) {
+            float* p = g_packed_cache.data;
+            g_packed_cache.data = nullptr;
+            return p;
+        }
+    }
+    void* p = nullptr;
+    if (posix_memalign(&p, kHugePage, nbytes) != 0) return nullptr;  // the engine runs unpacked
+#ifdef MADV_HUGEPAGE
+    madvise(p, nbytes, MADV_HUGEPAGE);  // advice only: 4 KiB pages still work
+#endif
+    return static_cast<float*>(p);
+}
+
+void packed_free(float* p, size_t nbytes) {
+    if (!p) return;
+    std::lock_guard<std::mutex> lock(g_packed_cache.mutex);
+    std::swap(p, g_packed_cache.data);  // the newest stays cached
+    g_packed_cache.nbytes = nbytes;
+    std::free(p);
+}
+
 // out (M,N) (row stride ldo) = [out +] x (M,K) w (N,K)^T + bias, through the packed GEMM
-// (many rows) or linear_rows (a decode step's few rows).
-void linear(float* out, int64_t ldo, const float* x, const float* w, const float* bias, int64_t M, int64_t N,
-            int64_t K, bool accumulate, bool decode) {
+// (many rows) or linear_rows / linear_packed (a decode step's few rows; wp: w packed, or null).
+void linear(float* out, int64_t ldo, const float* x, const float* w, const float* wp, const float* bias, int64_t M,
+            int64_t N, int64_t K, bool accumulate, bool decode) {
+    if (decode && wp && cpu::active_isa() != cpu::Isa::generic)
+        return cpu::linear_packed(out, ldo, x, K, wp, bias, M, N, K, accumulate);
     if (decode) return cpu::linear_rows<float>(out, ldo, x, K, w, bias, M, N, K, accumulate);
     if (!accumulate) {
         cpu::gemm<float>(out, ldo, x, K, w, K, M, N, K, false, true, 1.0f, 0.0f);
@@ -103,6 +144,8 @@ void linear(float* out, int64_t ldo, const float* x, const float* w, const float
 }
 
 }  // namespace
+
+InferenceEngine::PackedWeights::~PackedWeights() { packed_free(data, nbytes); }
 
 InferenceEngine::InferenceEngine(const std::map<std::string, Tensor>& params, int64_t n_head, int64_t batch,
                                  int64_t slide, double eps)
@@ -170,6 +213,29 @@ InferenceEngine::InferenceEngine(const std::map<std::string, Tensor>& params, in
     for (const auto& kv : params)  // a name the model does not have (a bias of a bias-free model, ...)
         FG_CHECK(expected.count(kv.first), "InferenceEngine: unexpected parameter '", kv.first, "' for a GPT with ",
                  L_, " layers", bias ? "" : " and no biases");
+
+    // pack the decode step's matrices, layer by layer in the order a step reads them
+    const int64_t P = cpu::kPackTile;
+    if (C % P == 0 && cpu::best_isa() != cpu::Isa::generic) {
+        const size_t per_layer = size_t(12 * C * C), n = per_layer * size_t(L_);
+        packed_.data = packed_alloc(n * sizeof(float));
+        if (packed_.data) {
+            packed_.nbytes = n * sizeof(float);
+            float* p = packed_.data;
+            auto pack = [&](const float* w, int64_t N, int64_t K) {
+                float* at = p;
+                cpu::pack_linear_tiles<float>(at, w, N, K);
+                p += N * K;
+                return at;
+            };
+            for (Layer& ly : layers_) {
+                ly.attn_wp = pack(ly.attn_w, 3 * C, C);
+                ly.proj_wp = pack(ly.proj_w, C, C);
+                ly.fc_wp = pack(ly.fc_w, 4 * C, C);
+                ly.mlp_wp = pack(ly.mlp_w, C, 4 * C);
+            }
+        }
+    }
 
     k_ = Tensor::empty({B_, L_, H_, D_, S_}, DType::float32);
     v_ = Tensor::empty({B_, L_, H_, S_, D_}, DType::float32);
@@ -453,7 +519,7 @@ void InferenceEngine::forward(const Chunk* chunks, int64_t R, bool decode, float
         const Layer& ly = layers_[size_t(l)];
         l_now = l;
         layernorm(h, x, ly.ln1_w, ly.ln1_b, N);
-        linear(qkv, 3 * C, h, ly.attn_w, ly.attn_b, N, 3 * C, C, false, decode);
+        linear(qkv, 3 * C, h, ly.attn_w, ly.attn_wp, ly.attn_b, N, 3 * C, C, false, decode);
         for (int64_t r = 0; r < R; r++) {  // the new keys and values go into the cache
             const Chunk& c = chunks[r];
             for (int64_t i = 0; i < c.n; i++) {
@@ -486,20 +552,20 @@ void InferenceEngine::forward(const Chunk* chunks, int64_t R, bool decode, float
         } else {
             for (int64_t u = 0; u < R * H; u++) attend(u, attn_scratch);
         }
-        linear(x, C, y, ly.proj_w, ly.proj_b, N, C, C, true, decode);
+        linear(x, C, y, ly.proj_w, ly.proj_wp, ly.proj_b, N, C, C, true, decode);
         layernorm(h, x, ly.ln2_w, ly.ln2_b, N);
-        linear(f, 4 * C, h, ly.fc_w, ly.fc_b, N, 4 * C, C, false, decode);
+        linear(f, 4 * C, h, ly.fc_w, ly.fc_wp, ly.fc_b, N, 4 * C, C, false, decode);
         if (decode)
             cpu::gelu_tanh_rows<float>(f, f, N * 4 * C);
         else
             cpu::gelu_forward<float>(f, f, N * 4 * C, cpu::GeluApprox::tanh);
-        linear(x, C, f, ly.mlp_w, ly.mlp_b, N, C, 4 * C, true, decode);
+        linear(x, C, f, ly.mlp_w, ly.mlp_wp, ly.mlp_b, N, C, 4 * C, true, decode);
     }
     // logits after each chunk's last token: ln_f, then the tied output projection
     for (int64_t r = 0; r < R; r++)
         std::memcpy(h + r * C, x + (first[size_t(r) + 1] - 1) * C, size_t(C) * 4);
     layernorm(y, h, lnf_w_, lnf_b_, R);
-    linear(lg, V_, y, wte_, nullptr, R, V_, C, false, decode);
+    linear(lg, V_, y, wte_, nullptr, nullptr, R, V_, C, false, decode);
     for (int64_t r = 0; r < R; r++) {
         const Chunk& c = chunks[r];
         std::memcpy(logits_.data<float>() + c.row * V_, lg + r * V_, size_t(V_) * 4);

@@ -23,8 +23,8 @@
 // recompute per token once the window is full); a larger slide recomputes once per
 // `slide` tokens at the price of a shorter context right after each slide.
 //
-// Kernels: a decode step (one token per row) runs cpu::linear_rows and
-// cpu::attention_cached; a prefill or recompute (many tokens) runs cpu::gemm. Both give a
+// Kernels: a decode step (one token per row) runs cpu::linear_packed (cpu::linear_rows
+// where the weights could not be packed or AVX2 is off) and cpu::attention_cached; a prefill or recompute (many tokens) runs cpu::gemm. Both give a
 // row results that do not depend on the other rows, so batched generation equals
 // generating each prompt alone, bit for bit.
 #pragma once
@@ -66,6 +66,19 @@ class InferenceEngine {
     struct Layer {
         const float *ln1_w, *ln1_b, *attn_w, *attn_b, *proj_w, *proj_b;
         const float *ln2_w, *ln2_b, *fc_w, *fc_b, *mlp_w, *mlp_b;
+        // the four matrices in cpu::pack_linear_tiles' layout, in packed_ (null: not packed)
+        const float *attn_wp = nullptr, *proj_wp = nullptr, *fc_wp = nullptr, *mlp_wp = nullptr;
+    };
+    // Decode steps stream every weight once per token; packed, they are one run of memory in
+    // the order read, on 2 MiB pages (fewer TLB misses). Released to a one-slot cache
+    // that the next engine takes (generate() builds one per call).
+    struct PackedWeights {
+        float* data = nullptr;
+        size_t nbytes = 0;
+        PackedWeights() = default;
+        PackedWeights(const PackedWeights&) = delete;
+        PackedWeights& operator=(const PackedWeights&) = delete;
+        ~PackedWeights();
     };
     // `n` tokens appended to `row` after its first `past` positions.
     struct Chunk {
@@ -95,6 +108,7 @@ class InferenceEngine {
     std::vector<Tensor> held_;  // keeps the parameters' storage alive
     const float *wte_, *wpe_, *lnf_w_, *lnf_b_;
     std::vector<Layer> layers_;
+    PackedWeights packed_;
     Tensor k_, v_;                 // k (B, L, H, D, S), v (B, L, H, S, D)
     Tensor logits_;                // (B, V)
     std::vector<int64_t> len_;     // (B)
