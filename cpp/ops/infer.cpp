@@ -451,6 +451,9 @@ void InferenceEngine::run_decode(const std::vector<Chunk>& chunks, bool team) {
     // whole model on its share serially (one fork and join per step, not one per op); a
     // single row splits each large product's columns instead.
     const int64_t R = int64_t(chunks.size());
+    if (team && R == 1 && num_threads() > 1 && !layers_.empty() && layers_[0].attn_wp &&
+        cpu::active_isa() != cpu::Isa::generic)
+        return forward_team(chunks[0], num_threads());
     const int nt = team ? int(std::min<int64_t>(num_threads(), R)) : 1;
     if (nt <= 1) return forward(chunks.data(), R, true, workspace(0, workspace_floats(R, R, num_threads())), !team);
     std::vector<float*> ws(static_cast<size_t>(nt));
@@ -470,6 +473,64 @@ void InferenceEngine::run_decode(const std::vector<Chunk>& chunks, bool team) {
             forward(chunks.data() + r0, r1 - r0, true, ws[size_t(w)], true);
         }
     }
+}
+
+void InferenceEngine::forward_team(const Chunk& c, int nt) {
+    const int64_t C = C_, D = D_, H = H_, S = S_;
+    float* x = workspace(0, size_t((9 + nt) * C + nt * S + V_));
+    float *qkv = x + C, *y = qkv + 3 * C, *f = y + C, *lg = f + 4 * C, *hs = lg + V_, *scratch = hs + nt * C;
+    const float* te = wte_ + c.tokens[0] * C;
+    const float* pe = wpe_ + c.past * C;
+    for (int64_t j = 0; j < C; j++) x[j] = te[j] + pe[j];
+    const float scale = 1.0f / std::sqrt(float(D));
+    const int64_t pos = c.past;
+#pragma omp parallel num_threads(nt)
+    {
+#ifdef _OPENMP
+        const int64_t size = omp_get_num_threads();  // may be fewer than asked
+#else
+        const int64_t size = 1;
+#endif
+        const int64_t t = thread_id();
+        float* h = hs + t * C;  // each thread normalizes the whole row for itself
+        float* sc = scratch + t * S;
+        // this thread's output columns of an (N)-column product: whole tiles of 8
+        auto cols = [&](int64_t N) {
+            const int64_t tiles = N / cpu::kPackTile;
+            return std::make_pair(tiles * t / size * cpu::kPackTile, tiles * (t + 1) / size * cpu::kPackTile);
+        };
+        const auto [q0, q1] = cols(3 * C);
+        const auto [c0, c1] = cols(C);
+        const auto [f0, f1] = cols(4 * C);
+        const int64_t h0 = H * t / size, h1 = H * (t + 1) / size;
+        for (int64_t l = 0; l < L_; l++) {
+            const Layer& ly = layers_[size_t(l)];
+            cpu::layernorm_rows<float>(h, x, ly.ln1_w, ly.ln1_b, 1, C, eps_);
+            cpu::linear_packed_avx2(qkv, 3 * C, h, C, ly.attn_wp, ly.attn_b, 1, q0, q1, C, false);
+#pragma omp barrier
+            for (int64_t hh = h0; hh < h1; hh++) {
+                float* kt = kcache(c.row, l, hh) + pos;  // keys transposed: (D, S)
+                for (int64_t j = 0; j < D; j++) kt[j * S] = qkv[C + hh * D + j];
+                std::memcpy(vcache(c.row, l, hh) + pos * D, qkv + 2 * C + hh * D, size_t(D) * 4);
+                cpu::attention_cached<float>(y + hh * D, C, qkv + hh * D, 3 * C, kcache(c.row, l, hh), S,
+                                             vcache(c.row, l, hh), pos, 1, D, scale, sc);
+            }
+#pragma omp barrier
+            cpu::linear_packed_avx2(x, C, y, C, ly.proj_wp, ly.proj_b, 1, c0, c1, C, true);
+#pragma omp barrier
+            cpu::layernorm_rows<float>(h, x, ly.ln2_w, ly.ln2_b, 1, C, eps_);
+            cpu::linear_packed_avx2(f, 4 * C, h, C, ly.fc_wp, ly.fc_b, 1, f0, f1, C, false);
+            cpu::gelu_tanh_rows<float>(f + f0, f + f0, f1 - f0);
+#pragma omp barrier
+            cpu::linear_packed_avx2(x, C, f, 4 * C, ly.mlp_wp, ly.mlp_b, 1, c0, c1, 4 * C, true);
+#pragma omp barrier
+        }
+    }
+    // logits: ln_f, then the tied output projection (small: this thread)
+    cpu::layernorm_rows<float>(y, x, lnf_w_, lnf_b_, 1, C, eps_);
+    cpu::linear_rows<float>(lg, V_, y, C, wte_, nullptr, 1, V_, C, false);
+    std::memcpy(logits_.data<float>() + c.row * V_, lg, size_t(V_) * 4);
+    len_[size_t(c.row)] = c.past + 1;
 }
 
 void InferenceEngine::forward(const Chunk* chunks, int64_t R, bool decode, float* ws, bool serial) {

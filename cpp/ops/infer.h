@@ -96,6 +96,10 @@ class InferenceEngine {
     // decode steps: the rows split over threads when the step is large
     void decode(const std::vector<Chunk>& chunks);
     void run_decode(const std::vector<Chunk>& chunks, bool team);
+    // One row's decode step on a team of nt threads in one parallel region: every product's
+    // output columns split over the threads, attention's heads too, a barrier wherever a
+    // step needs the whole of its input (5 per layer). Needs packed weights.
+    void forward_team(const Chunk& chunk, int nt);
     // `ws`: workspace_floats(total tokens, R, threads) floats; `serial`: run on this thread only
     void forward(const Chunk* chunks, int64_t R, bool decode, float* ws, bool serial);
     size_t workspace_floats(int64_t N, int64_t R, int nthreads) const;
