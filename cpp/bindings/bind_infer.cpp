@@ -1,5 +1,6 @@
 // _core.InferenceEngine: cached GPT inference (ops/infer.h), and its kernels for tests.
 #include <optional>
+#include <string>
 
 #include "bindings/bindings.h"
 #include "cpu/infer.h"
@@ -65,6 +66,18 @@ void register_infer(py::module_& m) {
            py::arg("rng_state") = py::none(),
            "-> (B, n) int64: n tokens per row drawn as sample_tokens does and appended; rng_state advances");
 
+    m.def("set_decode_team", [](const std::string& policy) {
+        FG_CHECK(policy == "auto" || policy == "always" || policy == "never",
+                 "set_decode_team: policy must be 'auto', 'always' or 'never', got '", policy, "'");
+        ops::set_decode_team(policy == "auto" ? ops::DecodeTeam::automatic
+                             : policy == "always" ? ops::DecodeTeam::always : ops::DecodeTeam::never);
+    }, py::arg("policy"),
+       "Whether decode steps may use a team of threads: 'auto' (timed against one thread), 'always' or "
+       "'never' (for tests and comparisons). Process-wide.");
+    m.def("get_decode_team", []() {
+        const ops::DecodeTeam p = ops::decode_team();
+        return std::string(p == ops::DecodeTeam::automatic ? "auto" : p == ops::DecodeTeam::always ? "always" : "never");
+    });
     m.def("linear_rows", [](const Tensor& x, const Tensor& w, std::optional<Tensor> bias, bool reference,
                             bool packed) {
         check_f32_2d(x, "linear_rows: x");

@@ -3,6 +3,7 @@
 #include "ops/infer.h"
 
 #include <algorithm>
+#include <atomic>
 #include <mutex>
 #include <chrono>
 #include <cmath>
@@ -46,6 +47,7 @@ struct ThreadTuner {
     double t_serial = 0, t_team = 0;     // seconds per step in the window, best of two
 };
 ThreadTuner g_tuner;
+std::atomic<DecodeTeam> g_decode_team{DecodeTeam::automatic};
 
 bool team_pays() {
     std::lock_guard<std::mutex> lock(g_tuner.mutex);
@@ -144,6 +146,9 @@ void linear(float* out, int64_t ldo, const float* x, const float* w, const float
 }
 
 }  // namespace
+
+void set_decode_team(DecodeTeam policy) { g_decode_team = policy; }
+DecodeTeam decode_team() { return g_decode_team; }
 
 InferenceEngine::PackedWeights::~PackedWeights() { packed_free(data, nbytes); }
 
@@ -414,10 +419,12 @@ void InferenceEngine::decode(const std::vector<Chunk>& chunks) {
     const int64_t R = int64_t(chunks.size());
     const bool team_helps = R >= 2 ? 24 * R * C_ * C_ * L_ >= kMinParallelDecodeFlops
                                    : cpu::linear_rows_threads(1, 4 * C_, C_) > 1;
-    if (num_threads() <= 1 || !team_helps) {
+    const DecodeTeam policy = g_decode_team;
+    if (num_threads() <= 1 || policy == DecodeTeam::never || (policy == DecodeTeam::automatic && !team_helps)) {
         SingleThread one(true);
         return run_decode(chunks, false);
     }
+    if (policy == DecodeTeam::always) return run_decode(chunks, true);
     int64_t phase;  // 0..3 inside a timing window (0, 1: one thread; 2, 3: the team), else -1
     bool team;
     {
@@ -447,13 +454,14 @@ void InferenceEngine::decode(const std::vector<Chunk>& chunks) {
 }
 
 void InferenceEngine::run_decode(const std::vector<Chunk>& chunks, bool team) {
-    // Rows are independent: with a team, the rows split over its threads, each running the
-    // whole model on its share serially (one fork and join per step, not one per op); a
-    // single row splits each large product's columns instead.
+    // With packed weights, a team splits every product's columns (forward_team: the weights
+    // stream from memory once per step, not once per thread). Otherwise rows are
+    // independent: the rows split over the team's threads, each running the whole model on
+    // its share serially (one fork and join per step, not one per op); a single row splits
+    // each large product's columns instead.
     const int64_t R = int64_t(chunks.size());
-    if (team && R == 1 && num_threads() > 1 && !layers_.empty() && layers_[0].attn_wp &&
-        cpu::active_isa() != cpu::Isa::generic)
-        return forward_team(chunks[0], num_threads());
+    if (team && num_threads() > 1 && layers_[0].attn_wp && cpu::active_isa() != cpu::Isa::generic)
+        return forward_team(chunks.data(), R, num_threads());
     const int nt = team ? int(std::min<int64_t>(num_threads(), R)) : 1;
     if (nt <= 1) return forward(chunks.data(), R, true, workspace(0, workspace_floats(R, R, num_threads())), !team);
     std::vector<float*> ws(static_cast<size_t>(nt));
@@ -475,15 +483,18 @@ void InferenceEngine::run_decode(const std::vector<Chunk>& chunks, bool team) {
     }
 }
 
-void InferenceEngine::forward_team(const Chunk& c, int nt) {
+void InferenceEngine::forward_team(const Chunk* chunks, int64_t R, int nt) {
     const int64_t C = C_, D = D_, H = H_, S = S_;
-    float* x = workspace(0, size_t((9 + nt) * C + nt * S + V_));
-    float *qkv = x + C, *y = qkv + 3 * C, *f = y + C, *lg = f + 4 * C, *hs = lg + V_, *scratch = hs + nt * C;
-    const float* te = wte_ + c.tokens[0] * C;
-    const float* pe = wpe_ + c.past * C;
-    for (int64_t j = 0; j < C; j++) x[j] = te[j] + pe[j];
+    // x, qkv, y, f, logits, then per thread: h (R,C) and attention scratch (S)
+    float* x = workspace(0, size_t(R * 9 * C + R * V_ + nt * (R * C + S)));
+    float *qkv = x + R * C, *y = qkv + R * 3 * C, *f = y + R * C, *lg = f + R * 4 * C, *hs = lg + R * V_,
+          *scratch = hs + nt * R * C;
+    for (int64_t r = 0; r < R; r++) {  // x (R,C) = wte[token] + wpe[position]
+        const float* te = wte_ + chunks[r].tokens[0] * C;
+        const float* pe = wpe_ + chunks[r].past * C;
+        for (int64_t j = 0; j < C; j++) x[r * C + j] = te[j] + pe[j];
+    }
     const float scale = 1.0f / std::sqrt(float(D));
-    const int64_t pos = c.past;
 #pragma omp parallel num_threads(nt)
     {
 #ifdef _OPENMP
@@ -492,9 +503,9 @@ void InferenceEngine::forward_team(const Chunk& c, int nt) {
         const int64_t size = 1;
 #endif
         const int64_t t = thread_id();
-        float* h = hs + t * C;  // each thread normalizes the whole row for itself
+        float* h = hs + t * R * C;  // each thread normalizes the whole of x for itself
         float* sc = scratch + t * S;
-        // this thread's output columns of an (N)-column product: whole tiles of 8
+        // this thread's output columns of an N-column product: whole tiles of 8
         auto cols = [&](int64_t N) {
             const int64_t tiles = N / cpu::kPackTile;
             return std::make_pair(tiles * t / size * cpu::kPackTile, tiles * (t + 1) / size * cpu::kPackTile);
@@ -502,35 +513,54 @@ void InferenceEngine::forward_team(const Chunk& c, int nt) {
         const auto [q0, q1] = cols(3 * C);
         const auto [c0, c1] = cols(C);
         const auto [f0, f1] = cols(4 * C);
+        // Attention's (row, head) units: by head when the heads split evenly and a head's
+        // columns are whole tiles, so that a thread computes the q, k and v it attends with
+        // (no barrier between); else in order, after a barrier.
+        const bool by_head = D % cpu::kPackTile == 0 && H % size == 0;
         const int64_t h0 = H * t / size, h1 = H * (t + 1) / size;
+        const int64_t u0 = by_head ? 0 : R * H * t / size, u1 = by_head ? R * (h1 - h0) : R * H * (t + 1) / size;
         for (int64_t l = 0; l < L_; l++) {
             const Layer& ly = layers_[size_t(l)];
-            cpu::layernorm_rows<float>(h, x, ly.ln1_w, ly.ln1_b, 1, C, eps_);
-            cpu::linear_packed_avx2(qkv, 3 * C, h, C, ly.attn_wp, ly.attn_b, 1, q0, q1, C, false);
+            cpu::layernorm_rows<float>(h, x, ly.ln1_w, ly.ln1_b, R, C, eps_);
+            if (by_head) {
+                for (int64_t part = 0; part < 3; part++)  // q, k, v of heads h0..h1-1
+                    cpu::linear_packed_avx2(qkv, 3 * C, h, C, ly.attn_wp, ly.attn_b, R, part * C + h0 * D,
+                                            part * C + h1 * D, C, false);
+            } else {
+                cpu::linear_packed_avx2(qkv, 3 * C, h, C, ly.attn_wp, ly.attn_b, R, q0, q1, C, false);
 #pragma omp barrier
-            for (int64_t hh = h0; hh < h1; hh++) {
-                float* kt = kcache(c.row, l, hh) + pos;  // keys transposed: (D, S)
-                for (int64_t j = 0; j < D; j++) kt[j * S] = qkv[C + hh * D + j];
-                std::memcpy(vcache(c.row, l, hh) + pos * D, qkv + 2 * C + hh * D, size_t(D) * 4);
-                cpu::attention_cached<float>(y + hh * D, C, qkv + hh * D, 3 * C, kcache(c.row, l, hh), S,
-                                             vcache(c.row, l, hh), pos, 1, D, scale, sc);
+            }
+            for (int64_t i = u0; i < u1; i++) {
+                const int64_t u = by_head ? (i / (h1 - h0)) * H + h0 + i % (h1 - h0) : i;
+                const Chunk& c = chunks[u / H];
+                const int64_t hh = u % H, pos = c.past;
+                const float* row = qkv + (u / H) * 3 * C;
+                float* kt = kcache(c.row, l, hh);  // keys transposed: (D, S)
+                float* vc = vcache(c.row, l, hh);
+                for (int64_t j = 0; j < D; j++) kt[j * S + pos] = row[C + hh * D + j];
+                std::memcpy(vc + pos * D, row + 2 * C + hh * D, size_t(D) * 4);
+                cpu::attention_cached<float>(y + (u / H) * C + hh * D, C, row + hh * D, 3 * C, kt, S, vc, pos, 1, D,
+                                             scale, sc);
             }
 #pragma omp barrier
-            cpu::linear_packed_avx2(x, C, y, C, ly.proj_wp, ly.proj_b, 1, c0, c1, C, true);
+            cpu::linear_packed_avx2(x, C, y, C, ly.proj_wp, ly.proj_b, R, c0, c1, C, true);
 #pragma omp barrier
-            cpu::layernorm_rows<float>(h, x, ly.ln2_w, ly.ln2_b, 1, C, eps_);
-            cpu::linear_packed_avx2(f, 4 * C, h, C, ly.fc_wp, ly.fc_b, 1, f0, f1, C, false);
-            cpu::gelu_tanh_rows<float>(f + f0, f + f0, f1 - f0);
+            cpu::layernorm_rows<float>(h, x, ly.ln2_w, ly.ln2_b, R, C, eps_);
+            cpu::linear_packed_avx2(f, 4 * C, h, C, ly.fc_wp, ly.fc_b, R, f0, f1, C, false);
+            for (int64_t r = 0; r < R; r++) cpu::gelu_tanh_rows<float>(f + r * 4 * C + f0, f + r * 4 * C + f0, f1 - f0);
 #pragma omp barrier
-            cpu::linear_packed_avx2(x, C, f, 4 * C, ly.mlp_wp, ly.mlp_b, 1, c0, c1, 4 * C, true);
+            cpu::linear_packed_avx2(x, C, f, 4 * C, ly.mlp_wp, ly.mlp_b, R, c0, c1, 4 * C, true);
 #pragma omp barrier
         }
     }
     // logits: ln_f, then the tied output projection (small: this thread)
-    cpu::layernorm_rows<float>(y, x, lnf_w_, lnf_b_, 1, C, eps_);
-    cpu::linear_rows<float>(lg, V_, y, C, wte_, nullptr, 1, V_, C, false);
-    std::memcpy(logits_.data<float>() + c.row * V_, lg, size_t(V_) * 4);
-    len_[size_t(c.row)] = c.past + 1;
+    cpu::layernorm_rows<float>(y, x, lnf_w_, lnf_b_, R, C, eps_);
+    cpu::linear_rows<float>(lg, V_, y, C, wte_, nullptr, R, V_, C, false);
+    for (int64_t r = 0; r < R; r++) {
+        const Chunk& c = chunks[r];
+        std::memcpy(logits_.data<float>() + c.row * V_, lg + r * V_, size_t(V_) * 4);
+        len_[size_t(c.row)] = c.past + 1;
+    }
 }
 
 void InferenceEngine::forward(const Chunk* chunks, int64_t R, bool decode, float* ws, bool serial) {

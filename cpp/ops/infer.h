@@ -41,6 +41,13 @@
 
 namespace femtogpt::ops {
 
+// Whether a decode step may run on a team of threads: `automatic` times one thread against
+// the team (see InferenceEngine::decode); `always` and `never` are for tests and
+// comparisons. Process-wide.
+enum class DecodeTeam { automatic, always, never };
+void set_decode_team(DecodeTeam policy);
+DecodeTeam decode_team();
+
 class InferenceEngine {
   public:
     // params: every float32 parameter of GPT(config) by name; batch B >= 1; 1 <= slide <= S.
@@ -96,10 +103,11 @@ class InferenceEngine {
     // decode steps: the rows split over threads when the step is large
     void decode(const std::vector<Chunk>& chunks);
     void run_decode(const std::vector<Chunk>& chunks, bool team);
-    // One row's decode step on a team of nt threads in one parallel region: every product's
-    // output columns split over the threads, attention's heads too, a barrier wherever a
-    // step needs the whole of its input (5 per layer). Needs packed weights.
-    void forward_team(const Chunk& chunk, int nt);
+    // A decode step (R chunks of one token) on a team of nt threads in one parallel region:
+    // every product's output columns split over the threads (the weights stream once),
+    // attention's (row, head) units too, a barrier wherever a step needs the whole of its
+    // input (5 per layer). Needs packed weights.
+    void forward_team(const Chunk* chunks, int64_t R, int nt);
     // `ws`: workspace_floats(total tokens, R, threads) floats; `serial`: run on this thread only
     void forward(const Chunk* chunks, int64_t R, bool decode, float* ws, bool serial);
     size_t workspace_floats(int64_t N, int64_t R, int nthreads) const;
