@@ -226,18 +226,36 @@ InferenceEngine::InferenceEngine(const std::map<std::string, Tensor>& params, in
         packed_.data = packed_alloc(n * sizeof(float));
         if (packed_.data) {
             packed_.nbytes = n * sizeof(float);
+            struct Job {
+                float* dst;
+                const float* w;
+                int64_t N, K;
+            };
+            std::vector<Job> jobs;
             float* p = packed_.data;
-            auto pack = [&](const float* w, int64_t N, int64_t K) {
-                float* at = p;
-                cpu::pack_linear_tiles<float>(at, w, N, K);
+            auto place = [&](const float* w, int64_t N, int64_t K) {
+                jobs.push_back({p, w, N, K});
                 p += N * K;
-                return at;
+                return jobs.back().dst;
             };
             for (Layer& ly : layers_) {
-                ly.attn_wp = pack(ly.attn_w, 3 * C, C);
-                ly.proj_wp = pack(ly.proj_w, C, C);
-                ly.fc_wp = pack(ly.fc_w, 4 * C, C);
-                ly.mlp_wp = pack(ly.mlp_w, C, 4 * C);
+                ly.attn_wp = place(ly.attn_w, 3 * C, C);
+                ly.proj_wp = place(ly.proj_w, C, C);
+                ly.fc_wp = place(ly.fc_w, 4 * C, C);
+                ly.mlp_wp = place(ly.mlp_w, C, 4 * C);
+            }
+            // a copy bound by memory bandwidth, which a second core adds to (when the
+            // tuner has found that a team pays on this machine now)
+            const int64_t nj = int64_t(jobs.size());
+            auto pack = [&](int64_t j) {
+                const Job& b = jobs[size_t(j)];
+                cpu::pack_linear_tiles<float>(b.dst, b.w, b.N, b.K);
+            };
+            if (num_threads() > 1 && team_pays()) {
+#pragma omp parallel for schedule(dynamic, 1)
+                for (int64_t j = 0; j < nj; j++) pack(j);
+            } else {
+                for (int64_t j = 0; j < nj; j++) pack(j);
             }
         }
     }
