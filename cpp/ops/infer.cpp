@@ -89,6 +89,7 @@ const Tensor& param(const std::map<std::string, Tensor>& params, const std::stri
 // TLB entry per 2 MiB while streaming ~40 MB a token), with a one-slot cache so that
 // engine after engine reuses pages already faulted in.
 constexpr size_t kHugePage = size_t(1) << 21;
+constexpr size_t kPackedCacheBytes = size_t(256) << 20;  // larger ones go back to the OS
 struct {
     std::mutex mutex;
     float* data = nullptr;
@@ -114,9 +115,11 @@ float* packed_alloc(size_t nbytes) {
 
 void packed_free(float* p, size_t nbytes) {
     if (!p) return;
-    std::lock_guard<std::mutex> lock(g_packed_cache.mutex);
-    std::swap(p, g_packed_cache.data);  // the newest stays cached
-    g_packed_cache.nbytes = nbytes;
+    if (nbytes <= kPackedCacheBytes) {
+        std::lock_guard<std::mutex> lock(g_packed_cache.mutex);
+        std::swap(p, g_packed_cache.data);  // the newest stays cached
+        std::swap(nbytes, g_packed_cache.nbytes);
+    }
     std::free(p);
 }
 

@@ -3,8 +3,10 @@
 // Size letters: B rows (prompts), S block_size, L layers, H heads, D head size,
 // C = H*D channels, V vocabulary.
 //
-// The engine holds the model's float32 parameters (the same storage: no copy; names as
-// GPT.named_parameters(), Linear weights (out, in)) and, per row, a KV cache
+// The engine holds the model's float32 parameters (the same storage; names as
+// GPT.named_parameters(), Linear weights (out, in)), plus a copy of the four matrices of
+// every layer packed for decode steps (made at construction: an engine is for parameters
+// that do not change under it), and, per row, a KV cache
 // k (B, L, H, D, S) (keys transposed: scores of consecutive keys are vertical
 // multiply-adds) and v (B, L, H, S, D), the row's context (the tokens in the cache, positions 0..len-1)
 // and the logits after its last token. Rows are independent: each has its own length,
@@ -78,7 +80,8 @@ class InferenceEngine {
     };
     // Decode steps stream every weight once per token; packed, they are one run of memory in
     // the order read, on 2 MiB pages (fewer TLB misses). Released to a one-slot cache
-    // that the next engine takes (generate() builds one per call).
+    // (up to 256 MiB) that the next engine of the same size takes: generate()
+    // builds one per call, and fresh pages cost a fault each.
     struct PackedWeights {
         float* data = nullptr;
         size_t nbytes = 0;
