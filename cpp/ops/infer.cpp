@@ -34,6 +34,8 @@ constexpr int64_t kMinParallelPrefillFlops = int64_t(1) << 24;
 constexpr int64_t kMinParallelDecodeFlops = int64_t(1) << 24;
 // Decode steps between two timings of one thread against the team (see decode()).
 constexpr int64_t kMinRetunePeriod = 64, kMaxRetunePeriod = 1024;
+// A team step this many times slower than the last window's opens a new window at once.
+constexpr double kSlowTeamStep = 2.0;
 
 // The process-wide timing of one thread against a team. team_pays: 1 if the team was
 // faster in the last window, 0 if not, -1 before the first. A prefill uses a team only
@@ -436,7 +438,8 @@ void InferenceEngine::decode(const std::vector<Chunk>& chunks) {
     // steps are timed both ways, two each, in a window that opens every `period` steps
     // (process-wide, across engines), and the faster way is kept until the next window.
     // The period doubles while one thread wins (up to kMaxRetunePeriod) and drops back
-    // to kMinRetunePeriod when the team wins. Results are the same bits either way.
+    // to kMinRetunePeriod when the team wins; a team step kSlowTeamStep times slower than
+    // the window's opens the next window at once. Results are the same bits either way.
     const int64_t R = int64_t(chunks.size());
     const bool team_helps = R >= 2 ? 24 * R * C_ * C_ * L_ >= kMinParallelDecodeFlops
                                    : cpu::linear_rows_threads(1, 4 * C_, C_) > 1;
@@ -460,8 +463,15 @@ void InferenceEngine::decode(const std::vector<Chunk>& chunks) {
         SingleThread one(!team);
         run_decode(chunks, team);
     }
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (phase < 0 && team) {
+        // A team step far slower than the window's: the machine got busier (a descheduled
+        // thread holds every barrier). Time both ways again from the next step rather than
+        // wait out the period.
+        std::lock_guard<std::mutex> lock(g_tuner.mutex);
+        if (dt > kSlowTeamStep * g_tuner.t_team && g_tuner.next > g_tuner.steps) g_tuner.next = g_tuner.steps;
+    }
     if (phase >= 0) {
-        const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         std::lock_guard<std::mutex> lock(g_tuner.mutex);
         double& best = team ? g_tuner.t_team : g_tuner.t_serial;
         best = phase % 2 == 0 ? dt : std::min(best, dt);
