@@ -35,7 +35,7 @@ constexpr int64_t kMinParallelDecodeFlops = int64_t(1) << 24;
 // Decode steps between two timings of one thread against the team (see decode()).
 constexpr int64_t kMinRetunePeriod = 64, kMaxRetunePeriod = 1024;
 // A team step this many times slower than the last window's opens a new window at once.
-constexpr double kSlowTeamStep = 2.0;
+constexpr double kSlowTeamStep = 4.0;
 
 // The process-wide timing of one thread against a team. team_pays: 1 if the team was
 // faster in the last window, 0 if not, -1 before the first. A prefill uses a team only
