@@ -16,10 +16,11 @@ SMALL = dict(vocab_size=37, block_size=16, n_layer=2, n_head=2, n_embd=24)
 
 @pytest.fixture(autouse=True)
 def _restore_isa_and_threads():
-    isa, nt = _core.cpu_isa(), _core.get_num_threads()
+    isa, nt, team = _core.cpu_isa(), _core.get_num_threads(), _core.get_decode_team()
     yield
     _core.set_cpu_isa(isa)
     _core.set_num_threads(nt)
+    _core.set_decode_team(team)
 
 
 def make_model(seed=0, noise=0.5, **overrides):
@@ -58,11 +59,14 @@ def full_logits(model, context):
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("slide, bias", [(1, True), (5, False), (16, True)])
-def test_cached_logits_equal_full_forward_at_every_step(rng, isa, slide, bias):
+@pytest.mark.parametrize("team", ["never", "always"])
+def test_cached_logits_equal_full_forward_at_every_step(rng, isa, slide, bias, team):
     """100 tokens from prompts of different lengths in one batch, across several window
     slides: at every step each row's logits equal a full forward over that row's context
-    (logits up to ~6 in magnitude here)."""
+    (logits up to ~6 in magnitude here). Decode steps on one thread, or on a team of two."""
     _core.set_cpu_isa(isa)
+    _core.set_num_threads(2)
+    _core.set_decode_team(team)
     model = make_model(seed=1, bias=bias, noise=0.3)
     S = model.config.block_size
     prompts = [rng.integers(0, 37, n) for n in (1, 7, 16, 23)]  # 23 > block_size: cropped
@@ -208,19 +212,29 @@ def test_batched_generation_equals_per_prompt_generation(rng, threads):
 
 
 @pytest.mark.parametrize("B", [1, 8])
-def test_results_do_not_depend_on_the_thread_count(rng, B):
-    """Wide enough that a decode step of 8 rows splits them over a team (the engine times
-    one thread against the team on its first steps, so both paths run), with slides."""
-    model = make_model(seed=10, n_embd=256, n_head=4, noise=0.05)
+@pytest.mark.parametrize("n_embd, n_head", [(256, 4), (264, 3), (264, 2)])
+def test_results_do_not_depend_on_the_thread_count(rng, B, n_embd, n_head):
+    """Wide enough that a decode step splits over a team (the engine times one thread
+    against the team on its first steps, so both paths run), with slides. Heads of 64,
+    88 and 132 columns: a team splits attention by head only where the heads split evenly
+    and a head's columns are whole tiles of 8."""
+    model = make_model(seed=10, n_embd=n_embd, n_head=n_head, noise=0.05)
     idx = rng.integers(0, 37, (B, 7))
     seeds = list(range(10, 10 + B))
     outs = []
-    for nt in (1, 2):
+    for nt, team in ((1, "auto"), (2, "never"), (2, "always"), (2, "auto")):
         _core.set_num_threads(nt)
+        _core.set_decode_team(team)
         outs.append(model.generate(idx, 40, temperature=1.0, seed=seeds, slide=5))
-    np.testing.assert_array_equal(*outs)
+    for out in outs[1:]:
+        np.testing.assert_array_equal(out, outs[0])
     alone = model.generate(idx[B - 1], 40, temperature=1.0, seed=seeds[-1], slide=5)
-    np.testing.assert_array_equal(outs[1][B - 1], alone)
+    np.testing.assert_array_equal(outs[-1][B - 1], alone)
+
+
+def test_decode_team_policy_is_checked():
+    with pytest.raises(ValueError, match="'auto', 'always' or 'never'"):
+        _core.set_decode_team("sometimes")
 
 
 def test_stream_yields_the_tokens_of_generate(rng):
@@ -338,6 +352,24 @@ def test_linear_rows_matches_the_reference_and_is_row_independent(rng, isa, M, N
         alone = np.asarray(_core.linear_rows(_core.from_numpy(x[m:m + 1].copy()), _core.from_numpy(w),
                                              _core.from_numpy(b)))
         np.testing.assert_array_equal(alone[0], out[m])
+
+
+@pytest.mark.skipif("avx2" not in ISAS, reason="the packed kernel is AVX2")
+@pytest.mark.parametrize("M, N, K", [(1, 8, 8), (1, 24, 16), (2, 16, 64), (3, 8, 24), (4, 40, 384), (8, 72, 96)])
+def test_linear_packed_gives_the_bits_of_linear_rows(rng, M, N, K):
+    """The decode step's packed weights change where the kernel reads, not what it sums."""
+    _core.set_cpu_isa("avx2")
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    w = rng.standard_normal((N, K)).astype(np.float32)
+    b = rng.standard_normal(N).astype(np.float32)
+    for threads in (1, 2):
+        _core.set_num_threads(threads)
+        rows = np.asarray(_core.linear_rows(_core.from_numpy(x), _core.from_numpy(w), _core.from_numpy(b)))
+        packed = np.asarray(_core.linear_rows(_core.from_numpy(x), _core.from_numpy(w), _core.from_numpy(b),
+                                              packed=True))
+        np.testing.assert_array_equal(packed, rows)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        _core.linear_rows(_core.from_numpy(x), _core.from_numpy(w[:N - 1].copy()), packed=True)
 
 
 # ---- the command ------------------------------------------------------------------------

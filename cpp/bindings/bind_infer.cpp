@@ -1,9 +1,12 @@
 // _core.InferenceEngine: cached GPT inference (ops/infer.h), and its kernels for tests.
 #include <optional>
+#include <string>
 
 #include "bindings/bindings.h"
 #include "cpu/infer.h"
+#include "cpu/isa.h"
 #include "ops/infer.h"
+#include "pool.h"
 
 namespace femtogpt::bindings {
 
@@ -63,7 +66,20 @@ void register_infer(py::module_& m) {
            py::arg("rng_state") = py::none(),
            "-> (B, n) int64: n tokens per row drawn as sample_tokens does and appended; rng_state advances");
 
-    m.def("linear_rows", [](const Tensor& x, const Tensor& w, std::optional<Tensor> bias, bool reference) {
+    m.def("set_decode_team", [](const std::string& policy) {
+        FG_CHECK(policy == "auto" || policy == "always" || policy == "never",
+                 "set_decode_team: policy must be 'auto', 'always' or 'never', got '", policy, "'");
+        ops::set_decode_team(policy == "auto" ? ops::DecodeTeam::automatic
+                             : policy == "always" ? ops::DecodeTeam::always : ops::DecodeTeam::never);
+    }, py::arg("policy"),
+       "Whether decode steps may use a team of threads: 'auto' (timed against one thread), 'always' or "
+       "'never' (for tests and comparisons). Process-wide.");
+    m.def("get_decode_team", []() {
+        const ops::DecodeTeam p = ops::decode_team();
+        return std::string(p == ops::DecodeTeam::automatic ? "auto" : p == ops::DecodeTeam::always ? "always" : "never");
+    });
+    m.def("linear_rows", [](const Tensor& x, const Tensor& w, std::optional<Tensor> bias, bool reference,
+                            bool packed) {
         check_f32_2d(x, "linear_rows: x");
         check_f32_2d(w, "linear_rows: w");
         check_same_dtype(x, w, "linear_rows");
@@ -76,6 +92,18 @@ void register_infer(py::module_& m) {
                      ", expected (", N, ",)");
         }
         Tensor out = Tensor::empty({M, N}, x.dtype());
+        if (packed) {
+            FG_CHECK(!reference && x.dtype() == DType::float32 && cpu::active_isa() != cpu::Isa::generic,
+                     "linear_rows: packed=True runs the float32 AVX2 kernel only");
+            FG_CHECK(N % cpu::kPackTile == 0 && K % cpu::kPackTile == 0, "linear_rows: packed=True needs N and K ",
+                     "multiples of ", cpu::kPackTile, ", got ", N, " and ", K);
+            nogil release;
+            PoolBuffer wp(size_t(N * K) * sizeof(float));  // 64-byte aligned
+            cpu::pack_linear_tiles<float>(wp.data<float>(), w.data<float>(), N, K);
+            cpu::linear_packed(out.data<float>(), N, x.data<float>(), K, wp.data<float>(),
+                               bias ? bias->data<float>() : nullptr, M, N, K, false);
+            return out;
+        }
         nogil release;
         auto run = [&](auto z) {
             using T = decltype(z);
@@ -85,7 +113,9 @@ void register_infer(py::module_& m) {
         if (x.dtype() == DType::float32) run(float{}); else run(double{});
         return out;
     }, py::arg("x"), py::arg("w"), py::arg("bias") = py::none(), py::arg("reference") = false,
-       "x (M,K) @ w (N,K)^T + bias -> (M,N): the decode-step kernel (row-independent sums).");
+       py::arg("packed") = false,
+       "x (M,K) @ w (N,K)^T + bias -> (M,N): the decode-step kernel (row-independent sums); packed: "
+       "the same on w in pack_linear_tiles' layout (float32, AVX2, N and K multiples of 8).");
 }
 
 }  // namespace femtogpt::bindings

@@ -88,6 +88,32 @@ void linear_rows(T* out, int64_t ldo, const T* x, int64_t ldx, const T* w, const
 }
 
 template <typename T>
+void pack_linear_tiles(T* wp, const T* w, int64_t N, int64_t K) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (best_isa() != Isa::generic) return pack_linear_tiles_avx2(wp, w, N, K);
+    }
+    const int64_t P = kPackTile;
+    for (int64_t t = 0; t < N / P; t++)
+        for (int64_t kc = 0; kc < K / P; kc++) {
+            T* dst = wp + (t * (K / P) + kc) * P * P;
+            for (int64_t j = 0; j < P; j++) std::copy_n(w + (t * P + j) * K + kc * P, P, dst + j * P);
+        }
+}
+
+void linear_packed(float* out, int64_t ldo, const float* x, int64_t ldx, const float* wp, const float* bias,
+                   int64_t M, int64_t N, int64_t K, bool accumulate) {
+    if (M <= 0 || N <= 0) return;
+    const int64_t nt = linear_rows_threads(M, N, K);
+    if (nt <= 1) return linear_packed_avx2(out, ldo, x, ldx, wp, bias, M, 0, N, K, accumulate);
+    const int64_t chunks = N / kPackTile;
+#pragma omp parallel for schedule(static) num_threads(int(nt))
+    for (int64_t t = 0; t < nt; t++) {
+        const int64_t c0 = chunks * t / nt, c1 = chunks * (t + 1) / nt;
+        if (c1 > c0) linear_packed_avx2(out, ldo, x, ldx, wp, bias, M, c0 * kPackTile, c1 * kPackTile, K, accumulate);
+    }
+}
+
+template <typename T>
 void attention_cached_reference(T* out, int64_t ldo, const T* q, int64_t ldq, const T* kt, int64_t ldk, const T* v,
                                 int64_t past, int64_t n, int64_t D, T scale) {
     std::vector<double> s(size_t(past + n));
@@ -186,6 +212,7 @@ void gelu_tanh_rows(T* out, const T* x, int64_t n) {
 #define FG_INSTANTIATE(T)                                                                                          \
     template void linear_rows<T>(T*, int64_t, const T*, int64_t, const T*, const T*, int64_t, int64_t, int64_t,     \
                                  bool);                                                                            \
+    template void pack_linear_tiles<T>(T*, const T*, int64_t, int64_t);                                            \
     template void linear_rows_reference<T>(T*, int64_t, const T*, int64_t, const T*, const T*, int64_t, int64_t,   \
                                            int64_t, bool);                                                         \
     template void attention_cached<T>(T*, int64_t, const T*, int64_t, const T*, int64_t, const T*, int64_t,        \

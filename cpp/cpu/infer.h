@@ -30,6 +30,26 @@ int linear_rows_threads(int64_t M, int64_t N, int64_t K);
 void linear_rows_avx2(float* out, int64_t ldo, const float* x, int64_t ldx, const float* w, const float* bias,
                       int64_t M, int64_t n0, int64_t n1, int64_t K, bool accumulate);
 
+// Decode-step weights in the order the AVX2 kernel reads them: tiles of 8 output rows,
+// each tile's 8 rows interleaved in chunks of 8 inputs, so one tile's products read one
+// contiguous run of 8K floats (a single stream for the hardware prefetcher, no 4 KiB page
+// crossed by 8 streams at once).
+//   wp (N/8, K/8, 8, 8) <- w (N,K):  wp[((n/8)*(K/8) + k/8)*64 + (n%8)*8 + k%8] = w[n*K + k]
+// N and K must be multiples of kPackTile.
+constexpr int64_t kPackTile = 8;
+// wp 32-byte aligned.
+template <typename T>
+void pack_linear_tiles(T* wp, const T* w, int64_t N, int64_t K);
+void pack_linear_tiles_avx2(float* wp, const float* w, int64_t N, int64_t K);
+// out (M,N) [row stride ldo] <- x (M,K) [row stride ldx], wp packed w (N,K), bias (N) | null:
+// linear_rows on packed weights, the same sums in the same order (the same bits). float32
+// with AVX2 only (the caller falls back to linear_rows on the unpacked w otherwise).
+void linear_packed(float* out, int64_t ldo, const float* x, int64_t ldx, const float* wp, const float* bias,
+                   int64_t M, int64_t N, int64_t K, bool accumulate);
+// output columns [n0, n1) (multiples of 8) only; the driver splits N.
+void linear_packed_avx2(float* out, int64_t ldo, const float* x, int64_t ldx, const float* wp, const float* bias,
+                        int64_t M, int64_t n0, int64_t n1, int64_t K, bool accumulate);
+
 // One head of causal attention over a cache whose keys are stored transposed.
 // out (n,D) [row stride ldo] <- q (n,D) [row stride ldq], kt (D, ldk), v (past+n, D)
 //   key t's element j is kt[j*ldk + t] (ldk >= past+n: a cache of ldk positions), so the

@@ -37,8 +37,10 @@ inline void reduce_lanes(const __m256* a, float* s) {
     }
 }
 
-// out (MB, NB) at columns n.. <- x (MB,K), w rows n..n+NB-1
-template <int MB, int NB>
+// out (MB, NB) at columns n.. <- x (MB,K), w rows n..n+NB-1.
+// Packed: w is pack_linear_tiles' layout (K a multiple of 8) and rows n..n+NB-1 lie in
+// one tile of 8 (NB 8, or 4 from row 0 or 4 of it); the sums are the same either way.
+template <int MB, int NB, bool Packed = false>
 inline void linear_tile(float* out, int64_t ldo, const float* x, int64_t ldx, const float* w, const float* bias,
                         int64_t n, int64_t K, bool accumulate) {
     __m256 acc[MB][NB];
@@ -46,12 +48,14 @@ inline void linear_tile(float* out, int64_t ldo, const float* x, int64_t ldx, co
     for (int i = 0; i < MB; i++)
 #pragma GCC unroll 8
         for (int j = 0; j < NB; j++) acc[i][j] = _mm256_setzero_ps();
-    const float* wn = w + n * K;
+    // packed: the tile's chunk of k..k+7 is 64 floats at wn + 8k, row j of the tile at 8j
+    const float* wn = Packed ? w + (n & ~int64_t(7)) * K + (n & 7) * 8 : w + n * K;
     int64_t k = 0;
     for (; k + 8 <= K; k += 8) {
         __m256 wv[NB];
 #pragma GCC unroll 8
-        for (int j = 0; j < NB; j++) wv[j] = _mm256_loadu_ps(wn + j * K + k);
+        for (int j = 0; j < NB; j++)
+            wv[j] = Packed ? _mm256_load_ps(wn + 8 * k + 8 * j) : _mm256_loadu_ps(wn + j * K + k);
 #pragma GCC unroll 4
         for (int i = 0; i < MB; i++) {
             const __m256 xv = _mm256_loadu_ps(x + i * ldx + k);
@@ -63,7 +67,7 @@ inline void linear_tile(float* out, int64_t ldo, const float* x, int64_t ldx, co
     for (int i = 0; i < MB; i++) {
         alignas(32) float s[8];
         reduce_lanes<NB>(acc[i], s);
-        if (k < K)
+        if (!Packed && k < K)
             for (int j = 0; j < NB; j++)
                 for (int64_t kk = k; kk < K; kk++) s[j] = std::fma(x[i * ldx + kk], wn[j * K + kk], s[j]);
         float* o = out + i * ldo + n;
@@ -82,13 +86,14 @@ inline void linear_tile(float* out, int64_t ldo, const float* x, int64_t ldx, co
     }
 }
 
-template <int NB>
+template <int NB, bool Packed = false>
 inline void linear_block(float* out, int64_t ldo, const float* x, int64_t ldx, const float* w, const float* bias,
                          int64_t M, int64_t n, int64_t K, bool accumulate) {
     int64_t m = 0;
-    for (; m + 3 <= M; m += 3) linear_tile<3, NB>(out + m * ldo, ldo, x + m * ldx, ldx, w, bias, n, K, accumulate);
-    if (M - m == 2) linear_tile<2, NB>(out + m * ldo, ldo, x + m * ldx, ldx, w, bias, n, K, accumulate);
-    if (M - m == 1) linear_tile<1, NB>(out + m * ldo, ldo, x + m * ldx, ldx, w, bias, n, K, accumulate);
+    for (; m + 3 <= M; m += 3)
+        linear_tile<3, NB, Packed>(out + m * ldo, ldo, x + m * ldx, ldx, w, bias, n, K, accumulate);
+    if (M - m == 2) linear_tile<2, NB, Packed>(out + m * ldo, ldo, x + m * ldx, ldx, w, bias, n, K, accumulate);
+    if (M - m == 1) linear_tile<1, NB, Packed>(out + m * ldo, ldo, x + m * ldx, ldx, w, bias, n, K, accumulate);
 }
 
 // out (D) <- scratch (tk) probabilities (unnormalized), v (tk,D); divides by z.
@@ -119,6 +124,29 @@ void linear_rows_avx2(float* out, int64_t ldo, const float* x, int64_t ldx, cons
         for (; n + 4 <= n1; n += 4) linear_block<4>(out, ldo, x, ldx, w, bias, M, n, K, accumulate);
     }
     for (; n < n1; n++) linear_block<1>(out, ldo, x, ldx, w, bias, M, n, K, accumulate);
+}
+
+void pack_linear_tiles_avx2(float* wp, const float* w, int64_t N, int64_t K) {
+    // streaming stores: the packed copy (~40 MB for a small GPT) skips the caches, whose
+    // lines it would only evict, and its writes need no reads for ownership
+    for (int64_t t = 0; t < N / 8; t++) {
+        const float* src = w + t * 8 * K;
+        float* dst = wp + t * 8 * K;
+        for (int64_t k = 0; k < K; k += 8, dst += 64)
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++) _mm256_stream_ps(dst + 8 * j, _mm256_loadu_ps(src + j * K + k));
+    }
+    _mm_sfence();
+}
+
+void linear_packed_avx2(float* out, int64_t ldo, const float* x, int64_t ldx, const float* wp, const float* bias,
+                        int64_t M, int64_t n0, int64_t n1, int64_t K, bool accumulate) {
+    // the tiles linear_rows_avx2 would use (8 columns for one row, 4 for several)
+    if (M == 1) {
+        for (int64_t n = n0; n < n1; n += 8) linear_tile<1, 8, true>(out, ldo, x, ldx, wp, bias, n, K, accumulate);
+    } else {
+        for (int64_t n = n0; n < n1; n += 4) linear_block<4, true>(out, ldo, x, ldx, wp, bias, M, n, K, accumulate);
+    }
 }
 
 void attention_cached_avx2(float* out, int64_t ldo, const float* q, int64_t ldq, const float* kt, int64_t ldk,
@@ -261,6 +289,9 @@ void gelu_tanh_rows_avx2(float* out, const float* x, int64_t n) {
 namespace femtogpt::cpu {
 void linear_rows_avx2(float*, int64_t, const float*, int64_t, const float*, const float*, int64_t, int64_t, int64_t,
                       int64_t, bool) {}
+void pack_linear_tiles_avx2(float*, const float*, int64_t, int64_t) {}
+void linear_packed_avx2(float*, int64_t, const float*, int64_t, const float*, const float*, int64_t, int64_t, int64_t,
+                        int64_t, bool) {}
 void attention_cached_avx2(float*, int64_t, const float*, int64_t, const float*, int64_t, const float*, int64_t,
                            int64_t, int64_t, float, float*) {}
 void layernorm_rows_avx2(float*, const float*, const float*, const float*, int64_t, int64_t, double) {}

@@ -3,14 +3,19 @@
 #include "ops/infer.h"
 
 #include <algorithm>
+#include <atomic>
 #include <mutex>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <set>
 
+#include <sys/mman.h>
+
 #include "cpu/activation.h"
 #include "cpu/infer.h"
+#include "cpu/isa.h"
 #include "cpu/matmul.h"
 #include "cpu/norm.h"
 #include "cpu/sampling.h"
@@ -29,6 +34,8 @@ constexpr int64_t kMinParallelPrefillFlops = int64_t(1) << 24;
 constexpr int64_t kMinParallelDecodeFlops = int64_t(1) << 24;
 // Decode steps between two timings of one thread against the team (see decode()).
 constexpr int64_t kMinRetunePeriod = 64, kMaxRetunePeriod = 1024;
+// A team step this many times slower than the last window's opens a new window at once.
+constexpr double kSlowTeamStep = 4.0;
 
 // The process-wide timing of one thread against a team. team_pays: 1 if the team was
 // faster in the last window, 0 if not, -1 before the first. A prefill uses a team only
@@ -42,6 +49,7 @@ struct ThreadTuner {
     double t_serial = 0, t_team = 0;     // seconds per step in the window, best of two
 };
 ThreadTuner g_tuner;
+std::atomic<DecodeTeam> g_decode_team{DecodeTeam::automatic};
 
 bool team_pays() {
     std::lock_guard<std::mutex> lock(g_tuner.mutex);
@@ -79,10 +87,50 @@ const Tensor& param(const std::map<std::string, Tensor>& params, const std::stri
     return t;
 }
 
+// The packed weights' memory: 2 MiB aligned and advised as transparent huge pages (one
+// TLB entry per 2 MiB while streaming ~40 MB a token), with a one-slot cache so that
+// engine after engine reuses pages already faulted in.
+constexpr size_t kHugePage = size_t(1) << 21;
+constexpr size_t kPackedCacheBytes = size_t(256) << 20;  // larger ones go back to the OS
+struct {
+    std::mutex mutex;
+    float* data = nullptr;
+    size_t nbytes = 0;
+} g_packed_cache;
+
+float* packed_alloc(size_t nbytes) {
+    {
+        std::lock_guard<std::mutex> lock(g_packed_cache.mutex);
+        if (g_packed_cache.data && g_packed_cache.nbytes == nbytes) {
+            float* p = g_packed_cache.data;
+            g_packed_cache.data = nullptr;
+            return p;
+        }
+    }
+    void* p = nullptr;
+    if (posix_memalign(&p, kHugePage, nbytes) != 0) return nullptr;  // the engine runs unpacked
+#ifdef MADV_HUGEPAGE
+    madvise(p, nbytes, MADV_HUGEPAGE);  // advice only: 4 KiB pages still work
+#endif
+    return static_cast<float*>(p);
+}
+
+void packed_free(float* p, size_t nbytes) {
+    if (!p) return;
+    if (nbytes <= kPackedCacheBytes) {
+        std::lock_guard<std::mutex> lock(g_packed_cache.mutex);
+        std::swap(p, g_packed_cache.data);  // the newest stays cached
+        std::swap(nbytes, g_packed_cache.nbytes);
+    }
+    std::free(p);
+}
+
 // out (M,N) (row stride ldo) = [out +] x (M,K) w (N,K)^T + bias, through the packed GEMM
-// (many rows) or linear_rows (a decode step's few rows).
-void linear(float* out, int64_t ldo, const float* x, const float* w, const float* bias, int64_t M, int64_t N,
-            int64_t K, bool accumulate, bool decode) {
+// (many rows) or linear_rows / linear_packed (a decode step's few rows; wp: w packed, or null).
+void linear(float* out, int64_t ldo, const float* x, const float* w, const float* wp, const float* bias, int64_t M,
+            int64_t N, int64_t K, bool accumulate, bool decode) {
+    if (decode && wp && cpu::active_isa() != cpu::Isa::generic)
+        return cpu::linear_packed(out, ldo, x, K, wp, bias, M, N, K, accumulate);
     if (decode) return cpu::linear_rows<float>(out, ldo, x, K, w, bias, M, N, K, accumulate);
     if (!accumulate) {
         cpu::gemm<float>(out, ldo, x, K, w, K, M, N, K, false, true, 1.0f, 0.0f);
@@ -103,6 +151,11 @@ void linear(float* out, int64_t ldo, const float* x, const float* w, const float
 }
 
 }  // namespace
+
+void set_decode_team(DecodeTeam policy) { g_decode_team = policy; }
+DecodeTeam decode_team() { return g_decode_team; }
+
+InferenceEngine::PackedWeights::~PackedWeights() { packed_free(data, nbytes); }
 
 InferenceEngine::InferenceEngine(const std::map<std::string, Tensor>& params, int64_t n_head, int64_t batch,
                                  int64_t slide, double eps)
@@ -170,6 +223,47 @@ InferenceEngine::InferenceEngine(const std::map<std::string, Tensor>& params, in
     for (const auto& kv : params)  // a name the model does not have (a bias of a bias-free model, ...)
         FG_CHECK(expected.count(kv.first), "InferenceEngine: unexpected parameter '", kv.first, "' for a GPT with ",
                  L_, " layers", bias ? "" : " and no biases");
+
+    // pack the decode step's matrices, layer by layer in the order a step reads them
+    const int64_t P = cpu::kPackTile;
+    if (C % P == 0 && cpu::best_isa() != cpu::Isa::generic) {
+        const size_t per_layer = size_t(12 * C * C), n = per_layer * size_t(L_);
+        packed_.data = packed_alloc(n * sizeof(float));
+        if (packed_.data) {
+            packed_.nbytes = n * sizeof(float);
+            struct Job {
+                float* dst;
+                const float* w;
+                int64_t N, K;
+            };
+            std::vector<Job> jobs;
+            float* p = packed_.data;
+            auto place = [&](const float* w, int64_t N, int64_t K) {
+                jobs.push_back({p, w, N, K});
+                p += N * K;
+                return jobs.back().dst;
+            };
+            for (Layer& ly : layers_) {
+                ly.attn_wp = place(ly.attn_w, 3 * C, C);
+                ly.proj_wp = place(ly.proj_w, C, C);
+                ly.fc_wp = place(ly.fc_w, 4 * C, C);
+                ly.mlp_wp = place(ly.mlp_w, C, 4 * C);
+            }
+            // a copy bound by memory bandwidth, which a second core adds to (when the
+            // tuner has found that a team pays on this machine now)
+            const int64_t nj = int64_t(jobs.size());
+            auto pack = [&](int64_t j) {
+                const Job& b = jobs[size_t(j)];
+                cpu::pack_linear_tiles<float>(b.dst, b.w, b.N, b.K);
+            };
+            if (num_threads() > 1 && team_pays()) {
+#pragma omp parallel for schedule(dynamic, 1)
+                for (int64_t j = 0; j < nj; j++) pack(j);
+            } else {
+                for (int64_t j = 0; j < nj; j++) pack(j);
+            }
+        }
+    }
 
     k_ = Tensor::empty({B_, L_, H_, D_, S_}, DType::float32);
     v_ = Tensor::empty({B_, L_, H_, S_, D_}, DType::float32);
@@ -344,14 +438,17 @@ void InferenceEngine::decode(const std::vector<Chunk>& chunks) {
     // steps are timed both ways, two each, in a window that opens every `period` steps
     // (process-wide, across engines), and the faster way is kept until the next window.
     // The period doubles while one thread wins (up to kMaxRetunePeriod) and drops back
-    // to kMinRetunePeriod when the team wins. Results are the same bits either way.
+    // to kMinRetunePeriod when the team wins; a team step kSlowTeamStep times slower than
+    // the window's opens the next window at once. Results are the same bits either way.
     const int64_t R = int64_t(chunks.size());
     const bool team_helps = R >= 2 ? 24 * R * C_ * C_ * L_ >= kMinParallelDecodeFlops
                                    : cpu::linear_rows_threads(1, 4 * C_, C_) > 1;
-    if (num_threads() <= 1 || !team_helps) {
+    const DecodeTeam policy = g_decode_team;
+    if (num_threads() <= 1 || policy == DecodeTeam::never || (policy == DecodeTeam::automatic && !team_helps)) {
         SingleThread one(true);
         return run_decode(chunks, false);
     }
+    if (policy == DecodeTeam::always) return run_decode(chunks, true);
     int64_t phase;  // 0..3 inside a timing window (0, 1: one thread; 2, 3: the team), else -1
     bool team;
     {
@@ -366,8 +463,15 @@ void InferenceEngine::decode(const std::vector<Chunk>& chunks) {
         SingleThread one(!team);
         run_decode(chunks, team);
     }
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (phase < 0 && team) {
+        // A team step far slower than the window's: the machine got busier (a descheduled
+        // thread holds every barrier). Time both ways again from the next step rather than
+        // wait out the period.
+        std::lock_guard<std::mutex> lock(g_tuner.mutex);
+        if (dt > kSlowTeamStep * g_tuner.t_team && g_tuner.next > g_tuner.steps) g_tuner.next = g_tuner.steps;
+    }
     if (phase >= 0) {
-        const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         std::lock_guard<std::mutex> lock(g_tuner.mutex);
         double& best = team ? g_tuner.t_team : g_tuner.t_serial;
         best = phase % 2 == 0 ? dt : std::min(best, dt);
@@ -381,10 +485,14 @@ void InferenceEngine::decode(const std::vector<Chunk>& chunks) {
 }
 
 void InferenceEngine::run_decode(const std::vector<Chunk>& chunks, bool team) {
-    // Rows are independent: with a team, the rows split over its threads, each running the
-    // whole model on its share serially (one fork and join per step, not one per op); a
-    // single row splits each large product's columns instead.
+    // With packed weights, a team splits every product's columns (forward_team: the weights
+    // stream from memory once per step, not once per thread). Otherwise rows are
+    // independent: the rows split over the team's threads, each running the whole model on
+    // its share serially (one fork and join per step, not one per op); a single row splits
+    // each large product's columns instead.
     const int64_t R = int64_t(chunks.size());
+    if (team && num_threads() > 1 && layers_[0].attn_wp && cpu::active_isa() != cpu::Isa::generic)
+        return forward_team(chunks.data(), R, num_threads());
     const int nt = team ? int(std::min<int64_t>(num_threads(), R)) : 1;
     if (nt <= 1) return forward(chunks.data(), R, true, workspace(0, workspace_floats(R, R, num_threads())), !team);
     std::vector<float*> ws(static_cast<size_t>(nt));
@@ -403,6 +511,86 @@ void InferenceEngine::run_decode(const std::vector<Chunk>& chunks, bool team) {
             const int64_t r0 = R * w / nt, r1 = R * (w + 1) / nt;
             forward(chunks.data() + r0, r1 - r0, true, ws[size_t(w)], true);
         }
+    }
+}
+
+void InferenceEngine::forward_team(const Chunk* chunks, int64_t R, int nt) {
+    const int64_t C = C_, D = D_, H = H_, S = S_;
+    // x, qkv, y, f, logits, then per thread: h (R,C) and attention scratch (S)
+    float* x = workspace(0, size_t(R * 9 * C + R * V_ + nt * (R * C + S)));
+    float *qkv = x + R * C, *y = qkv + R * 3 * C, *f = y + R * C, *lg = f + R * 4 * C, *hs = lg + R * V_,
+          *scratch = hs + nt * R * C;
+    for (int64_t r = 0; r < R; r++) {  // x (R,C) = wte[token] + wpe[position]
+        const float* te = wte_ + chunks[r].tokens[0] * C;
+        const float* pe = wpe_ + chunks[r].past * C;
+        for (int64_t j = 0; j < C; j++) x[r * C + j] = te[j] + pe[j];
+    }
+    const float scale = 1.0f / std::sqrt(float(D));
+#pragma omp parallel num_threads(nt)
+    {
+#ifdef _OPENMP
+        const int64_t size = omp_get_num_threads();  // may be fewer than asked
+#else
+        const int64_t size = 1;
+#endif
+        const int64_t t = thread_id();
+        float* h = hs + t * R * C;  // each thread normalizes the whole of x for itself
+        float* sc = scratch + t * S;
+        // this thread's output columns of an N-column product: whole tiles of 8
+        auto cols = [&](int64_t N) {
+            const int64_t tiles = N / cpu::kPackTile;
+            return std::make_pair(tiles * t / size * cpu::kPackTile, tiles * (t + 1) / size * cpu::kPackTile);
+        };
+        const auto [q0, q1] = cols(3 * C);
+        const auto [c0, c1] = cols(C);
+        const auto [f0, f1] = cols(4 * C);
+        // Attention's (row, head) units: by head when the heads split evenly and a head's
+        // columns are whole tiles, so that a thread computes the q, k and v it attends with
+        // (no barrier between); else in order, after a barrier.
+        const bool by_head = D % cpu::kPackTile == 0 && H % size == 0;
+        const int64_t h0 = H * t / size, h1 = H * (t + 1) / size;
+        const int64_t u0 = by_head ? 0 : R * H * t / size, u1 = by_head ? R * (h1 - h0) : R * H * (t + 1) / size;
+        for (int64_t l = 0; l < L_; l++) {
+            const Layer& ly = layers_[size_t(l)];
+            cpu::layernorm_rows<float>(h, x, ly.ln1_w, ly.ln1_b, R, C, eps_);
+            if (by_head) {
+                for (int64_t part = 0; part < 3; part++)  // q, k, v of heads h0..h1-1
+                    cpu::linear_packed_avx2(qkv, 3 * C, h, C, ly.attn_wp, ly.attn_b, R, part * C + h0 * D,
+                                            part * C + h1 * D, C, false);
+            } else {
+                cpu::linear_packed_avx2(qkv, 3 * C, h, C, ly.attn_wp, ly.attn_b, R, q0, q1, C, false);
+#pragma omp barrier
+            }
+            for (int64_t i = u0; i < u1; i++) {
+                const int64_t u = by_head ? (i / (h1 - h0)) * H + h0 + i % (h1 - h0) : i;
+                const Chunk& c = chunks[u / H];
+                const int64_t hh = u % H, pos = c.past;
+                const float* row = qkv + (u / H) * 3 * C;
+                float* kt = kcache(c.row, l, hh);  // keys transposed: (D, S)
+                float* vc = vcache(c.row, l, hh);
+                for (int64_t j = 0; j < D; j++) kt[j * S + pos] = row[C + hh * D + j];
+                std::memcpy(vc + pos * D, row + 2 * C + hh * D, size_t(D) * 4);
+                cpu::attention_cached<float>(y + (u / H) * C + hh * D, C, row + hh * D, 3 * C, kt, S, vc, pos, 1, D,
+                                             scale, sc);
+            }
+#pragma omp barrier
+            cpu::linear_packed_avx2(x, C, y, C, ly.proj_wp, ly.proj_b, R, c0, c1, C, true);
+#pragma omp barrier
+            cpu::layernorm_rows<float>(h, x, ly.ln2_w, ly.ln2_b, R, C, eps_);
+            cpu::linear_packed_avx2(f, 4 * C, h, C, ly.fc_wp, ly.fc_b, R, f0, f1, C, false);
+            for (int64_t r = 0; r < R; r++) cpu::gelu_tanh_rows<float>(f + r * 4 * C + f0, f + r * 4 * C + f0, f1 - f0);
+#pragma omp barrier
+            cpu::linear_packed_avx2(x, C, f, 4 * C, ly.mlp_wp, ly.mlp_b, R, c0, c1, 4 * C, true);
+#pragma omp barrier
+        }
+    }
+    // logits: ln_f, then the tied output projection (small: this thread)
+    cpu::layernorm_rows<float>(y, x, lnf_w_, lnf_b_, R, C, eps_);
+    cpu::linear_rows<float>(lg, V_, y, C, wte_, nullptr, R, V_, C, false);
+    for (int64_t r = 0; r < R; r++) {
+        const Chunk& c = chunks[r];
+        std::memcpy(logits_.data<float>() + c.row * V_, lg + r * V_, size_t(V_) * 4);
+        len_[size_t(c.row)] = c.past + 1;
     }
 }
 
@@ -453,7 +641,7 @@ void InferenceEngine::forward(const Chunk* chunks, int64_t R, bool decode, float
         const Layer& ly = layers_[size_t(l)];
         l_now = l;
         layernorm(h, x, ly.ln1_w, ly.ln1_b, N);
-        linear(qkv, 3 * C, h, ly.attn_w, ly.attn_b, N, 3 * C, C, false, decode);
+        linear(qkv, 3 * C, h, ly.attn_w, ly.attn_wp, ly.attn_b, N, 3 * C, C, false, decode);
         for (int64_t r = 0; r < R; r++) {  // the new keys and values go into the cache
             const Chunk& c = chunks[r];
             for (int64_t i = 0; i < c.n; i++) {
@@ -486,20 +674,20 @@ void InferenceEngine::forward(const Chunk* chunks, int64_t R, bool decode, float
         } else {
             for (int64_t u = 0; u < R * H; u++) attend(u, attn_scratch);
         }
-        linear(x, C, y, ly.proj_w, ly.proj_b, N, C, C, true, decode);
+        linear(x, C, y, ly.proj_w, ly.proj_wp, ly.proj_b, N, C, C, true, decode);
         layernorm(h, x, ly.ln2_w, ly.ln2_b, N);
-        linear(f, 4 * C, h, ly.fc_w, ly.fc_b, N, 4 * C, C, false, decode);
+        linear(f, 4 * C, h, ly.fc_w, ly.fc_wp, ly.fc_b, N, 4 * C, C, false, decode);
         if (decode)
             cpu::gelu_tanh_rows<float>(f, f, N * 4 * C);
         else
             cpu::gelu_forward<float>(f, f, N * 4 * C, cpu::GeluApprox::tanh);
-        linear(x, C, f, ly.mlp_w, ly.mlp_b, N, C, 4 * C, true, decode);
+        linear(x, C, f, ly.mlp_w, ly.mlp_wp, ly.mlp_b, N, C, 4 * C, true, decode);
     }
     // logits after each chunk's last token: ln_f, then the tied output projection
     for (int64_t r = 0; r < R; r++)
         std::memcpy(h + r * C, x + (first[size_t(r) + 1] - 1) * C, size_t(C) * 4);
     layernorm(y, h, lnf_w_, lnf_b_, R);
-    linear(lg, V_, y, wte_, nullptr, R, V_, C, false, decode);
+    linear(lg, V_, y, wte_, nullptr, nullptr, R, V_, C, false, decode);
     for (int64_t r = 0; r < R; r++) {
         const Chunk& c = chunks[r];
         std::memcpy(logits_.data<float>() + c.row * V_, lg + r * V_, size_t(V_) * 4);

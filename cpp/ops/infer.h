@@ -3,8 +3,10 @@
 // Size letters: B rows (prompts), S block_size, L layers, H heads, D head size,
 // C = H*D channels, V vocabulary.
 //
-// The engine holds the model's float32 parameters (the same storage: no copy; names as
-// GPT.named_parameters(), Linear weights (out, in)) and, per row, a KV cache
+// The engine holds the model's float32 parameters (the same storage; names as
+// GPT.named_parameters(), Linear weights (out, in)), plus a copy of the four matrices of
+// every layer packed for decode steps (made at construction: an engine is for parameters
+// that do not change under it), and, per row, a KV cache
 // k (B, L, H, D, S) (keys transposed: scores of consecutive keys are vertical
 // multiply-adds) and v (B, L, H, S, D), the row's context (the tokens in the cache, positions 0..len-1)
 // and the logits after its last token. Rows are independent: each has its own length,
@@ -23,8 +25,8 @@
 // recompute per token once the window is full); a larger slide recomputes once per
 // `slide` tokens at the price of a shorter context right after each slide.
 //
-// Kernels: a decode step (one token per row) runs cpu::linear_rows and
-// cpu::attention_cached; a prefill or recompute (many tokens) runs cpu::gemm. Both give a
+// Kernels: a decode step (one token per row) runs cpu::linear_packed (cpu::linear_rows
+// where the weights could not be packed or AVX2 is off) and cpu::attention_cached; a prefill or recompute (many tokens) runs cpu::gemm. Both give a
 // row results that do not depend on the other rows, so batched generation equals
 // generating each prompt alone, bit for bit.
 #pragma once
@@ -40,6 +42,13 @@
 #include "tensor.h"
 
 namespace femtogpt::ops {
+
+// Whether a decode step may run on a team of threads: `automatic` times one thread against
+// the team (see InferenceEngine::decode); `always` and `never` are for tests and
+// comparisons. Process-wide.
+enum class DecodeTeam { automatic, always, never };
+void set_decode_team(DecodeTeam policy);
+DecodeTeam decode_team();
 
 class InferenceEngine {
   public:
@@ -66,6 +75,20 @@ class InferenceEngine {
     struct Layer {
         const float *ln1_w, *ln1_b, *attn_w, *attn_b, *proj_w, *proj_b;
         const float *ln2_w, *ln2_b, *fc_w, *fc_b, *mlp_w, *mlp_b;
+        // the four matrices in cpu::pack_linear_tiles' layout, in packed_ (null: not packed)
+        const float *attn_wp = nullptr, *proj_wp = nullptr, *fc_wp = nullptr, *mlp_wp = nullptr;
+    };
+    // Decode steps stream every weight once per token; packed, they are one run of memory in
+    // the order read, on 2 MiB pages (fewer TLB misses). Released to a one-slot cache
+    // (up to 256 MiB) that the next engine of the same size takes: generate()
+    // builds one per call, and fresh pages cost a fault each.
+    struct PackedWeights {
+        float* data = nullptr;
+        size_t nbytes = 0;
+        PackedWeights() = default;
+        PackedWeights(const PackedWeights&) = delete;
+        PackedWeights& operator=(const PackedWeights&) = delete;
+        ~PackedWeights();
     };
     // `n` tokens appended to `row` after its first `past` positions.
     struct Chunk {
@@ -83,6 +106,11 @@ class InferenceEngine {
     // decode steps: the rows split over threads when the step is large
     void decode(const std::vector<Chunk>& chunks);
     void run_decode(const std::vector<Chunk>& chunks, bool team);
+    // A decode step (R chunks of one token) on a team of nt threads in one parallel region:
+    // every product's output columns split over the threads (the weights stream once),
+    // attention's (row, head) units too, a barrier wherever a step needs the whole of its
+    // input (5 per layer). Needs packed weights.
+    void forward_team(const Chunk* chunks, int64_t R, int nt);
     // `ws`: workspace_floats(total tokens, R, threads) floats; `serial`: run on this thread only
     void forward(const Chunk* chunks, int64_t R, bool decode, float* ws, bool serial);
     size_t workspace_floats(int64_t N, int64_t R, int nthreads) const;
@@ -95,6 +123,7 @@ class InferenceEngine {
     std::vector<Tensor> held_;  // keeps the parameters' storage alive
     const float *wte_, *wpe_, *lnf_w_, *lnf_b_;
     std::vector<Layer> layers_;
+    PackedWeights packed_;
     Tensor k_, v_;                 // k (B, L, H, D, S), v (B, L, H, S, D)
     Tensor logits_;                // (B, V)
     std::vector<int64_t> len_;     // (B)
