@@ -35,7 +35,8 @@ class GPTConfig:
     bias: bool = True
     attention: str = "flash"
     device: str = "cpu"
-    checkpoint_every: int = 0  # gradient checkpointing: keep the input of every k-th block only (0: off)
+    checkpoint_every: int = 0  # gradient checkpointing: keep the input of every k-th block only (0: off);
+    # the last segment keeps its activations (backward would recompute them at once, at the same peak)
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -131,8 +132,13 @@ class GPT(Module):
         k = self.config.checkpoint_every
         if k and self.training:
             for start in range(0, len(self.h), k):
-                x = checkpoint(self._segment(start, k), x, self._segment_dropouts[start],
-                               recompute=self._segment(start, k, output=False))
+                if start + k >= len(self.h):
+                    # The last segment keeps its activations: backward would recompute them first
+                    # thing, so the peak (reached in that segment's backward) is the same either way.
+                    x = self._segment(start, k)(x)
+                else:
+                    x = checkpoint(self._segment(start, k), x, self._segment_dropouts[start],
+                                   recompute=self._segment(start, k, output=False))
         else:
             for block in self.h:
                 x = block(x)
