@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from . import _core
-from .graph import Tensor, make_result, tensor
+from .graph import Tensor, is_grad_enabled, make_result, tensor
 
 __all__ = [
     "linear", "matmul", "gelu", "relu", "layer_norm", "softmax", "log_softmax", "cross_entropy",
@@ -374,7 +374,8 @@ def _binary(a, b, kind: str) -> Tensor:
         except ValueError:
             pass  # a broadcast the core does not do: the general path below
         else:
-            return make_result(out, (a, b), _binary_backward(a, b, kind, None))
+            recorded = (a.requires_grad or b.requires_grad) and is_grad_enabled()
+            return make_result(out, (a, b), _binary_backward(a, b, kind, None) if recorded else None)
     a = _as_tensor(a, b if isinstance(b, Tensor) else None)
     b = _as_tensor(b, a)
     if a.dtype != b.dtype:
@@ -406,10 +407,12 @@ def _binary(a, b, kind: str) -> Tensor:
 
 
 def _binary_backward(a: Tensor, b: Tensor, kind: str, out_shape: tuple | None):
-    # Capture only what backward reads: the shapes and flags, and for mul the other
-    # factor's data; an add keeps neither input alive.
+    """out_shape None: the core's fast path, where out has a's shape (b broadcasts onto a).
+    Captures only what backward reads: flags and shapes, and for mul the other factor's data;
+    an add keeps neither input alive."""
     a_grad, b_grad = a.requires_grad, b.requires_grad
-    a_shape, b_shape = tuple(a.shape), tuple(b.shape)
+    a_shape = None if out_shape is None or not a_grad else tuple(a.shape)  # None: g's shape
+    b_shape = tuple(b.shape) if b_grad else None
     a_impl = a._impl if kind == "mul" and b_grad else None
     b_impl = b._impl if kind == "mul" and a_grad else None
 
@@ -418,12 +421,13 @@ def _binary_backward(a: Tensor, b: Tensor, kind: str, out_shape: tuple | None):
         ga = gb = None
         if kind == "mul":
             if a_grad:
-                ga = _reduce_to(_mul_broadcast(g, b_impl, shape), a_shape)
+                ga = _mul_broadcast(g, b_impl, shape)
+                ga = ga if a_shape is None else _reduce_to(ga, a_shape)
             if b_grad:
                 gb = _reduce_to(_mul_broadcast(g, a_impl, shape), b_shape)
         else:
             if a_grad:
-                ga = _reduce_to(g, a_shape)
+                ga = g if a_shape is None else _reduce_to(g, a_shape)
             if b_grad:
                 gb = _reduce_to(g, b_shape)
                 if kind == "sub":

@@ -288,18 +288,28 @@ def make_result(impl, inputs: tuple, backward) -> Tensor:
     out = _new_tensor(Tensor)
     out._impl = impl
     out.grad = None
-    out._node = None
-    out.requires_grad = False
     if _state.grad_enabled:
         for t in inputs:
             if t is not None and t.requires_grad:
+                node = _new_node(Node)  # Node(backward, edges) without the call overhead
+                node.backward = backward
+                if len(inputs) == 2:  # most ops: spelled out, it is twice as fast as the comprehension
+                    a, b = inputs
+                    node.inputs = (None if a is None or not a.requires_grad else (a._node or a),
+                                   None if b is None or not b.requires_grad else (b._node or b))
+                else:
+                    node.inputs = tuple([None if u is None or not u.requires_grad else (u._node or u)
+                                         for u in inputs])
+                node.retained = None
+                out._node = node
                 out.requires_grad = True
-                out._node = Node(backward, tuple(map(_edge, inputs)))
-                break
+                return out
+    out._node = None
+    out.requires_grad = False
     return out
 
 
-_new_tensor = object.__new__
+_new_tensor = _new_node = object.__new__
 
 
 # ---- constructors ---------------------------------------------------------------
