@@ -269,18 +269,7 @@ inline void scale_row(float* x, int64_t n, float a) {
     if (i < n) vstore_tail(x + i, _mm512_mul_ps(vload_tail(x + i, n - i), va), n - i);
 }
 
-#include "cpu/attention_cols.h"
-
-struct Rows {
-    static float row_max(const float* x, int64_t n) { return femtogpt::cpu::attn_detail::row_max(x, n); }
-    static float exp2_row(float* x, int64_t n, int64_t npad, float c, float sub) {
-        return femtogpt::cpu::attn_detail::exp2_row(x, n, npad, c, sub);
-    }
-    static void ds_row(float* dp, const float* p, int64_t n, int64_t npad, float d, float scale) {
-        femtogpt::cpu::attn_detail::ds_row(dp, p, n, npad, d, scale);
-    }
-    static void scale_row(float* x, int64_t n, float a) { femtogpt::cpu::attn_detail::scale_row(x, n, a); }
-};
+#include "cpu/attention_cols.h"  // softmax_cols and Rows
 
 }  // namespace
 

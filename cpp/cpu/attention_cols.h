@@ -2,7 +2,7 @@
 // cpu/attention.h), written once for the SIMD tile kernels: attention_avx2.cpp and
 // attention_avx512.cpp include it inside their anonymous namespace, after their vector
 // wrappers (vec, kW, vload, vstore, vset1, vmax, vsub, vadd, vmul, vfmadd, exp2v,
-// vkeep_from, vany_ne, scale_row).
+// vkeep_from, vany_ne, scale_row) and row kernels (row_max, exp2_row, ds_row).
 //
 // Queries run across a row, so a column's max and sum are lane-wise maxima and sums down
 // the rows: no horizontal reduction, no branch on whether a row's max moved (alpha is 1
@@ -63,3 +63,15 @@ void softmax_cols(float* st, int64_t ld, int64_t nk, int64_t nq, int64_t base, f
         }
     }
 }
+
+// This file's row kernels, as the struct the shared tile templates of cpu/attention.h take.
+struct Rows {
+    static float row_max(const float* x, int64_t n) { return femtogpt::cpu::attn_detail::row_max(x, n); }
+    static float exp2_row(float* x, int64_t n, int64_t npad, float c, float sub) {
+        return femtogpt::cpu::attn_detail::exp2_row(x, n, npad, c, sub);
+    }
+    static void ds_row(float* dp, const float* p, int64_t n, int64_t npad, float d, float scale) {
+        femtogpt::cpu::attn_detail::ds_row(dp, p, n, npad, d, scale);
+    }
+    static void scale_row(float* x, int64_t n, float a) { femtogpt::cpu::attn_detail::scale_row(x, n, a); }
+};
