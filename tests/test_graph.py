@@ -336,6 +336,28 @@ def test_outputs_that_no_backward_reads_are_freed_in_forward(rng):
     assert x.grad is not None and w.grad is not None
 
 
+def test_leaves_fed_one_gradient_get_their_own_grad(rng):
+    """x + y hands one gradient to both inputs; their .grad must not share memory (clipping scales in place)."""
+    a, b = t64(rng, 3, 4), t64(rng, 3, 4)
+    (a + b).sum().backward()
+    np.testing.assert_array_equal(a.grad.numpy(), np.ones((3, 4)))
+    a.grad.numpy()[:] = 5.0
+    np.testing.assert_array_equal(b.grad.numpy(), np.ones((3, 4)))
+    fg.clip_grad_norm_([a, b], 1.0)  # refused before: "the same tensor" twice
+
+
+def test_a_failing_backward_reports_its_own_error_again(rng):
+    x = t64(rng, 3)
+
+    def failing(g):
+        raise ValueError("boom in backward")
+
+    y = fg.graph.make_result(fg._core.scale(x._impl, 2.0), (x,), failing)
+    for _ in range(2):  # not "backward through a part of the graph a second time"
+        with pytest.raises(ValueError, match="boom in backward"):
+            y.sum().backward()
+
+
 def test_type_errors(rng):
     i = fg.tensor(np.arange(6).reshape(2, 3))
     with pytest.raises(TypeError):

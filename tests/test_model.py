@@ -203,6 +203,24 @@ def test_checkpointed_gradients_are_bitwise_equal(rng, every, dropout):
         np.testing.assert_array_equal(p.grad.numpy(), q.grad.numpy(), err_msg=n)
 
 
+@pytest.mark.parametrize("vocab, every, segments_checkpointed", [
+    (11, 1, 2),   # small head: the last of 3 segments keeps its activations
+    (40, 1, 3),   # vocab > 4 * n_embd: the head's peak comes first, every segment is checkpointed
+    (11, 3, 1),   # one segment (every = n_layer) is always checkpointed
+    (11, 2, 1),   # segments [0, 1] and [2]: the last keeps its activations
+])
+def test_which_segments_are_checkpointed(rng, monkeypatch, vocab, every, segments_checkpointed):
+    import femtogpt.model as model_module
+
+    calls = []
+    real = model_module.checkpoint
+    monkeypatch.setattr(model_module, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cfg = GPTConfig(vocab_size=vocab, block_size=9, n_layer=3, n_head=2, n_embd=8, checkpoint_every=every)
+    x, y = batch(rng, cfg, B=2)
+    GPT(cfg, seed=0)(x, y)[1].backward()
+    assert len(calls) == segments_checkpointed
+
+
 def test_checkpointing_lowers_peak_memory(rng):
     def peak(every):
         cfg = GPTConfig(vocab_size=11, block_size=128, n_layer=4, n_head=2, n_embd=64, checkpoint_every=every)

@@ -157,6 +157,9 @@ def test_add_inplace_partial_overlap_rejected():
     x = t(rand((4, 5), np.float32))
     with pytest.raises(ValueError, match="overlap"):
         _core.add_(x.narrow0(0, 3), x.narrow0(1, 3))
+    # a broadcast src that is dst's own first row would be overwritten while it is still being read
+    with pytest.raises(ValueError, match="share memory"):
+        _core.add_(x, x.narrow0(0, 1).view([5]))
 
 
 @pytest.mark.parametrize("dtype", ALL_DTYPES)

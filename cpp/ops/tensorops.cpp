@@ -91,6 +91,8 @@ void add_(const Tensor& dst, const Tensor& src, double alpha) {
     FG_CHECK(!detail::partial_overlap(dst, src), "add_: dst and src are different but overlapping views of one storage");
     if (dst.shape() != src.shape()) {  // src broadcast as a suffix of dst's shape (a bias): the kernel of add
         int64_t nb = broadcast_period(dst, src, "add_");
+        // src is read again for every row of dst: it must not be among the bytes being written
+        FG_CHECK(!detail::overlap(dst, src), "add_: a broadcast src must not share memory with dst");
         if (dst.numel() == 0) return;
         dispatch_float(dst.dtype(), [&](auto t) {
             using T = decltype(t);

@@ -27,6 +27,14 @@ inline bool partial_overlap(const Tensor& a, const Tensor& b) {
     return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
 }
 
+// True when a and b share any byte.
+inline bool overlap(const Tensor& a, const Tensor& b) {
+    if (a.storage() != b.storage()) return false;
+    const char* a0 = static_cast<const char*>(a.raw_data());
+    const char* b0 = static_cast<const char*>(b.raw_data());
+    return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
+}
+
 // Calls f.template operator()<T>() with T the float type of dt (float32 or float64).
 template <typename F>
 void dispatch_float(DType dt, F&& f) {

@@ -243,13 +243,23 @@ def _accumulate(existing, g):
     return g if existing is None else _core.add(existing, g)
 
 
-def _accumulate_leaf(leaf: Tensor, g) -> None:
-    leaf.grad = Tensor(g if leaf.grad is None else _core.add(leaf.grad._impl, g))
+def _accumulate_leaf(leaf: Tensor, g, given: set) -> None:
+    """Add g into leaf.grad. `given`: ids of the gradients this backward already stored as some
+    leaf's .grad; an op may hand one gradient to several inputs (x + y), and two leaves must not
+    share a .grad that later code (clipping, the optimizer) changes in place."""
+    if leaf.grad is not None:
+        leaf.grad = Tensor(_core.add(leaf.grad._impl, g))
+        return
+    if id(g) in given:
+        g = g.clone()
+    given.add(id(g))
+    leaf.grad = Tensor(g)
 
 
 def run_backward(root: Tensor, seed) -> None:
+    given = set()
     if root._node is None:  # backward of a leaf: its gradient is the seed
-        _accumulate_leaf(root, seed)
+        _accumulate_leaf(root, seed, given)
         return
     order = _topological_order(root._node)
     grads = {id(root._node): seed}
@@ -263,10 +273,14 @@ def run_backward(root: Tensor, seed) -> None:
         if node.retained is not None:
             out = node.retained()
             if out is not None:
-                _accumulate_leaf(out, g)
+                _accumulate_leaf(out, g, given)
         fn, inputs = node.backward, node.inputs
         node.backward, node.inputs = _freed_backward, ()
-        input_grads = fn(g)
+        try:
+            input_grads = fn(g)
+        except BaseException:  # keep the node as it was, so that the real error is not masked later
+            node.backward, node.inputs = fn, inputs
+            raise
         del fn, g, node
         for e, ig in zip(inputs, input_grads):
             if e is None or ig is None:
@@ -274,7 +288,7 @@ def run_backward(root: Tensor, seed) -> None:
             if type(e) is Node:
                 grads[id(e)] = _accumulate(grads.get(id(e)), ig)
             else:  # a leaf
-                _accumulate_leaf(e, ig)
+                _accumulate_leaf(e, ig, given)
 
 
 def make_result(impl, inputs: tuple, backward) -> Tensor:

@@ -36,7 +36,7 @@ class GPTConfig:
     attention: str = "flash"
     device: str = "cpu"
     checkpoint_every: int = 0  # gradient checkpointing: keep the input of every k-th block only (0: off);
-    # the last segment keeps its activations (backward would recompute them at once, at the same peak)
+    # see GPT.forward for when the last of several segments keeps its activations
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -131,10 +131,13 @@ class GPT(Module):
         x = self.drop(x)
         k = self.config.checkpoint_every
         if k and self.training:
+            # With several segments and a head no bigger than a block's MLP (vocab_size <= 4 n_embd), the
+            # last segment keeps its activations: backward reaches it first and would recompute it at once,
+            # and the step's peak is in its backward either way. A larger head (logits and their gradient)
+            # peaks before that, where keeping the segment would add to the peak.
+            keep_last = len(self.h) > k and self.config.vocab_size <= 4 * self.config.n_embd
             for start in range(0, len(self.h), k):
-                if start + k >= len(self.h):
-                    # The last segment keeps its activations: backward would recompute them first
-                    # thing, so the peak (reached in that segment's backward) is the same either way.
+                if keep_last and start + k >= len(self.h):
                     x = self._segment(start, k)(x)
                 else:
                     x = checkpoint(self._segment(start, k), x, self._segment_dropouts[start],
