@@ -24,6 +24,24 @@ inline int thread_id() {
 #endif
 }
 
+// Threads in the current team (1 outside a parallel region).
+inline int team_size() {
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+// True inside an active parallel region (a nested one would run on one thread).
+inline bool in_parallel() {
+#ifdef _OPENMP
+    return omp_in_parallel();
+#else
+    return false;
+#endif
+}
+
 inline void set_num_threads(int n) {
 #ifdef _OPENMP
     omp_set_num_threads(n);

@@ -23,3 +23,12 @@ def isa():
     before = fg.cpu_isa()
     yield
     fg._core.set_cpu_isa(before)
+
+
+@pytest.fixture(params=fg._core.available_isas())
+def each_isa(request):
+    """Runs the test once per kernel family this CPU has (generic, avx2, avx512), restoring the active one after."""
+    before = fg._core.cpu_isa()
+    fg._core.set_cpu_isa(request.param)
+    yield request.param
+    fg._core.set_cpu_isa(before)

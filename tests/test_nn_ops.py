@@ -38,15 +38,6 @@ def rng():
     return np.random.default_rng(1234)
 
 
-@pytest.fixture(params=ISAS)
-def each_isa(request):
-    """Runs the test once per kernel family this CPU has, restoring the active one after."""
-    before = _core.cpu_isa()
-    _core.set_cpu_isa(request.param)
-    yield request.param
-    _core.set_cpu_isa(before)
-
-
 @pytest.fixture
 def restore_threads():
     before = _core.get_num_threads()

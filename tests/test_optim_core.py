@@ -14,15 +14,6 @@ def arr(x):
     return np.asarray(x)
 
 
-@pytest.fixture(params=_core.available_isas())
-def each_isa(request):
-    """Runs the test once per kernel family this CPU has (generic, avx2, avx512)."""
-    before = _core.cpu_isa()
-    _core.set_cpu_isa(request.param)
-    yield request.param
-    _core.set_cpu_isa(before)
-
-
 def adamw_reference(p, g, m, v, lr, beta1, beta2, eps, wd, step):
     """torch.optim.AdamW's update (decoupled weight decay, bias correction), float64."""
     p = p * (1 - lr * wd)

@@ -38,15 +38,6 @@ def set_threads():
     _core.set_num_threads(before)
 
 
-@pytest.fixture(params=_core.available_isas())
-def each_isa(request):
-    """Runs the test once per kernel family this CPU has (generic, avx2, avx512)."""
-    before = _core.cpu_isa()
-    _core.set_cpu_isa(request.param)
-    yield request.param
-    _core.set_cpu_isa(before)
-
-
 # ---------------------------------------------------------------- broadcasting
 
 # (a shape, b shape): every accepted broadcast

@@ -1,7 +1,7 @@
 // Flash attention tile micro-kernels, AVX2 + FMA, float32 (see cpu/attention.h for the
 // contract). attention_avx512.cpp is the same code with 16-lane vectors and mask registers,
 // except its gemm's wider tiles (it has 32 registers); keep the rest line for line alike.
-// The forward's column softmax is shared by both: cpu/attention_cols.h.
+// gemm_nt, the row kernels and the forward's column softmax are shared: cpu/attention_cols.h.
 //
 // gemm: 6 x 16 register tiles (12 accumulators + 2 B vectors + 1 broadcast = 15 of the 16
 // ymm registers); A is read by scalar broadcasts, so A and A^T cost the same.
@@ -152,94 +152,7 @@ void gemm(float* C, int64_t ldc, const float* A, int64_t sar, int64_t sap, const
     }
 }
 
-// C (M,N) = A (M,K) B^T, B stored (N,K): four dot products at a time, each over vectors of K.
-void gemm_nt(float* C, int64_t ldc, const float* A, int64_t lda, const float* B, int64_t ldb, int64_t M, int64_t N,
-             int64_t K) {
-    const int64_t kv = K / kW * kW;
-    for (int64_t r = 0; r < M; r++) {
-        const float* a = A + r * lda;
-        int64_t j = 0;
-        for (; j + 4 <= N; j += 4) {
-            const float *b0 = B + j * ldb, *b1 = b0 + ldb, *b2 = b1 + ldb, *b3 = b2 + ldb;
-            vec s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
-            for (int64_t p = 0; p < kv; p += kW) {
-                const vec va = vload(a + p);
-                s0 = vfmadd(va, vload(b0 + p), s0);
-                s1 = vfmadd(va, vload(b1 + p), s1);
-                s2 = vfmadd(va, vload(b2 + p), s2);
-                s3 = vfmadd(va, vload(b3 + p), s3);
-            }
-            if (kv < K) {
-                const vec va = vload_tail(a + kv, K - kv);
-                s0 = vfmadd(va, vload_tail(b0 + kv, K - kv), s0);
-                s1 = vfmadd(va, vload_tail(b1 + kv, K - kv), s1);
-                s2 = vfmadd(va, vload_tail(b2 + kv, K - kv), s2);
-                s3 = vfmadd(va, vload_tail(b3 + kv, K - kv), s3);
-            }
-            C[r * ldc + j] = hsum(s0);
-            C[r * ldc + j + 1] = hsum(s1);
-            C[r * ldc + j + 2] = hsum(s2);
-            C[r * ldc + j + 3] = hsum(s3);
-        }
-        for (; j < N; j++) {
-            const float* b0 = B + j * ldb;
-            vec s0 = _mm256_setzero_ps();
-            for (int64_t p = 0; p < kv; p += kW) s0 = vfmadd(vload(a + p), vload(b0 + p), s0);
-            if (kv < K) s0 = vfmadd(vload_tail(a + kv, K - kv), vload_tail(b0 + kv, K - kv), s0);
-            C[r * ldc + j] = hsum(s0);
-        }
-    }
-}
-
-inline float row_max(const float* x, int64_t n) {
-    const vec ninf = vset1(-__builtin_inff());
-    vec m = ninf;
-    int64_t i = 0;
-    for (; i + kW <= n; i += kW) m = _mm256_max_ps(m, vload(x + i));
-    if (i < n) m = _mm256_max_ps(m, vkeep_tail(vload_tail(x + i, n - i), n - i, ninf));
-    return hmax(m);
-}
-
-inline float exp2_row(float* x, int64_t n, int64_t npad, float c, float sub) {
-    const vec vc = vset1(c), vsub = vset1(-sub), zero = _mm256_setzero_ps();
-    vec sum = zero;
-    int64_t i = 0;
-    for (; i + kW <= n; i += kW) {
-        const vec e = exp2v(vfmadd(vload(x + i), vc, vsub));
-        vstore(x + i, e);
-        sum = _mm256_add_ps(sum, e);
-    }
-    if (i < n) {  // npad is a multiple of the tile width, so this whole vector is in the row
-        const vec e = vkeep_tail(exp2v(vfmadd(vload_tail(x + i, n - i), vc, vsub)), n - i, zero);
-        vstore(x + i, e);
-        sum = _mm256_add_ps(sum, e);
-        i += kW;
-    }
-    for (; i < npad; i += kW) vstore(x + i, zero);
-    return hsum(sum);
-}
-
-inline void ds_row(float* dp, const float* p, int64_t n, int64_t npad, float d, float scale) {
-    const vec vd = vset1(d), vs = vset1(scale);
-    int64_t i = 0;
-    for (; i + kW <= n; i += kW)
-        vstore(dp + i, _mm256_mul_ps(_mm256_mul_ps(vload(p + i), _mm256_sub_ps(vload(dp + i), vd)), vs));
-    if (i < n) {
-        const vec r = _mm256_mul_ps(
-            _mm256_mul_ps(vload_tail(p + i, n - i), _mm256_sub_ps(vload_tail(dp + i, n - i), vd)), vs);
-        vstore_tail(dp + i, r, n - i);
-    }
-    for (i = n; i < npad; i++) dp[i] = 0.0f;
-}
-
-inline void scale_row(float* x, int64_t n, float a) {
-    const vec va = vset1(a);
-    int64_t i = 0;
-    for (; i + kW <= n; i += kW) vstore(x + i, _mm256_mul_ps(vload(x + i), va));
-    if (i < n) vstore_tail(x + i, _mm256_mul_ps(vload_tail(x + i, n - i), va), n - i);
-}
-
-#include "cpu/attention_cols.h"  // softmax_cols and Rows
+#include "cpu/attention_cols.h"  // gemm_nt, the row kernels, softmax_cols and Rows
 
 }  // namespace
 

@@ -1,13 +1,102 @@
-// The forward's online softmax on a transposed score tile (see TileKernels::softmax_cols in
-// cpu/attention.h), written once for the SIMD tile kernels: attention_avx2.cpp and
-// attention_avx512.cpp include it inside their anonymous namespace, after their vector
-// wrappers (vec, kW, vload, vstore, vset1, vmax, vsub, vadd, vmul, vfmadd, exp2v,
-// vkeep_from, vany_ne, scale_row) and row kernels (row_max, exp2_row, ds_row).
+// The ISA-independent part of the SIMD attention tile kernels, written once for
+// attention_avx2.cpp and attention_avx512.cpp, which include it inside their anonymous
+// namespace after their vector wrappers (vec, kW, vload, vstore, vload_tail, vstore_tail,
+// vkeep_tail, vset1, vmax, vsub, vadd, vmul, vfmadd, hsum, hmax, exp2v, vkeep_from,
+// vany_ne): gemm_nt, the row kernels (row_max, exp2_row, ds_row, scale_row), the forward's
+// online softmax on a transposed score tile (see TileKernels::softmax_cols in
+// cpu/attention.h), and the Rows adapter.
 //
-// Queries run across a row, so a column's max and sum are lane-wise maxima and sums down
+// In softmax_cols, queries run across a row, so a column's max and sum are lane-wise maxima and sums down
 // the rows: no horizontal reduction, no branch on whether a row's max moved (alpha is 1
 // where it did not, and a block of rows whose alphas are all 1 skips the rescale).
 // Not a standalone header.
+
+// C (M,N) = A (M,K) B^T, B stored (N,K): four dot products at a time, each over vectors of K.
+void gemm_nt(float* C, int64_t ldc, const float* A, int64_t lda, const float* B, int64_t ldb, int64_t M, int64_t N,
+             int64_t K) {
+    const int64_t kv = K / kW * kW;
+    for (int64_t r = 0; r < M; r++) {
+        const float* a = A + r * lda;
+        int64_t j = 0;
+        for (; j + 4 <= N; j += 4) {
+            const float *b0 = B + j * ldb, *b1 = b0 + ldb, *b2 = b1 + ldb, *b3 = b2 + ldb;
+            vec s0 = vset1(0.0f), s1 = vset1(0.0f), s2 = vset1(0.0f), s3 = vset1(0.0f);
+            for (int64_t p = 0; p < kv; p += kW) {
+                const vec va = vload(a + p);
+                s0 = vfmadd(va, vload(b0 + p), s0);
+                s1 = vfmadd(va, vload(b1 + p), s1);
+                s2 = vfmadd(va, vload(b2 + p), s2);
+                s3 = vfmadd(va, vload(b3 + p), s3);
+            }
+            if (kv < K) {
+                const vec va = vload_tail(a + kv, K - kv);
+                s0 = vfmadd(va, vload_tail(b0 + kv, K - kv), s0);
+                s1 = vfmadd(va, vload_tail(b1 + kv, K - kv), s1);
+                s2 = vfmadd(va, vload_tail(b2 + kv, K - kv), s2);
+                s3 = vfmadd(va, vload_tail(b3 + kv, K - kv), s3);
+            }
+            C[r * ldc + j] = hsum(s0);
+            C[r * ldc + j + 1] = hsum(s1);
+            C[r * ldc + j + 2] = hsum(s2);
+            C[r * ldc + j + 3] = hsum(s3);
+        }
+        for (; j < N; j++) {
+            const float* b0 = B + j * ldb;
+            vec s0 = vset1(0.0f);
+            for (int64_t p = 0; p < kv; p += kW) s0 = vfmadd(vload(a + p), vload(b0 + p), s0);
+            if (kv < K) s0 = vfmadd(vload_tail(a + kv, K - kv), vload_tail(b0 + kv, K - kv), s0);
+            C[r * ldc + j] = hsum(s0);
+        }
+    }
+}
+
+inline float row_max(const float* x, int64_t n) {
+    const vec ninf = vset1(-__builtin_inff());
+    vec m = ninf;
+    int64_t i = 0;
+    for (; i + kW <= n; i += kW) m = vmax(m, vload(x + i));
+    if (i < n) m = vmax(m, vkeep_tail(vload_tail(x + i, n - i), n - i, ninf));
+    return hmax(m);
+}
+
+inline float exp2_row(float* x, int64_t n, int64_t npad, float c, float sub) {
+    const vec vc = vset1(c), vnegsub = vset1(-sub), zero = vset1(0.0f);
+    vec sum = zero;
+    int64_t i = 0;
+    for (; i + kW <= n; i += kW) {
+        const vec e = exp2v(vfmadd(vload(x + i), vc, vnegsub));
+        vstore(x + i, e);
+        sum = vadd(sum, e);
+    }
+    if (i < n) {  // npad is a multiple of the tile width, so this whole vector is in the row
+        const vec e = vkeep_tail(exp2v(vfmadd(vload_tail(x + i, n - i), vc, vnegsub)), n - i, zero);
+        vstore(x + i, e);
+        sum = vadd(sum, e);
+        i += kW;
+    }
+    for (; i < npad; i += kW) vstore(x + i, zero);
+    return hsum(sum);
+}
+
+inline void ds_row(float* dp, const float* p, int64_t n, int64_t npad, float d, float scale) {
+    const vec vd = vset1(d), vs = vset1(scale);
+    int64_t i = 0;
+    for (; i + kW <= n; i += kW)
+        vstore(dp + i, vmul(vmul(vload(p + i), vsub(vload(dp + i), vd)), vs));
+    if (i < n) {
+        const vec r = vmul(
+            vmul(vload_tail(p + i, n - i), vsub(vload_tail(dp + i, n - i), vd)), vs);
+        vstore_tail(dp + i, r, n - i);
+    }
+    for (i = n; i < npad; i++) dp[i] = 0.0f;
+}
+
+inline void scale_row(float* x, int64_t n, float a) {
+    const vec va = vset1(a);
+    int64_t i = 0;
+    for (; i + kW <= n; i += kW) vstore(x + i, vmul(vload(x + i), va));
+    if (i < n) vstore_tail(x + i, vmul(vload_tail(x + i, n - i), va), n - i);
+}
 
 // Column vector [ci, ci + kW): key row j is visible to lane q when ci + q >= j - base, so
 // rows below full_end are visible to every lane and rows from part_end on to none.

@@ -19,14 +19,6 @@ namespace {
 constexpr int64_t kMinWorkPerThread = int64_t(1) << 21;
 constexpr int64_t kColumnAlign = 8;  // thread ranges of output columns start at multiples of this
 
-bool in_parallel() {
-#ifdef _OPENMP
-    return omp_in_parallel();
-#else
-    return false;
-#endif
-}
-
 // out columns [n0, n1), plain loops in T.
 template <typename T>
 void linear_rows_generic(T* out, int64_t ldo, const T* x, int64_t ldx, const T* w, const T* bias, int64_t M,

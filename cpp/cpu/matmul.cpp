@@ -51,22 +51,6 @@ constexpr int64_t kDirectAMaxN = 256;
 // k step: measured slower than packing at every N tried, so never.
 constexpr int64_t kDirectATransMaxN = 0;
 
-int team_size() {
-#ifdef _OPENMP
-    return omp_get_num_threads();
-#else
-    return 1;
-#endif
-}
-
-bool in_parallel() {
-#ifdef _OPENMP
-    return omp_in_parallel();
-#else
-    return false;
-#endif
-}
-
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
@@ -370,7 +354,7 @@ void gemm_batched(T* C, int64_t stride_c, int64_t ldc, const T* A, int64_t strid
                   bool trans_b, T alpha, T beta) {
     using gemm_detail::gemm_nt;
     if (batch <= 0 || M <= 0 || N <= 0) return;
-    const int nt = gemm_detail::in_parallel() ? 1 : num_threads();
+    const int nt = in_parallel() ? 1 : num_threads();
     // One B for every A, A and C stacked row after row: one tall product, (batch*M, K) @ (K, N).
     if (batch == 1 || (stride_b == 0 && !trans_a && stride_a == M * lda && stride_c == M * ldc)) {
         gemm_nt(C, ldc, A, lda, B, ldb, batch * M, N, K, trans_a, trans_b, alpha, beta, nt);

@@ -502,11 +502,7 @@ void InferenceEngine::run_decode(const std::vector<Chunk>& chunks, bool team) {
     }
 #pragma omp parallel num_threads(nt)
     {
-#ifdef _OPENMP
-        const int size = omp_get_num_threads();  // may be fewer than asked
-#else
-        const int size = 1;
-#endif
+        const int size = team_size();  // may be fewer than asked
         for (int w = thread_id(); w < nt; w += size) {
             const int64_t r0 = R * w / nt, r1 = R * (w + 1) / nt;
             forward(chunks.data() + r0, r1 - r0, true, ws[size_t(w)], true);
@@ -528,11 +524,7 @@ void InferenceEngine::forward_team(const Chunk* chunks, int64_t R, int nt) {
     const float scale = 1.0f / std::sqrt(float(D));
 #pragma omp parallel num_threads(nt)
     {
-#ifdef _OPENMP
-        const int64_t size = omp_get_num_threads();  // may be fewer than asked
-#else
-        const int64_t size = 1;
-#endif
+        const int64_t size = team_size();  // may be fewer than asked
         const int64_t t = thread_id();
         float* h = hs + t * R * C;  // each thread normalizes the whole of x for itself
         float* sc = scratch + t * S;
