@@ -262,6 +262,62 @@ def test_flash_memory_is_linear_and_a_tenth_of_standard():
     assert flash[4096] <= 2.6 * flash[2048] and flash[2048] <= 2.6 * flash[1024], flash
 
 
+# ----------------------------------------------------------------------------- fused qkv
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("B,H,seq,D", [(1, 1, 1, 16), (2, 3, 67, 16), (1, 2, 129, 24), (3, 1, 5, 80),
+                                       (1, 3, 200, 48), (2, 4, 64, 16)])
+def test_fused_qkv_reads_heads_in_place_bitwise(each_isa, threads, impl, B, H, seq, D):
+    """attention_qkv_* on a (B,T,3C) projection equal attention_forward/backward on the permuted
+    q, k, v bit for bit (the same kernels reading the heads in place), on 1 and 2 threads; B*H = 3
+    and 2 take flash backward's two-pass schedule on 2 threads, the others its per-head one."""
+    rng = np.random.default_rng(5)
+    C = H * D
+    qkv = rng.standard_normal((B, seq, 3 * C)).astype(np.float32)
+    dout = rng.standard_normal((B, seq, C)).astype(np.float32)
+
+    def heads(x):  # (B, T, C) -> (B, H, T, D)
+        return x.reshape(B, seq, H, D).transpose(0, 2, 1, 3)
+
+    def merged(x):  # (B, H, T, D) -> (B, T, C)
+        return x.transpose(0, 2, 1, 3).reshape(B, seq, C)
+
+    scale = 1 / np.sqrt(D)
+    q, k, v = (heads(x) for x in np.split(qkv, 3, axis=2))
+    want = run(q, k, v, True, scale, impl, 32, 64, heads(dout))
+    want_dqkv = np.concatenate([merged(g) for g in want[2:]], axis=2)
+    for n in (1, 2):
+        _core.set_num_threads(n)
+        out, saved = _core.attention_qkv_forward(T(qkv), H, scale, impl, 32, 64)
+        dqkv = _core.attention_qkv_backward(T(dout), T(qkv), out, saved, H, scale, impl, 32, 64)
+        assert np.array_equal(np.asarray(out), merged(want[0])), n
+        assert np.array_equal(np.asarray(saved), want[1]), n
+        assert np.array_equal(np.asarray(dqkv), want_dqkv), n
+
+
+def test_fused_qkv_errors():
+    qkv = T(np.zeros((2, 5, 12), np.float32))
+    f = _core.attention_qkv_forward
+    with pytest.raises(ValueError, match=r"3-D \(B, T, 3C\)"):
+        f(T(np.zeros((5, 12), np.float32)), 2, 1.0)
+    with pytest.raises(ValueError, match="divisible by n_head=3"):
+        f(qkv, 3, 1.0)
+    with pytest.raises(ValueError, match="n_head must be positive"):
+        f(qkv, 0, 1.0)
+    with pytest.raises(ValueError, match="block sizes must be positive"):
+        f(qkv, 2, 1.0, "flash", 0, 64)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        f(T(np.zeros((2, 5, 12), np.int32)), 2, 1.0)
+    out, saved = f(qkv, 2, 0.5)
+    b = _core.attention_qkv_backward
+    with pytest.raises(ValueError, match="dout has shape"):
+        b(T(np.zeros((2, 4, 4), np.float32)), qkv, out, saved, 2, 0.5)
+    with pytest.raises(ValueError, match="saved has shape"):
+        b(out, qkv, out, saved, 2, 0.5, "standard")
+    with pytest.raises(TypeError, match="dtypes differ"):
+        b(T(np.zeros((2, 5, 4), np.float64)), qkv, out, saved, 2, 0.5)
+
+
 # ----------------------------------------------------------------------------- errors
 
 def test_errors():

@@ -1,7 +1,8 @@
 // Scaled dot-product attention on the CPU: a standard path and a flash path.
 //
 // Size letters: B batch, H heads, Tq queries, Tk keys, D head dimension.
-// All tensors are contiguous row-major: q (B,H,Tq,D), k and v (B,H,Tk,D), out (B,H,Tq,D).
+// q (B,H,Tq,D), k and v (B,H,Tk,D), out (B,H,Tq,D) and their gradients may lie anywhere
+// rows of D contiguous floats can (Heads, below); lse and probs are contiguous.
 //
 //   S = scale * Q K^T (Tq,Tk);  P = softmax(S) over keys;  O = P V.
 //
@@ -24,27 +25,84 @@ namespace femtogpt::cpu {
 // Largest head dimension the flash path takes (its tile scratch grows with D).
 constexpr int64_t kAttentionMaxHeadDim = 512;
 
-// out (B,H,Tq,D), probs (B,H,Tq,Tk) <- q (B,H,Tq,D), k (B,H,Tk,D), v (B,H,Tk,D)
+// Where the heads of one (B,H,T,D) operand lie: element (b,h,t,d) is at
+// data[b*batch + h*head + t*row + d] (d contiguous). A contiguous (B,H,T,D) tensor has
+// batch = H*T*D, head = T*D, row = D; the q, k and v of a GPT's fused projection (B,T,3,H,D)
+// are read in place with batch = T*3*H*D, head = D, row = 3*H*D.
 template <typename T>
-void attention_standard_forward(T* out, T* probs, const T* q, const T* k, const T* v, int64_t B, int64_t H,
-                                int64_t Tq, int64_t Tk, int64_t D, bool causal, T scale);
+struct Heads {
+    T* data;
+    int64_t batch, head, row;
+    T* at(int64_t b, int64_t h) const { return data + b * batch + h * head; }
+};
+
+template <typename T>
+Heads<T> contiguous_heads(T* data, int64_t H, int64_t T_, int64_t D) {
+    return {data, H * T_ * D, T_ * D, D};
+}
+
+// out (B,H,Tq,D), probs (B,H,Tq,Tk) <- q (B,H,Tq,D), k (B,H,Tk,D), v (B,H,Tk,D); probs contiguous
+template <typename T>
+void attention_standard_forward(Heads<T> out, T* probs, Heads<const T> q, Heads<const T> k, Heads<const T> v,
+                                int64_t B, int64_t H, int64_t Tq, int64_t Tk, int64_t D, bool causal, T scale);
 
 // dq (B,H,Tq,D), dk, dv (B,H,Tk,D) <- dout, q, out (B,H,Tq,D), k, v (B,H,Tk,D), probs (B,H,Tq,Tk)
 template <typename T>
-void attention_standard_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
-                                 const T* out, const T* probs, int64_t B, int64_t H, int64_t Tq, int64_t Tk,
-                                 int64_t D, bool causal, T scale);
+void attention_standard_backward(Heads<T> dq, Heads<T> dk, Heads<T> dv, Heads<const T> dout, Heads<const T> q,
+                                 Heads<const T> k, Heads<const T> v, Heads<const T> out, const T* probs, int64_t B,
+                                 int64_t H, int64_t Tq, int64_t Tk, int64_t D, bool causal, T scale);
 
-// out (B,H,Tq,D), lse (B,H,Tq) <- q (B,H,Tq,D), k (B,H,Tk,D), v (B,H,Tk,D)
+// out (B,H,Tq,D), lse (B,H,Tq) contiguous <- q (B,H,Tq,D), k (B,H,Tk,D), v (B,H,Tk,D)
 template <typename T>
-void attention_flash_forward(T* out, T* lse, const T* q, const T* k, const T* v, int64_t B, int64_t H, int64_t Tq,
-                             int64_t Tk, int64_t D, bool causal, T scale, int64_t block_q, int64_t block_k);
+void attention_flash_forward(Heads<T> out, T* lse, Heads<const T> q, Heads<const T> k, Heads<const T> v, int64_t B,
+                             int64_t H, int64_t Tq, int64_t Tk, int64_t D, bool causal, T scale, int64_t block_q,
+                             int64_t block_k);
 
 // dq (B,H,Tq,D), dk, dv (B,H,Tk,D) <- dout, q, out (B,H,Tq,D), k, v (B,H,Tk,D), lse (B,H,Tq)
 template <typename T>
+void attention_flash_backward(Heads<T> dq, Heads<T> dk, Heads<T> dv, Heads<const T> dout, Heads<const T> q,
+                              Heads<const T> k, Heads<const T> v, Heads<const T> out, const T* lse, int64_t B,
+                              int64_t H, int64_t Tq, int64_t Tk, int64_t D, bool causal, T scale, int64_t block_q,
+                              int64_t block_k);
+
+// The same on contiguous (B,H,T,D) arrays.
+template <typename T>
+void attention_standard_forward(T* out, T* probs, const T* q, const T* k, const T* v, int64_t B, int64_t H,
+                                int64_t Tq, int64_t Tk, int64_t D, bool causal, T scale) {
+    attention_standard_forward<T>(contiguous_heads(out, H, Tq, D), probs, contiguous_heads(q, H, Tq, D),
+                                  contiguous_heads(k, H, Tk, D), contiguous_heads(v, H, Tk, D), B, H, Tq, Tk, D,
+                                  causal, scale);
+}
+
+template <typename T>
+void attention_standard_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
+                                 const T* out, const T* probs, int64_t B, int64_t H, int64_t Tq, int64_t Tk,
+                                 int64_t D, bool causal, T scale) {
+    attention_standard_backward<T>(contiguous_heads(dq, H, Tq, D), contiguous_heads(dk, H, Tk, D),
+                                   contiguous_heads(dv, H, Tk, D), contiguous_heads(dout, H, Tq, D),
+                                   contiguous_heads(q, H, Tq, D), contiguous_heads(k, H, Tk, D),
+                                   contiguous_heads(v, H, Tk, D), contiguous_heads(out, H, Tq, D), probs, B, H, Tq,
+                                   Tk, D, causal, scale);
+}
+
+template <typename T>
+void attention_flash_forward(T* out, T* lse, const T* q, const T* k, const T* v, int64_t B, int64_t H, int64_t Tq,
+                             int64_t Tk, int64_t D, bool causal, T scale, int64_t block_q, int64_t block_k) {
+    attention_flash_forward<T>(contiguous_heads(out, H, Tq, D), lse, contiguous_heads(q, H, Tq, D),
+                               contiguous_heads(k, H, Tk, D), contiguous_heads(v, H, Tk, D), B, H, Tq, Tk, D, causal,
+                               scale, block_q, block_k);
+}
+
+template <typename T>
 void attention_flash_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
                               const T* out, const T* lse, int64_t B, int64_t H, int64_t Tq, int64_t Tk, int64_t D,
-                              bool causal, T scale, int64_t block_q, int64_t block_k);
+                              bool causal, T scale, int64_t block_q, int64_t block_k) {
+    attention_flash_backward<T>(contiguous_heads(dq, H, Tq, D), contiguous_heads(dk, H, Tk, D),
+                                contiguous_heads(dv, H, Tk, D), contiguous_heads(dout, H, Tq, D),
+                                contiguous_heads(q, H, Tq, D), contiguous_heads(k, H, Tk, D),
+                                contiguous_heads(v, H, Tk, D), contiguous_heads(out, H, Tq, D), lse, B, H, Tq, Tk, D,
+                                causal, scale, block_q, block_k);
+}
 
 namespace attn_detail {
 

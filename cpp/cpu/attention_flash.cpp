@@ -237,34 +237,34 @@ struct Geometry {
 // Scratch slices, each a multiple of 16 elements so every slice stays 64-byte aligned.
 int64_t slice(int64_t n) { return round_up(n, 16); }
 
-// (n, D) rows -> (n, Dp) rows, zero padded.
+// (n, D) rows of stride ld -> (n, Dp) rows, zero padded.
 template <typename T>
-void pack_rows(T* dst, const T* src, int64_t n, int64_t D, int64_t Dp) {
+void pack_rows(T* dst, const T* src, int64_t ld, int64_t n, int64_t D, int64_t Dp) {
     for (int64_t i = 0; i < n; i++) {
-        std::memcpy(dst + i * Dp, src + i * D, size_t(D) * sizeof(T));
+        std::memcpy(dst + i * Dp, src + i * ld, size_t(D) * sizeof(T));
         for (int64_t d = D; d < Dp; d++) dst[i * Dp + d] = T(0);
     }
 }
 
-// (Tk, D) rows -> key blocks transposed, block kb being (Dp, Bkp), zero padded.
+// (Tk, D) rows of stride ld -> key blocks transposed, block kb being (Dp, Bkp), zero padded.
 template <typename T>
-void pack_transposed_blocks(T* dst, const T* src, const Geometry& g) {
+void pack_transposed_blocks(T* dst, const T* src, int64_t ld, const Geometry& g) {
     for (int64_t kb = 0; kb < g.nkb; kb++) {
         T* blk = dst + kb * g.Dp * g.Bkp;
+        // zero first (the padding stays 0): the scattered stores then hit cached lines
         std::memset(blk, 0, size_t(g.Dp * g.Bkp) * sizeof(T));
-        int64_t nk = g.keys(kb);
+        const int64_t nk = g.keys(kb);
         for (int64_t j = 0; j < nk; j++) {
-            const T* s = src + (kb * g.Bk + j) * g.D;
+            const T* s = src + (kb * g.Bk + j) * ld;
             for (int64_t d = 0; d < g.D; d++) blk[d * g.Bkp + j] = s[d];
         }
     }
 }
 
-// Rows (n, Dp) -> (n, D).
+// Rows (n, Dp) -> (n, D) rows of stride ld.
 template <typename T>
-void unpack_rows(T* dst, const T* src, int64_t n, int64_t D, int64_t Dp, T mul) {
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t d = 0; d < D; d++) dst[i * D + d] = src[i * Dp + d] * mul;
+void unpack_rows(T* dst, int64_t ld, const T* src, int64_t n, int64_t D, int64_t Dp) {
+    for (int64_t i = 0; i < n; i++) std::memcpy(dst + i * ld, src + i * Dp, size_t(D) * sizeof(T));
 }
 
 // Threads for a problem: one below about a million multiply-adds (a decoding step, a tiny
@@ -287,12 +287,13 @@ bool per_head_schedule(int64_t BH, int nt) { return BH % nt == 0 || BH >= 4 * in
 // columns: the forward takes the scores row by row instead, one dot product each.
 constexpr int64_t kDirectMaxQueries = 8;
 
-// One head's inputs; V with row stride Dp.
+// One head's inputs, rows of stride ldq, ldk, ldv; V's rows padded to Dp (packed if D < Dp).
 template <typename T>
 struct FwdHead {
     const T* q;  // (Tq, D)
     const T* k;  // (Tk, D)
     const T* v;  // (Tk, Dp)
+    int64_t ldq, ldk, ldv;
 };
 
 template <typename T>
@@ -301,13 +302,13 @@ int64_t fwd_slot_size(const Geometry& g) {
 }
 
 template <typename T>
-FwdHead<T> fwd_pack(T* slot, const T* q, const T* k, const T* v, const Geometry& g) {
-    const T* vp = v;
+FwdHead<T> fwd_pack(T* slot, const T* q, int64_t ldq, const T* k, int64_t ldk, const T* v, int64_t ldv,
+                    const Geometry& g) {
     if (g.D != g.Dp) {
-        pack_rows(slot, v, g.Tk, g.D, g.Dp);
-        vp = slot;
+        pack_rows(slot, v, ldv, g.Tk, g.D, g.Dp);
+        return {q, k, slot, ldq, ldk, g.Dp};
     }
-    return {q, k, vp};
+    return {q, k, v, ldq, ldk, ldv};
 }
 
 // Bq rounded up to the tile width: the row stride of the transposed tiles.
@@ -321,19 +322,20 @@ int64_t fwd_scratch_size(const Geometry& g, int nr) {
     return std::max(cols, rows);
 }
 
-// out rows and lse of query block qb from the running max (base 2) and sum.
+// out rows (stride ldo) and lse of query block qb from the running max (base 2) and sum.
 template <typename T>
-void fwd_finish(T* out, T* lse, const T* o, const T* m, const T* l, const Geometry& g, int64_t i0, int64_t mq) {
+void fwd_finish(T* out, int64_t ldo, T* lse, const T* o, const T* m, const T* l, const Geometry& g, int64_t i0,
+                int64_t mq) {
     for (int64_t r = 0; r < mq; r++) {
         const T inv = T(1) / l[r];
-        for (int64_t d = 0; d < g.D; d++) out[(i0 + r) * g.D + d] = o[r * g.Dp + d] * inv;
+        for (int64_t d = 0; d < g.D; d++) out[(i0 + r) * ldo + d] = o[r * g.Dp + d] * inv;
         lse[i0 + r] = (m[r] + std::log2(l[r])) * T(kLn2);
     }
 }
 
 // out rows and lse of query block qb of one head, on transposed tiles.
 template <typename T>
-void fwd_qblock(T* out, T* lse, const FwdHead<T>& hd, const Geometry& g, int64_t qb, T c,
+void fwd_qblock(T* out, int64_t ldo, T* lse, const FwdHead<T>& hd, const Geometry& g, int64_t qb, T c,
                 const TileKernels<T>& kn, T* scratch) {
     const int64_t i0 = qb * g.Bq, mq = g.rows(qb), D = g.D, Dp = g.Dp, ld = fwd_bqp(g, kn.nr);
     const int64_t nqp = round_up(mq, kn.nr);
@@ -345,7 +347,7 @@ void fwd_qblock(T* out, T* lse, const FwdHead<T>& hd, const Geometry& g, int64_t
     // Q * c: the scores come out in base-2 units, and their max is the max whatever c's sign
     for (int64_t d = 0; d < D; d++) {
         T* row = qt + d * ld;
-        for (int64_t r = 0; r < mq; r++) row[r] = hd.q[(i0 + r) * D + d] * c;
+        for (int64_t r = 0; r < mq; r++) row[r] = hd.q[(i0 + r) * hd.ldq + d] * c;
         for (int64_t r = mq; r < ld; r++) row[r] = T(0);
     }
     std::fill(o, o + mq * Dp, T(0));
@@ -356,18 +358,19 @@ void fwd_qblock(T* out, T* lse, const FwdHead<T>& hd, const Geometry& g, int64_t
         const int64_t j0 = kb * g.Bk, nk = g.keys(kb);
         const int64_t base = g.band_base(i0, j0);
         // S^T = K_blk (c Q_blk)^T: key row j needs query columns i >= j - base only
-        kn.gemm(st, ld, hd.k + j0 * D, D, 1, qt, ld, nk, nqp, D, false,
+        kn.gemm(st, ld, hd.k + j0 * hd.ldk, hd.ldk, 1, qt, ld, nk, nqp, D, false,
                 {TileBand::kAll, -TileBand::kAll, TileBand::kAll, -base});
         kn.softmax_cols(st, ld, nk, mq, base, m, l, o, Dp, Dp);
         // O += P V with P = (P^T)^T: query row i sums keys j < base + i + 1 only
-        kn.gemm(o, Dp, st, 1, ld, hd.v + j0 * Dp, Dp, mq, Dp, nk, true, {TileBand::kAll, -TileBand::kAll, base});
+        kn.gemm(o, Dp, st, 1, ld, hd.v + j0 * hd.ldv, hd.ldv, mq, Dp, nk, true,
+                {TileBand::kAll, -TileBand::kAll, base});
     }
-    fwd_finish(out, lse, o, m, l, g, i0, mq);
+    fwd_finish(out, ldo, lse, o, m, l, g, i0, mq);
 }
 
 // The same for a handful of queries (decoding): scores row by row, K read by dot products.
 template <typename T>
-void fwd_qblock_direct(T* out, T* lse, const FwdHead<T>& hd, const Geometry& g, int64_t qb, T c,
+void fwd_qblock_direct(T* out, int64_t ldo, T* lse, const FwdHead<T>& hd, const Geometry& g, int64_t qb, T c,
                        const TileKernels<T>& kn, T* scratch) {
     const int64_t i0 = qb * g.Bq, mq = g.rows(qb), Dp = g.Dp, ld = g.Bkp;
     T* qbuf = scratch;
@@ -376,7 +379,7 @@ void fwd_qblock_direct(T* out, T* lse, const FwdHead<T>& hd, const Geometry& g, 
     T* m = o + slice(g.Bq * Dp);     // running max of S*c
     T* l = m + slice(g.Bq);          // running sum of exp2(S*c - m)
     for (int64_t r = 0; r < mq; r++) {
-        const T* src = hd.q + (i0 + r) * g.D;
+        const T* src = hd.q + (i0 + r) * hd.ldq;
         for (int64_t d = 0; d < g.D; d++) qbuf[r * Dp + d] = src[d] * c;
         for (int64_t d = g.D; d < Dp; d++) qbuf[r * Dp + d] = T(0);
     }
@@ -387,32 +390,35 @@ void fwd_qblock_direct(T* out, T* lse, const FwdHead<T>& hd, const Geometry& g, 
     for (int64_t kb = 0; kb < kb_end; kb++) {
         const int64_t j0 = kb * g.Bk, nk = g.keys(kb), nkp = round_up(nk, kn.nr);
         const int64_t base = g.band_base(i0, j0);
-        kn.gemm_nt(s, ld, qbuf, Dp, hd.k + j0 * g.D, g.D, mq, nk, g.D);
+        kn.gemm_nt(s, ld, qbuf, Dp, hd.k + j0 * hd.ldk, hd.ldk, mq, nk, g.D);
         kn.softmax_tile(s, ld, mq, nk, nkp, base, m, l, o, Dp, Dp);
-        kn.gemm(o, Dp, s, ld, 1, hd.v + j0 * Dp, Dp, mq, Dp, nk, true, {TileBand::kAll, -TileBand::kAll, base});
+        kn.gemm(o, Dp, s, ld, 1, hd.v + j0 * hd.ldv, hd.ldv, mq, Dp, nk, true,
+                {TileBand::kAll, -TileBand::kAll, base});
     }
-    fwd_finish(out, lse, o, m, l, g, i0, mq);
+    fwd_finish(out, ldo, lse, o, m, l, g, i0, mq);
 }
 
 template <typename T>
-void fwd_block(T* out, T* lse, const FwdHead<T>& hd, const Geometry& g, int64_t qb, T c, const TileKernels<T>& kn,
-               T* scratch) {
+void fwd_block(T* out, int64_t ldo, T* lse, const FwdHead<T>& hd, const Geometry& g, int64_t qb, T c,
+               const TileKernels<T>& kn, T* scratch) {
     if (g.Tq >= kDirectMaxQueries)
-        fwd_qblock(out, lse, hd, g, qb, c, kn, scratch);
+        fwd_qblock(out, ldo, lse, hd, g, qb, c, kn, scratch);
     else
-        fwd_qblock_direct(out, lse, hd, g, qb, c, kn, scratch);
+        fwd_qblock_direct(out, ldo, lse, hd, g, qb, c, kn, scratch);
 }
 
 }  // namespace
 
 // out (B,H,Tq,D), lse (B,H,Tq) <- q (B,H,Tq,D), k (B,H,Tk,D), v (B,H,Tk,D)
 template <typename T>
-void attention_flash_forward(T* out, T* lse, const T* q, const T* k, const T* v, int64_t B, int64_t H, int64_t Tq,
-                             int64_t Tk, int64_t D, bool causal, T scale, int64_t block_q, int64_t block_k) {
+void attention_flash_forward(Heads<T> out, T* lse, Heads<const T> q, Heads<const T> k, Heads<const T> v, int64_t B,
+                             int64_t H, int64_t Tq, int64_t Tk, int64_t D, bool causal, T scale, int64_t block_q,
+                             int64_t block_k) {
     const int64_t BH = B * H;
     if (Tq == 0 || BH == 0) return;
     if (Tk == 0) {  // nothing to attend to: zero output, empty log-sum-exp
-        std::fill(out, out + BH * Tq * D, T(0));
+        for (int64_t bh = 0; bh < BH; bh++)
+            for (int64_t i = 0; i < Tq; i++) std::fill_n(out.at(bh / H, bh % H) + i * out.row, D, T(0));
         std::fill(lse, lse + BH * Tq, -std::numeric_limits<T>::infinity());
         return;
     }
@@ -426,15 +432,17 @@ void attention_flash_forward(T* out, T* lse, const T* q, const T* k, const T* v,
     PoolBuffer slots(size_t(nslots * slot_size) * sizeof(T));
     PoolBuffer scratch(size_t(nt * scratch_size) * sizeof(T));
     auto head_in = [&](int64_t bh, T* slot) {
-        return fwd_pack<T>(slot, q + bh * Tq * D, k + bh * Tk * D, v + bh * Tk * D, g);
+        const int64_t b = bh / H, h = bh % H;
+        return fwd_pack<T>(slot, q.at(b, h), q.row, k.at(b, h), k.row, v.at(b, h), v.row, g);
     };
+    auto out_head = [&](int64_t bh) { return out.at(bh / H, bh % H); };
     if (per_head) {
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
         for (int64_t bh = 0; bh < BH; bh++) {
             const int tid = thread_id();
             FwdHead<T> hd = head_in(bh, slots.data<T>() + tid * slot_size);
             for (int64_t qb = 0; qb < g.nqb; qb++)
-                fwd_block<T>(out + bh * Tq * D, lse + bh * Tq, hd, g, qb, c, kn,
+                fwd_block<T>(out_head(bh), out.row, lse + bh * Tq, hd, g, qb, c, kn,
                              scratch.data<T>() + tid * scratch_size);
         }
     } else {
@@ -445,7 +453,7 @@ void attention_flash_forward(T* out, T* lse, const T* q, const T* k, const T* v,
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
         for (int64_t t = 0; t < BH * g.nqb; t++) {
             const int64_t bh = t / g.nqb, qb = g.nqb - 1 - t % g.nqb;
-            fwd_block<T>(out + bh * Tq * D, lse + bh * Tq, heads[size_t(bh)], g, qb, c, kn,
+            fwd_block<T>(out_head(bh), out.row, lse + bh * Tq, heads[size_t(bh)], g, qb, c, kn,
                          scratch.data<T>() + thread_id() * scratch_size);
         }
     }
@@ -455,12 +463,21 @@ namespace {
 
 // ---------------------------------------------------------------- backward
 
-// One head's operands for backward, all with row stride Dp.
+// One head's operands for backward. Q, K and dO have rows of Dp floats (packed, zero padded,
+// when D < Dp; otherwise read in place) with strides ldq, ldk, lddo.
 template <typename T>
 struct BwdHead {
     const T *q, *k, *dout;  // (Tq,Dp), (Tk,Dp), (Tq,Dp)
     const T *kt, *vt;       // K^T and V^T blocks, (Dp,Bkp) each
     const T *l2, *drow;     // (Tq): lse * log2(e), rowsum(dO * O)
+    int64_t ldq, ldk, lddo;
+};
+
+// Where one head's gradients go: rows of stride ldq, ldk, ldv.
+template <typename T>
+struct BwdGrads {
+    T *dq, *dk, *dv;
+    int64_t ldq, ldk, ldv;
 };
 
 template <typename T>
@@ -470,31 +487,38 @@ int64_t bwd_slot_size(const Geometry& g) {
     return n;
 }
 
+// One head's operands: (b, h) of each.
 template <typename T>
-BwdHead<T> bwd_pack(T* slot, const T* q, const T* k, const T* v, const T* out, const T* dout, const T* lse,
-                    const Geometry& g) {
+struct BwdInputs {
+    const T *q, *k, *v, *out, *dout, *lse;
+    int64_t ldq, ldk, ldv, ldo, lddo;
+};
+
+template <typename T>
+BwdHead<T> bwd_pack(T* slot, const BwdInputs<T>& in, const Geometry& g) {
     BwdHead<T> hd;
     T* kt = slot;
     T* vt = kt + slice(g.nkb * g.Dp * g.Bkp);
     T* l2 = vt + slice(g.nkb * g.Dp * g.Bkp);
     T* drow = l2 + slice(g.Tq);
-    pack_transposed_blocks(kt, k, g);
-    pack_transposed_blocks(vt, v, g);
+    pack_transposed_blocks(kt, in.k, in.ldk, g);
+    pack_transposed_blocks(vt, in.v, in.ldv, g);
     for (int64_t i = 0; i < g.Tq; i++) {
-        l2[i] = lse[i] * T(kLog2e);
+        l2[i] = in.lse[i] * T(kLog2e);
         T acc = 0;
-        for (int64_t d = 0; d < g.D; d++) acc += dout[i * g.D + d] * out[i * g.D + d];
+        for (int64_t d = 0; d < g.D; d++) acc += in.dout[i * in.lddo + d] * in.out[i * in.ldo + d];
         drow[i] = acc;
     }
-    hd.q = q, hd.k = k, hd.dout = dout, hd.kt = kt, hd.vt = vt, hd.l2 = l2, hd.drow = drow;
+    hd.kt = kt, hd.vt = vt, hd.l2 = l2, hd.drow = drow;
+    hd.q = in.q, hd.k = in.k, hd.dout = in.dout, hd.ldq = in.ldq, hd.ldk = in.ldk, hd.lddo = in.lddo;
     if (g.D != g.Dp) {
         T* qp = drow + slice(g.Tq);
         T* dop = qp + slice(g.Tq * g.Dp);
         T* kp = dop + slice(g.Tq * g.Dp);
-        pack_rows(qp, q, g.Tq, g.D, g.Dp);
-        pack_rows(dop, dout, g.Tq, g.D, g.Dp);
-        pack_rows(kp, k, g.Tk, g.D, g.Dp);
-        hd.q = qp, hd.dout = dop, hd.k = kp;
+        pack_rows(qp, in.q, in.ldq, g.Tq, g.D, g.Dp);
+        pack_rows(dop, in.dout, in.lddo, g.Tq, g.D, g.Dp);
+        pack_rows(kp, in.k, in.ldk, g.Tk, g.D, g.Dp);
+        hd.q = qp, hd.dout = dop, hd.k = kp, hd.ldq = hd.ldk = hd.lddo = g.Dp;
     }
     return hd;
 }
@@ -518,19 +542,20 @@ void bwd_tile(T* p, T* ds, const BwdHead<T>& hd, const Geometry& g, int64_t qb, 
     const int64_t i0 = qb * g.Bq, mq = g.rows(qb), j0 = kb * g.Bk, nk = g.keys(kb), nkp = round_up(nk, kn.nr);
     const int64_t Dp = g.Dp, ld = g.Bkp;
     const TileBand cols{g.band_base(i0, j0), -TileBand::kAll, TileBand::kAll};
-    kn.gemm(p, ld, hd.q + i0 * Dp, Dp, 1, hd.kt + kb * Dp * ld, ld, mq, nkp, Dp, false, cols);  // S
-    kn.gemm(ds, ld, hd.dout + i0 * Dp, Dp, 1, hd.vt + kb * Dp * ld, ld, mq, nkp, Dp, false, cols);  // dP = dO V^T
+    kn.gemm(p, ld, hd.q + i0 * hd.ldq, hd.ldq, 1, hd.kt + kb * Dp * ld, ld, mq, nkp, Dp, false, cols);  // S
+    kn.gemm(ds, ld, hd.dout + i0 * hd.lddo, hd.lddo, 1, hd.vt + kb * Dp * ld, ld, mq, nkp, Dp, false,
+            cols);  // dP = dO V^T
     // P = exp(S*scale - L), then dS = scale * P * (dP - Drow), each row while it is in L1;
     // both exactly 0 where masked
     kn.pds_tile(p, ds, ld, mq, nk, nkp, cols.n_hi, c, hd.l2 + i0, hd.drow + i0, scale);
 }
 
 // dK and dV rows of key blocks [kb0, kb0 + nb) (nb <= kKeyBlocksPerSweep); with dq_acc
-// (Tq,Dp) also adds each tile's dS K to it. Every dQ row still takes its tiles in ascending
-// key-block order, whatever nb.
+// (Tq,Dp), rows of stride ld_acc, also adds each tile's dS K to it. Every dQ row still takes
+// its tiles in ascending key-block order, whatever nb.
 template <typename T>
-void bwd_kblocks(T* dk, T* dv, T* dq_acc, const BwdHead<T>& hd, const Geometry& g, int64_t kb0, int64_t nb, T c,
-                 T scale, const TileKernels<T>& kn, T* scratch) {
+void bwd_kblocks(const BwdGrads<T>& out, T* dq_acc, int64_t ld_acc, const BwdHead<T>& hd, const Geometry& g,
+                 int64_t kb0, int64_t nb, T c, T scale, const TileKernels<T>& kn, T* scratch) {
     const int64_t Dp = g.Dp, ld = g.Bkp;
     T* p = scratch;
     T* ds = p + slice(g.Bq * ld);
@@ -548,22 +573,24 @@ void bwd_kblocks(T* dk, T* dv, T* dq_acc, const BwdHead<T>& hd, const Geometry& 
             const int64_t base = g.band_base(i0, j0);
             const TileBand keys_rows{TileBand::kAll, -base, TileBand::kAll};
             const TileBand query_rows{TileBand::kAll, -TileBand::kAll, base};
-            kn.gemm(dv_acc, Dp, p, 1, ld, hd.dout + i0 * Dp, Dp, nk, Dp, mq, true, keys_rows);  // dV += P^T dO
-            kn.gemm(dk_acc, Dp, ds, 1, ld, hd.q + i0 * Dp, Dp, nk, Dp, mq, true, keys_rows);    // dK += dS^T Q
+            kn.gemm(dv_acc, Dp, p, 1, ld, hd.dout + i0 * hd.lddo, hd.lddo, nk, Dp, mq, true,
+                    keys_rows);  // dV += P^T dO
+            kn.gemm(dk_acc, Dp, ds, 1, ld, hd.q + i0 * hd.ldq, hd.ldq, nk, Dp, mq, true, keys_rows);  // dK += dS^T Q
             if (dq_acc)  // dQ += dS K
-                kn.gemm(dq_acc + i0 * Dp, Dp, ds, ld, 1, hd.k + j0 * Dp, Dp, mq, Dp, nk, true, query_rows);
+                kn.gemm(dq_acc + i0 * ld_acc, ld_acc, ds, ld, 1, hd.k + j0 * hd.ldk, hd.ldk, mq, Dp, nk, true,
+                        query_rows);
         }
     }
     for (int64_t b = 0; b < nb; b++) {
         const int64_t j0 = (kb0 + b) * g.Bk, nk = g.keys(kb0 + b);
-        unpack_rows(dk + j0 * g.D, acc + 2 * b * stride, nk, g.D, Dp, T(1));
-        unpack_rows(dv + j0 * g.D, acc + (2 * b + 1) * stride, nk, g.D, Dp, T(1));
+        unpack_rows(out.dk + j0 * out.ldk, out.ldk, acc + 2 * b * stride, nk, g.D, Dp);
+        unpack_rows(out.dv + j0 * out.ldv, out.ldv, acc + (2 * b + 1) * stride, nk, g.D, Dp);
     }
 }
 
 // dQ rows of query block qb (the two-pass schedule's second pass).
 template <typename T>
-void bwd_qblock(T* dq, const BwdHead<T>& hd, const Geometry& g, int64_t qb, T c, T scale, const TileKernels<T>& kn,
+void bwd_qblock(T* dq, int64_t lddq, const BwdHead<T>& hd, const Geometry& g, int64_t qb, T c, T scale, const TileKernels<T>& kn,
                 T* scratch) {
     const int64_t i0 = qb * g.Bq, mq = g.rows(qb), Dp = g.Dp, ld = g.Bkp;
     T* p = scratch;
@@ -574,24 +601,30 @@ void bwd_qblock(T* dq, const BwdHead<T>& hd, const Geometry& g, int64_t qb, T c,
     for (int64_t kb = 0; kb < kb_end; kb++) {
         bwd_tile(p, ds, hd, g, qb, kb, c, scale, kn);
         const TileBand query_rows{TileBand::kAll, -TileBand::kAll, g.band_base(i0, kb * g.Bk)};
-        kn.gemm(dq_acc, Dp, ds, ld, 1, hd.k + kb * g.Bk * Dp, Dp, mq, Dp, g.keys(kb), true, query_rows);  // dQ += dS K
+        kn.gemm(dq_acc, Dp, ds, ld, 1, hd.k + kb * g.Bk * hd.ldk, hd.ldk, mq, Dp, g.keys(kb), true,
+                query_rows);  // dQ += dS K
     }
-    unpack_rows(dq + i0 * g.D, dq_acc, mq, g.D, Dp, T(1));
+    unpack_rows(dq + i0 * lddq, lddq, dq_acc, mq, g.D, Dp);
 }
 
 }  // namespace
 
 // dq (B,H,Tq,D), dk, dv (B,H,Tk,D) <- dout, q, out (B,H,Tq,D), k, v (B,H,Tk,D), lse (B,H,Tq)
 template <typename T>
-void attention_flash_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
-                              const T* out, const T* lse, int64_t B, int64_t H, int64_t Tq, int64_t Tk, int64_t D,
-                              bool causal, T scale, int64_t block_q, int64_t block_k) {
+void attention_flash_backward(Heads<T> dq, Heads<T> dk, Heads<T> dv, Heads<const T> dout, Heads<const T> q,
+                              Heads<const T> k, Heads<const T> v, Heads<const T> out, const T* lse, int64_t B,
+                              int64_t H, int64_t Tq, int64_t Tk, int64_t D, bool causal, T scale, int64_t block_q,
+                              int64_t block_k) {
     const int64_t BH = B * H;
     if (BH == 0) return;
+    auto zero = [&](const Heads<T>& x, int64_t n) {
+        for (int64_t bh = 0; bh < BH; bh++)
+            for (int64_t i = 0; i < n; i++) std::fill_n(x.at(bh / H, bh % H) + i * x.row, D, T(0));
+    };
     if (Tq == 0 || Tk == 0) {  // no query-key pair: every gradient is zero
-        std::fill(dq, dq + BH * Tq * D, T(0));
-        std::fill(dk, dk + BH * Tk * D, T(0));
-        std::fill(dv, dv + BH * Tk * D, T(0));
+        zero(dq, Tq);
+        zero(dk, Tk);
+        zero(dv, Tk);
         return;
     }
     const TileKernels<T>& kn = active_kernels<T>();
@@ -605,8 +638,14 @@ void attention_flash_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, co
     PoolBuffer slots(size_t(nslots * slot_size) * sizeof(T));
     PoolBuffer scratch(size_t(nt * scratch_size) * sizeof(T));
     auto head_in = [&](int64_t bh, T* slot) {
-        return bwd_pack<T>(slot, q + bh * Tq * D, k + bh * Tk * D, v + bh * Tk * D, out + bh * Tq * D,
-                           dout + bh * Tq * D, lse + bh * Tq, g);
+        const int64_t b = bh / H, h = bh % H;
+        const BwdInputs<T> in{q.at(b, h), k.at(b, h), v.at(b, h), out.at(b, h), dout.at(b, h), lse + bh * Tq,
+                              q.row,      k.row,      v.row,      out.row,      dout.row};
+        return bwd_pack<T>(slot, in, g);
+    };
+    auto grads = [&](int64_t bh) {
+        const int64_t b = bh / H, h = bh % H;
+        return BwdGrads<T>{dq.at(b, h), dk.at(b, h), dv.at(b, h), dq.row, dk.row, dv.row};
     };
     if (per_head) {
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
@@ -614,14 +653,15 @@ void attention_flash_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, co
             const int tid = thread_id();
             T* slot = slots.data<T>() + tid * slot_size;
             BwdHead<T> hd = head_in(bh, slot);
-            T* dq_h = dq + bh * Tq * D;
-            T* dq_acc = D != g.Dp ? slot + bwd_slot_size<T>(g) : dq_h;
-            std::fill(dq_acc, dq_acc + Tq * g.Dp, T(0));
+            const BwdGrads<T> gr = grads(bh);
+            // dQ is summed in place when its rows need no padding
+            T* dq_acc = D != g.Dp ? slot + bwd_slot_size<T>(g) : gr.dq;
+            const int64_t ld_acc = D != g.Dp ? g.Dp : gr.ldq;
+            for (int64_t i = 0; i < Tq; i++) std::fill_n(dq_acc + i * ld_acc, g.Dp, T(0));
             for (int64_t kb = 0; kb < g.nkb; kb += kKeyBlocksPerSweep)
-                bwd_kblocks<T>(dk + bh * Tk * D, dv + bh * Tk * D, dq_acc, hd, g, kb,
-                               std::min(kKeyBlocksPerSweep, g.nkb - kb), c, scale, kn,
+                bwd_kblocks<T>(gr, dq_acc, ld_acc, hd, g, kb, std::min(kKeyBlocksPerSweep, g.nkb - kb), c, scale, kn,
                                scratch.data<T>() + tid * scratch_size);
-            if (D != g.Dp) unpack_rows(dq_h, dq_acc, Tq, D, g.Dp, T(1));
+            if (D != g.Dp) unpack_rows(gr.dq, gr.ldq, dq_acc, Tq, D, g.Dp);
         }
         return;
     }
@@ -632,24 +672,25 @@ void attention_flash_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, co
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
     for (int64_t t = 0; t < BH * g.nkb; t++) {
         const int64_t bh = t / g.nkb, kb = t % g.nkb;
-        bwd_kblocks<T>(dk + bh * Tk * D, dv + bh * Tk * D, nullptr, heads[size_t(bh)], g, kb, 1, c, scale, kn,
+        bwd_kblocks<T>(grads(bh), nullptr, 0, heads[size_t(bh)], g, kb, 1, c, scale, kn,
                        scratch.data<T>() + thread_id() * scratch_size);
     }
     // Pass 2: dQ by query block (latest first, for the same reason).
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
     for (int64_t t = 0; t < BH * g.nqb; t++) {
         const int64_t bh = t / g.nqb, qb = g.nqb - 1 - t % g.nqb;
-        bwd_qblock<T>(dq + bh * Tq * D, heads[size_t(bh)], g, qb, c, scale, kn,
+        bwd_qblock<T>(grads(bh).dq, dq.row, heads[size_t(bh)], g, qb, c, scale, kn,
                       scratch.data<T>() + thread_id() * scratch_size);
     }
 }
 
-#define FG_INSTANTIATE(T)                                                                                      \
-    template void attention_flash_forward<T>(T*, T*, const T*, const T*, const T*, int64_t, int64_t, int64_t,  \
-                                             int64_t, int64_t, bool, T, int64_t, int64_t);                     \
-    template void attention_flash_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*,    \
-                                              const T*, int64_t, int64_t, int64_t, int64_t, int64_t, bool, T,  \
-                                              int64_t, int64_t);
+#define FG_INSTANTIATE(T)                                                                                       \
+    template void attention_flash_forward<T>(Heads<T>, T*, Heads<const T>, Heads<const T>, Heads<const T>,      \
+                                             int64_t, int64_t, int64_t, int64_t, int64_t, bool, T, int64_t,     \
+                                             int64_t);                                                          \
+    template void attention_flash_backward<T>(Heads<T>, Heads<T>, Heads<T>, Heads<const T>, Heads<const T>,     \
+                                              Heads<const T>, Heads<const T>, Heads<const T>, const T*, int64_t, \
+                                              int64_t, int64_t, int64_t, int64_t, bool, T, int64_t, int64_t);
 FG_INSTANTIATE(float)
 FG_INSTANTIATE(double)
 #undef FG_INSTANTIATE

@@ -5,6 +5,7 @@
 // other and gemm and the row-wise softmax parallelize within each. cpu::gemm sums every
 // element in the same order whatever its thread count and the softmax is per row, so the
 // results are bitwise the same for any thread count and either schedule.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -17,21 +18,22 @@ namespace femtogpt::cpu {
 
 // out (B,H,Tq,D), probs (B,H,Tq,Tk) <- q (B,H,Tq,D), k (B,H,Tk,D), v (B,H,Tk,D)
 template <typename T>
-void attention_standard_forward(T* out, T* probs, const T* q, const T* k, const T* v, int64_t B, int64_t H,
-                                int64_t Tq, int64_t Tk, int64_t D, bool causal, T scale) {
+void attention_standard_forward(Heads<T> out, T* probs, Heads<const T> q, Heads<const T> k, Heads<const T> v,
+                                int64_t B, int64_t H, int64_t Tq, int64_t Tk, int64_t D, bool causal, T scale) {
     const int64_t off = Tk - Tq;  // causal: query i sees keys 0..off+i
     auto head = [&](int64_t bh) {
-        const T* qh = q + bh * Tq * D;
-        const T* kh = k + bh * Tk * D;
-        const T* vh = v + bh * Tk * D;
-        T* oh = out + bh * Tq * D;
+        const int64_t b = bh / H, h = bh % H;
+        const T* qh = q.at(b, h);
+        const T* kh = k.at(b, h);
+        const T* vh = v.at(b, h);
+        T* oh = out.at(b, h);
         T* ph = probs + bh * Tq * Tk;
         if (Tk == 0) {
-            for (int64_t i = 0; i < Tq * D; i++) oh[i] = T(0);
+            for (int64_t i = 0; i < Tq; i++) std::fill_n(oh + i * out.row, D, T(0));
             return;
         }
         // S = scale * Q K^T
-        gemm<T>(ph, Tk, qh, D, kh, D, Tq, Tk, D, false, true, scale, T(0));
+        gemm<T>(ph, Tk, qh, q.row, kh, k.row, Tq, Tk, D, false, true, scale, T(0));
         // P = softmax(S) over the visible keys; masked entries are exactly 0
 #pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < Tq; i++) {
@@ -49,7 +51,7 @@ void attention_standard_forward(T* out, T* probs, const T* q, const T* k, const 
             for (int64_t j = n; j < Tk; j++) row[j] = T(0);
         }
         // O = P V
-        gemm<T>(oh, D, ph, Tk, vh, D, Tq, D, Tk, false, false, T(1), T(0));
+        gemm<T>(oh, out.row, ph, Tk, vh, v.row, Tq, D, Tk, false, false, T(1), T(0));
     };
     const int64_t BH = B * H;
     if (BH >= num_threads() && num_threads() > 1) {
@@ -62,40 +64,45 @@ void attention_standard_forward(T* out, T* probs, const T* q, const T* k, const 
 
 // dq (B,H,Tq,D), dk, dv (B,H,Tk,D) <- dout, q, out (B,H,Tq,D), k, v (B,H,Tk,D), probs (B,H,Tq,Tk)
 template <typename T>
-void attention_standard_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
-                                 const T* out, const T* probs, int64_t B, int64_t H, int64_t Tq, int64_t Tk,
-                                 int64_t D, bool causal, T scale) {
+void attention_standard_backward(Heads<T> dq, Heads<T> dk, Heads<T> dv, Heads<const T> dout, Heads<const T> q,
+                                 Heads<const T> k, Heads<const T> v, Heads<const T> out, const T* probs, int64_t B,
+                                 int64_t H, int64_t Tq, int64_t Tk, int64_t D, bool causal, T scale) {
     (void)causal;  // masked probabilities are 0, so the mask needs no second look
+    const int64_t BH = B * H;
     if (Tq == 0 || Tk == 0) {
-        for (int64_t i = 0; i < B * H * Tq * D; i++) dq[i] = T(0);
-        for (int64_t i = 0; i < B * H * Tk * D; i++) dk[i] = dv[i] = T(0);
+        for (int64_t bh = 0; bh < BH; bh++) {
+            const int64_t b = bh / H, h = bh % H;
+            for (int64_t i = 0; i < Tq; i++) std::fill_n(dq.at(b, h) + i * dq.row, D, T(0));
+            for (int64_t i = 0; i < Tk; i++) std::fill_n(dk.at(b, h) + i * dk.row, D, T(0));
+            for (int64_t i = 0; i < Tk; i++) std::fill_n(dv.at(b, h) + i * dv.row, D, T(0));
+        }
         return;
     }
-    const int64_t BH = B * H;
     const bool by_head = BH >= num_threads() && num_threads() > 1;
     PoolBuffer ds_buf(size_t((by_head ? num_threads() : 1) * Tq * Tk) * sizeof(T));  // dP, then dS, per thread
     auto head = [&](int64_t bh, T* ds) {
-        const T* qh = q + bh * Tq * D;
-        const T* kh = k + bh * Tk * D;
-        const T* vh = v + bh * Tk * D;
-        const T* oh = out + bh * Tq * D;
-        const T* doh = dout + bh * Tq * D;
+        const int64_t b = bh / H, h = bh % H;
+        const T* qh = q.at(b, h);
+        const T* kh = k.at(b, h);
+        const T* vh = v.at(b, h);
+        const T* oh = out.at(b, h);
+        const T* doh = dout.at(b, h);
         const T* ph = probs + bh * Tq * Tk;
         // O = P V  ->  dV = P^T dO, dP = dO V^T
-        gemm<T>(dv + bh * Tk * D, D, ph, Tk, doh, D, Tk, D, Tq, true, false, T(1), T(0));
-        gemm<T>(ds, Tk, doh, D, vh, D, Tq, Tk, D, false, true, T(1), T(0));
+        gemm<T>(dv.at(b, h), dv.row, ph, Tk, doh, dout.row, Tk, D, Tq, true, false, T(1), T(0));
+        gemm<T>(ds, Tk, doh, dout.row, vh, v.row, Tq, Tk, D, false, true, T(1), T(0));
         // P = softmax(S)  ->  dS = P * (dP - rowsum(dO * O))
 #pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < Tq; i++) {
             T drow = 0;
-            for (int64_t d = 0; d < D; d++) drow += doh[i * D + d] * oh[i * D + d];
+            for (int64_t d = 0; d < D; d++) drow += doh[i * dout.row + d] * oh[i * out.row + d];
             T* r = ds + i * Tk;
             const T* p = ph + i * Tk;
             for (int64_t j = 0; j < Tk; j++) r[j] = p[j] * (r[j] - drow);
         }
         // S = scale * Q K^T  ->  dQ = scale * dS K, dK = scale * dS^T Q
-        gemm<T>(dq + bh * Tq * D, D, ds, Tk, kh, D, Tq, D, Tk, false, false, scale, T(0));
-        gemm<T>(dk + bh * Tk * D, D, ds, Tk, qh, D, Tk, D, Tq, true, false, scale, T(0));
+        gemm<T>(dq.at(b, h), dq.row, ds, Tk, kh, k.row, Tq, D, Tk, false, false, scale, T(0));
+        gemm<T>(dk.at(b, h), dk.row, ds, Tk, qh, q.row, Tk, D, Tq, true, false, scale, T(0));
     };
     if (by_head) {
 #pragma omp parallel for schedule(dynamic, 1)
@@ -106,10 +113,11 @@ void attention_standard_backward(T* dq, T* dk, T* dv, const T* dout, const T* q,
 }
 
 #define FG_INSTANTIATE(T)                                                                                        \
-    template void attention_standard_forward<T>(T*, T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, \
-                                                int64_t, int64_t, bool, T);                                      \
-    template void attention_standard_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*,   \
-                                                 const T*, int64_t, int64_t, int64_t, int64_t, int64_t, bool, T);
+    template void attention_standard_forward<T>(Heads<T>, T*, Heads<const T>, Heads<const T>, Heads<const T>,    \
+                                                int64_t, int64_t, int64_t, int64_t, int64_t, bool, T);           \
+    template void attention_standard_backward<T>(Heads<T>, Heads<T>, Heads<T>, Heads<const T>, Heads<const T>,   \
+                                                 Heads<const T>, Heads<const T>, Heads<const T>, const T*,       \
+                                                 int64_t, int64_t, int64_t, int64_t, int64_t, bool, T);
 FG_INSTANTIATE(float)
 FG_INSTANTIATE(double)
 #undef FG_INSTANTIATE

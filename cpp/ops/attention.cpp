@@ -108,4 +108,95 @@ std::tuple<Tensor, Tensor, Tensor> attention_backward(const Tensor& dout, const 
     return {dq, dk, dv};
 }
 
+namespace {
+
+// The (B,T,3C) fused projection and its heads.
+struct QkvDims {
+    int64_t B, T, C, H, D;
+};
+
+QkvDims check_fused(const Tensor& qkv, int64_t n_head, double scale, AttentionImpl impl, int64_t block_q,
+                    int64_t block_k) {
+    check_float(qkv, "attention_qkv: qkv");
+    FG_CHECK(qkv.dim() == 3, "attention_qkv: qkv must be 3-D (B, T, 3C), got shape ", shape_str(qkv.shape()));
+    FG_CHECK(n_head > 0, "attention_qkv: n_head must be positive, got ", n_head);
+    const int64_t C3 = qkv.size(2);
+    FG_CHECK(C3 % (3 * n_head) == 0, "attention_qkv: the last dim of qkv ", shape_str(qkv.shape()),
+             " must be 3 * C with C divisible by n_head=", n_head);
+    QkvDims d{qkv.size(0), qkv.size(1), C3 / 3, n_head, C3 / 3 / n_head};
+    FG_CHECK(block_q > 0 && block_k > 0, "attention_qkv: block sizes must be positive, got block_q=", block_q,
+             ", block_k=", block_k);
+    FG_CHECK(std::isfinite(scale), "attention_qkv: scale must be finite, got ", scale);
+    FG_CHECK(impl != AttentionImpl::flash || d.D <= cpu::kAttentionMaxHeadDim, "attention_qkv: head dimension D=",
+             d.D, " exceeds the flash limit of ", cpu::kAttentionMaxHeadDim, " (use impl='standard')");
+    FG_CHECK(qkv.device().type == DeviceType::cpu, "attention_qkv: no kernel for device ", qkv.device().str());
+    return d;
+}
+
+// Head views of q, k or v (which = 0, 1, 2) inside qkv (B,T,3,H,D), and of a (B,T,H,D) tensor.
+template <typename T>
+cpu::Heads<T> qkv_heads(T* qkv, const QkvDims& d, int which) {
+    return {qkv + which * d.C, d.T * 3 * d.C, d.D, 3 * d.C};
+}
+template <typename T>
+cpu::Heads<T> merged_heads(T* x, const QkvDims& d) {
+    return {x, d.T * d.C, d.D, d.C};
+}
+
+}  // namespace
+
+std::pair<Tensor, Tensor> attention_qkv_forward(const Tensor& qkv, int64_t n_head, double scale, AttentionImpl impl,
+                                                int64_t block_q, int64_t block_k) {
+    const QkvDims d = check_fused(qkv, n_head, scale, impl, block_q, block_k);
+    Tensor out = Tensor::empty({d.B, d.T, d.C}, qkv.dtype(), qkv.device());
+    Tensor saved = impl == AttentionImpl::flash ? Tensor::empty({d.B, d.H, d.T}, qkv.dtype(), qkv.device())
+                                                : Tensor::empty({d.B, d.H, d.T, d.T}, qkv.dtype(), qkv.device());
+    auto run = [&](auto tag) {
+        using T = decltype(tag);
+        const T* x = qkv.data<T>();
+        auto q = qkv_heads(x, d, 0), k = qkv_heads(x, d, 1), v = qkv_heads(x, d, 2);
+        auto o = merged_heads(out.data<T>(), d);
+        if (impl == AttentionImpl::flash)
+            cpu::attention_flash_forward<T>(o, saved.data<T>(), q, k, v, d.B, d.H, d.T, d.T, d.D, true, T(scale),
+                                            block_q, block_k);
+        else
+            cpu::attention_standard_forward<T>(o, saved.data<T>(), q, k, v, d.B, d.H, d.T, d.T, d.D, true, T(scale));
+    };
+    if (qkv.dtype() == DType::float32) run(float{}); else run(double{});
+    return {out, saved};
+}
+
+Tensor attention_qkv_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& saved,
+                              int64_t n_head, double scale, AttentionImpl impl, int64_t block_q, int64_t block_k) {
+    const QkvDims d = check_fused(qkv, n_head, scale, impl, block_q, block_k);
+    check_like(dout, qkv, "attention_qkv_backward: qkv and dout");
+    check_like(out, qkv, "attention_qkv_backward: qkv and out");
+    check_like(saved, qkv, "attention_qkv_backward: qkv and saved");
+    const Shape merged{d.B, d.T, d.C};
+    FG_CHECK(dout.shape() == merged, "attention_qkv_backward: dout has shape ", shape_str(dout.shape()),
+             ", expected ", shape_str(merged));
+    FG_CHECK(out.shape() == merged, "attention_qkv_backward: out has shape ", shape_str(out.shape()), ", expected ",
+             shape_str(merged));
+    const Shape want = impl == AttentionImpl::flash ? Shape{d.B, d.H, d.T} : Shape{d.B, d.H, d.T, d.T};
+    FG_CHECK(saved.shape() == want, "attention_qkv_backward: saved has shape ", shape_str(saved.shape()),
+             ", expected ", shape_str(want));
+    Tensor dqkv = Tensor::empty(qkv.shape(), qkv.dtype(), qkv.device());
+    auto run = [&](auto tag) {
+        using T = decltype(tag);
+        const T* x = qkv.data<T>();
+        T* dx = dqkv.data<T>();
+        auto q = qkv_heads(x, d, 0), k = qkv_heads(x, d, 1), v = qkv_heads(x, d, 2);
+        auto dq = qkv_heads(dx, d, 0), dk = qkv_heads(dx, d, 1), dv = qkv_heads(dx, d, 2);
+        auto o = merged_heads<const T>(out.data<T>(), d), g = merged_heads<const T>(dout.data<T>(), d);
+        if (impl == AttentionImpl::flash)
+            cpu::attention_flash_backward<T>(dq, dk, dv, g, q, k, v, o, saved.data<T>(), d.B, d.H, d.T, d.T, d.D,
+                                             true, T(scale), block_q, block_k);
+        else
+            cpu::attention_standard_backward<T>(dq, dk, dv, g, q, k, v, o, saved.data<T>(), d.B, d.H, d.T, d.T, d.D,
+                                                true, T(scale));
+    };
+    if (qkv.dtype() == DType::float32) run(float{}); else run(double{});
+    return dqkv;
+}
+
 }  // namespace femtogpt::ops

@@ -26,4 +26,15 @@ std::tuple<Tensor, Tensor, Tensor> attention_backward(const Tensor& dout, const 
                                                       bool is_causal, double scale, AttentionImpl impl,
                                                       int64_t block_q, int64_t block_k);
 
+// The attention of a GPT block on its fused projection, heads read and written in place:
+// qkv (B,T,3C) holding q, k, v side by side, each (B,T,H,D) with C = H*D -> out (B,T,C) with
+// the heads merged, and saved as attention_forward's. Causal; the same kernels (and bits) as
+// attention_forward on the permuted q, k, v, without the copies.
+std::pair<Tensor, Tensor> attention_qkv_forward(const Tensor& qkv, int64_t n_head, double scale, AttentionImpl impl,
+                                                int64_t block_q, int64_t block_k);
+
+// dout, out (B,T,C), qkv (B,T,3C), saved -> dqkv (B,T,3C)
+Tensor attention_qkv_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& saved,
+                              int64_t n_head, double scale, AttentionImpl impl, int64_t block_q, int64_t block_k);
+
 }  // namespace femtogpt::ops

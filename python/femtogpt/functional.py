@@ -220,29 +220,19 @@ def causal_self_attention(qkv: Tensor, n_head: int, impl: str = "flash", block_q
     """The attention of a GPT block on its fused projection: qkv (B, T, 3C) -> y (B, T, C), heads merged.
 
     Equivalent to splitting qkv into q, k, v, viewing each as (B, H, T, D),
-    causal scaled_dot_product_attention, and merging the heads back; but it
-    rearranges the packed qkv with one copy (and its gradient with two).
+    causal scaled_dot_product_attention, and merging the heads back (bitwise: the
+    same kernels); but the kernels read the heads in place in qkv and write y and
+    dqkv in place, so neither direction copies or permutes anything.
     """
-    B, T, C3 = qkv.shape  # noqa: N806 - the size letters of the shape comments
-    C = C3 // 3  # noqa: N806
-    if C3 % 3 or C % n_head:
-        raise ValueError(f"causal_self_attention: last dim {C3} must be 3 * C with C divisible by n_head {n_head}")
-    H, D = n_head, C // n_head  # noqa: N806
-    packed = _core.permute(qkv._impl.view([B, T, 3, H, D]), [2, 0, 3, 1, 4])  # (3, B, H, T, D)
-    q, k, v = (packed.narrow0(i, 1).view([B, H, T, D]) for i in range(3))
-    args = (True, 1.0 / math.sqrt(D), impl, int(block_q), int(block_k))
-    y, saved = _core.attention_forward(q, k, v, *args)  # (B, H, T, D)
-    out = _core.permute(y, [0, 2, 1, 3]).view([B, T, C])
-    del y  # backward rebuilds it from out (one copy) rather than keeping both layouts alive
+    if qkv.ndim != 3 or qkv.shape[-1] % 3 or (qkv.shape[-1] // 3) % n_head:
+        raise ValueError(f"causal_self_attention: expected qkv (B, T, 3C) with C divisible by n_head {n_head}, "
+                         f"got {qkv.shape}")
+    D = qkv.shape[-1] // 3 // n_head  # noqa: N806 - the size letters of the shape comments
+    args = (int(n_head), 1.0 / math.sqrt(D), impl, int(block_q), int(block_k))
+    out, saved = _core.attention_qkv_forward(qkv._impl, *args)  # (B, T, C), lse (B, H, T)
 
     def backward(g):
-        gy = _core.permute(g.view([B, T, H, D]), [0, 2, 1, 3])  # (B, H, T, D)
-        y = _core.permute(out.view([B, T, H, D]), [0, 2, 1, 3])  # (B, H, T, D)
-        dq, dk, dv = _core.attention_backward(gy, q, k, v, y, saved, *args)
-        del y, gy  # free each temporary as soon as it is used: this is the peak of a training step
-        dpacked = _core.concat([dq, dk, dv], 0).view([3, B, H, T, D])
-        del dq, dk, dv
-        return (_core.permute(dpacked, [1, 3, 0, 2, 4]).view([B, T, C3]),)
+        return (_core.attention_qkv_backward(g, qkv._impl, out, saved, *args),)
 
     return make_result(out, (qkv,), backward)
 
