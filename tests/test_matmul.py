@@ -80,10 +80,12 @@ def test_matches_numpy(isa, nt, ta, tb, shape):
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("ta,tb", TRANSPOSES)
 @pytest.mark.parametrize("alpha,beta", [(0.5, -1.5), (2.0, 1.0), (-1.0, 0.25), (0.0, 0.5), (0.0, 0.0)])
-def test_alpha_beta(isa, ta, tb, alpha, beta):
+@pytest.mark.parametrize("K", [300, 1100])
+def test_alpha_beta(isa, ta, tb, alpha, beta, K):
     _core.set_cpu_isa(isa)
     rng = np.random.default_rng(7)
-    M, K, N = 37, 300, 53  # edge tiles in both directions and two k blocks (beta then 1)
+    # edge tiles in both directions and two k blocks (beta then 1); K=1100: split into K chunks
+    M, N = 37, 53
     a, b = operands(rng, M, K, N, ta, tb)
     c0 = rng.standard_normal((M, N)).astype(np.float32)
     out = _core.from_numpy(c0)
@@ -177,13 +179,15 @@ def test_shared_b(isa, nt, ta, tb):
     [
         ((2048, 64), (64, 192), False, False),  # tall, the small model's linear layers
         ((256, 2048), (256, 64), True, False),  # weight gradient shape
+        ((1031, 37), (1031, 61), True, False),  # long K into a small C: split into K chunks
+        ((61, 2053), (2053, 7), False, False),
         ((300, 300), (301, 300), False, True),
         ((128, 64, 16), (128, 64, 16), False, True),  # per-head scores, batch-parallel
         ((8, 100, 70), (70, 90), False, False),  # shared b, folded into one tall product
     ],
 )
 def test_threads_bitwise_equal(isa, ashape, bshape, ta, tb):
-    """Threads split the M x N tiles, never K: 1 and 2 threads give identical bits."""
+    """Threads split the M x N tiles, and K only into chunks fixed by K: 1 and 2 threads give identical bits."""
     _core.set_cpu_isa(isa)
     rng = np.random.default_rng(2)
     a = rng.standard_normal(ashape).astype(np.float32)
