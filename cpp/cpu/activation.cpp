@@ -93,6 +93,21 @@ void gelu_forward(T* out, const T* x, int64_t n, GeluApprox approx) {
     }
 }
 
+// x (n) <- gelu(x (n)), no OpenMP: the loops of gelu_forward without the parallel for
+template <typename T>
+void gelu_inplace_serial(T* x, int64_t n, GeluApprox approx) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (active_isa() != Isa::generic) return gelu_inplace_serial_avx2(x, n, approx);
+    }
+    if (approx == GeluApprox::tanh) {
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) x[i] = gelu_tanh<T>(x[i]);
+    } else {
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) x[i] = gelu_erf<T>(x[i]);
+    }
+}
+
 // dx (n) <- dout (n), x (n)
 template <typename T>
 void gelu_backward(T* dx, const T* dout, const T* x, int64_t n, GeluApprox approx) {
@@ -128,6 +143,7 @@ void relu_backward(T* dx, const T* dout, const T* out, int64_t n) {
 #define FG_INSTANTIATE(T)                                                                       \
     template void gelu_forward<T>(T*, const T*, int64_t, GeluApprox);                           \
     template void gelu_forward_reference<T>(T*, const T*, int64_t, GeluApprox);                 \
+    template void gelu_inplace_serial<T>(T*, int64_t, GeluApprox);                              \
     template void gelu_backward<T>(T*, const T*, const T*, int64_t, GeluApprox);                \
     template void gelu_backward_reference<T>(T*, const T*, const T*, int64_t, GeluApprox);      \
     template void relu_forward<T>(T*, const T*, int64_t);                                       \

@@ -17,6 +17,12 @@ void gelu_forward(T* out, const T* x, int64_t n, GeluApprox approx);
 template <typename T>
 void gelu_forward_reference(T* out, const T* x, int64_t n, GeluApprox approx);
 
+// x (n) <- gelu(x) on the calling thread alone, for kernels that run it inside parallel regions
+// of their own (the matmul applies it to operand blocks as it packs them, cpu::GemmFusion).
+// Element for element the values of gelu_forward: the same per-element code.
+template <typename T>
+void gelu_inplace_serial(T* x, int64_t n, GeluApprox approx);
+
 // dx (n) <- dout (n), x (n)
 template <typename T>
 void gelu_backward(T* dx, const T* dout, const T* x, int64_t n, GeluApprox approx);
@@ -33,6 +39,7 @@ void relu_backward(T* dx, const T* dout, const T* out, int64_t n);
 // AVX2+FMA float32 GELU, both forms (activation_avx2.cpp): built on a vector exp,
 // within ~2e-6 relative of the float64 formulas; same contract as the generic kernels.
 void gelu_forward_avx2(float* out, const float* x, int64_t n, GeluApprox approx);
+void gelu_inplace_serial_avx2(float* x, int64_t n, GeluApprox approx);
 void gelu_backward_avx2(float* dx, const float* dout, const float* x, int64_t n, GeluApprox approx);
 
 }  // namespace femtogpt::cpu

@@ -84,19 +84,25 @@ inline __m256 gelu_erf_grad8(__m256 g, __m256 x) {
     return _mm256_mul_ps(g, _mm256_fmadd_ps(x, pdf, cdf));
 }
 
-// out (n) <- x (n), one 8-lane function f per vector, masked tail
+// out (n) <- x (n) on the calling thread, one 8-lane function f per vector, masked tail
+template <typename F>
+void map1_serial(float* out, const float* x, int64_t n, F f) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, f(_mm256_loadu_ps(x + i)));
+    if (i < n) {
+        const __m256i m = avx2::tail_mask(n - i);
+        _mm256_maskstore_ps(out + i, m, f(_mm256_maskload_ps(x + i, m)));
+    }
+}
+
+// The same, over OpenMP blocks of kBlock elements
 template <typename F>
 void map1(float* out, const float* x, int64_t n, F f) {
     const int64_t nblocks = (n + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(static) if (n > kParallelElems)
     for (int64_t b = 0; b < nblocks; b++) {
-        const int64_t end = std::min(n, (b + 1) * kBlock);
-        int64_t i = b * kBlock;
-        for (; i + 8 <= end; i += 8) _mm256_storeu_ps(out + i, f(_mm256_loadu_ps(x + i)));
-        if (i < end) {
-            const __m256i m = avx2::tail_mask(end - i);
-            _mm256_maskstore_ps(out + i, m, f(_mm256_maskload_ps(x + i, m)));
-        }
+        const int64_t begin = b * kBlock;
+        map1_serial(out + begin, x + begin, std::min(kBlock, n - begin), f);
     }
 }
 
@@ -125,6 +131,14 @@ void gelu_forward_avx2(float* out, const float* x, int64_t n, GeluApprox approx)
         map1(out, x, n, [](__m256 v) { return gelu8(v); });
     else
         map1(out, x, n, [](__m256 v) { return gelu_erf8(v); });
+}
+
+// x (n) <- gelu(x (n)), on the calling thread
+void gelu_inplace_serial_avx2(float* x, int64_t n, GeluApprox approx) {
+    if (approx == GeluApprox::tanh)
+        map1_serial(x, x, n, [](__m256 v) { return gelu8(v); });
+    else
+        map1_serial(x, x, n, [](__m256 v) { return gelu_erf8(v); });
 }
 
 // dx (n) <- dout (n), x (n)

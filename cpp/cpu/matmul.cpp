@@ -96,11 +96,14 @@ struct SgemmPlan {
     int64_t mblocks, ngroups, items;
     bool private_b;      // one small B block: each thread packs all of it, no barriers
     int64_t b_floats, a_floats;  // scratch: a B block, each thread's A block
+    GemmFusion<float> fusion;    // GELU on packed operand blocks, bias on finished tiles
 };
 
 SgemmPlan plan_sgemm(float* C, int64_t ldc, const float* A, int64_t lda, const float* B, int64_t ldb, int64_t M,
-                     int64_t N, int64_t K, bool ta, bool tb, float alpha, float beta, int nt) {
+                     int64_t N, int64_t K, bool ta, bool tb, float alpha, float beta, int nt,
+                     const GemmFusion<float>& fusion = {}) {
     SgemmPlan P{};
+    P.fusion = fusion;
     P.C = C;
     P.A = A;
     P.B = B;
@@ -130,8 +133,9 @@ SgemmPlan plan_sgemm(float* C, int64_t ldc, const float* A, int64_t lda, const f
     P.mtiles = ceil_div(M, P.MR);
     // Packing A pays off when each A panel meets many B panels; with few (small N)
     // the kernel reads A's rows in place (same FMAs, same order, same bits).
-    P.direct_a =
-        kr.kernel_strided && (ov.direct_a >= 0 ? ov.direct_a > 0 : N <= (ta ? kDirectATransMaxN : kDirectAMaxN));
+    // (A with a GELU on it must go through the packed copy, where the GELU is applied.)
+    P.direct_a = kr.kernel_strided && !fusion.gelu_a &&
+                 (ov.direct_a >= 0 ? ov.direct_a > 0 : N <= (ta ? kDirectATransMaxN : kDirectAMaxN));
     P.rs_a = ta ? 1 : lda;
     P.cs_a = ta ? lda : 1;
     // Work items of a (jc, pc) step: M blocks (about MC rows, whole MR tiles, as many
@@ -150,6 +154,12 @@ SgemmPlan plan_sgemm(float* C, int64_t ldc, const float* A, int64_t lda, const f
     return P;
 }
 
+// C (mr,nr) += bias (nr) on every row: a finished tile, still in L1
+inline void add_bias(float* c, int64_t ldc, const float* bias, int64_t mr, int64_t nr) {
+    for (int64_t i = 0; i < mr; i++)
+        for (int64_t j = 0; j < nr; j++) c[i * ldc + j] += bias[j];
+}
+
 // Runs work item `item` of step (jc, pc): packs its A block into Ap (or reads A in
 // place) and multiplies it with the packed B block Bp.
 void sgemm_item(const SgemmPlan& P, int64_t item, int64_t jc, int64_t nc, int64_t pc, int64_t kc, const float* Bp,
@@ -166,7 +176,12 @@ void sgemm_item(const SgemmPlan& P, int64_t item, int64_t jc, int64_t nc, int64_
     const float* ablock = P.A + ic * P.rs_a + pc * P.cs_a;
     // Rows [0, direct_rows) of the block are read in place, the rest packed.
     const int64_t direct_rows = P.direct_a ? mc / MR * MR : 0;
-    if (direct_rows < mc) kr.pack_a(Ap, ablock + direct_rows * P.rs_a, P.lda, !P.ta, mc - direct_rows, kc);
+    if (direct_rows < mc) {
+        kr.pack_a(Ap, ablock + direct_rows * P.rs_a, P.lda, !P.ta, mc - direct_rows, kc);
+        if (P.fusion.gelu_a) gelu_inplace_serial(Ap, ceil_div(mc - direct_rows, MR) * MR * kc, P.fusion.approx);
+    }
+    // the bias goes on once a tile's sum is complete, after its last k block
+    const float* bias = pc + kc == P.K ? P.fusion.bias : nullptr;
     alignas(64) float tile[kMaxTile];
     for (int64_t jr = q0; jr < q1; jr++) {
         const int64_t nr = std::min(NR, nc - jr * NR);
@@ -188,6 +203,7 @@ void sgemm_item(const SgemmPlan& P, int64_t item, int64_t jc, int64_t nc, int64_
                         float& cij = c[i * ldc + j];
                         cij = beff == 0.0f ? tile[i * NR + j] : tile[i * NR + j] + beff * cij;
                     }
+            if (bias) add_bias(c, ldc, bias + jc + jr * NR, mr, nr);
         }
     }
 }
@@ -212,6 +228,7 @@ void sgemm_run(const SgemmPlan& P, float* Bp, float* Ap, int tid, int team) {
                     const int64_t j = jc + p0 * NR;
                     const float* src = P.tb ? P.B + j * ldb + pc : P.B + pc * ldb + j;
                     kr.pack_b(Bp + p0 * NR * kc, src, ldb, P.tb, std::min(nc, p1 * NR) - p0 * NR, kc);
+                    if (P.fusion.gelu_b) gelu_inplace_serial(Bp + p0 * NR * kc, (p1 - p0) * NR * kc, P.fusion.approx);
                 }
             }
             if constexpr (kParallel) {
@@ -243,12 +260,15 @@ constexpr int64_t kSplitMaxMN = 256 * 256;
 bool split_k(int64_t M, int64_t N, int64_t K) { return K >= 2 * kSplitChunk && M * N <= kSplitMaxMN; }
 
 void sgemm_split_k(float* C, int64_t ldc, const float* A, int64_t lda, const float* B, int64_t ldb, int64_t M,
-                   int64_t N, int64_t K, bool ta, bool tb, float alpha, float beta, int nthreads) {
+                   int64_t N, int64_t K, bool ta, bool tb, float alpha, float beta, int nthreads,
+                   const GemmFusion<float>& fusion) {
+    GemmFusion<float> chunk_fusion = fusion;  // the GELUs apply per chunk, the bias once to the sum
+    chunk_fusion.bias = nullptr;
     const int64_t nchunks = ceil_div(K, kSplitChunk), chunk = ceil_div(K, nchunks);
     const int nt = int(std::min<int64_t>(in_parallel() ? 1 : std::max(1, nthreads), nchunks));
     const int64_t mn = round_up(M * N, 16);
     // the first chunk is the longest: its plan sizes every thread's scratch
-    const SgemmPlan P0 = plan_sgemm(nullptr, N, A, lda, B, ldb, M, N, chunk, ta, tb, alpha, 0.0f, 1);
+    const SgemmPlan P0 = plan_sgemm(nullptr, N, A, lda, B, ldb, M, N, chunk, ta, tb, alpha, 0.0f, 1, chunk_fusion);
     const int64_t per_thread = P0.b_floats + P0.a_floats;
     PoolBuffer buf(size_t(nchunks * mn + nt * per_thread) * sizeof(float));
     float* const partials = buf.data<float>();  // chunk c: (M, N) at partials + c * mn
@@ -261,10 +281,11 @@ void sgemm_split_k(float* C, int64_t ldc, const float* A, int64_t lda, const flo
             const int64_t k0 = c * chunk, kc = std::min(chunk, K - k0);
             const float* a = ta ? A + k0 * lda : A + k0;
             const float* b = tb ? B + k0 : B + k0 * ldb;
-            const SgemmPlan P = plan_sgemm(partials + c * mn, N, a, lda, b, ldb, M, N, kc, ta, tb, alpha, 0.0f, 1);
+            const SgemmPlan P =
+                plan_sgemm(partials + c * mn, N, a, lda, b, ldb, M, N, kc, ta, tb, alpha, 0.0f, 1, chunk_fusion);
             sgemm_run<false>(P, ws, ws + P.b_floats, 0, 1);
         }
-        // C = sum of the partials in chunk order (+ beta C)
+        // C = sum of the partials in chunk order (+ beta C) (+ bias)
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < M; i++) {
             float* c = C + i * ldc;
@@ -273,6 +294,7 @@ void sgemm_split_k(float* C, int64_t ldc, const float* A, int64_t lda, const flo
                 for (int64_t q = 1; q < nchunks; q++) s += partials[q * mn + i * N + j];
                 c[j] = beta == 0.0f ? s : s + beta * c[j];
             }
+            if (fusion.bias) add_bias(c, ldc, fusion.bias, 1, N);
         }
     }
 }
@@ -287,18 +309,20 @@ int sgemm_threads(int64_t M, int64_t N, int64_t K, int nthreads) {
 
 // Single-precision GEMM on at most `nthreads` threads.
 void sgemm(float* C, int64_t ldc, const float* A, int64_t lda, const float* B, int64_t ldb, int64_t M, int64_t N,
-           int64_t K, bool ta, bool tb, float alpha, float beta, int nthreads) {
+           int64_t K, bool ta, bool tb, float alpha, float beta, int nthreads, const GemmFusion<float>& fusion = {}) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == 0.0f) {  // empty sum: A and B are not read
         scale_c(C, ldc, M, N, beta);
+        if (fusion.bias)
+            for (int64_t i = 0; i < M; i++) add_bias(C + i * ldc, ldc, fusion.bias, 1, N);
         return;
     }
     if (split_k(M, N, K)) {
-        sgemm_split_k(C, ldc, A, lda, B, ldb, M, N, K, ta, tb, alpha, beta, nthreads);
+        sgemm_split_k(C, ldc, A, lda, B, ldb, M, N, K, ta, tb, alpha, beta, nthreads, fusion);
         return;
     }
     const int nt = sgemm_threads(M, N, K, nthreads);
-    const SgemmPlan P = plan_sgemm(C, ldc, A, lda, B, ldb, M, N, K, ta, tb, alpha, beta, nt);
+    const SgemmPlan P = plan_sgemm(C, ldc, A, lda, B, ldb, M, N, K, ta, tb, alpha, beta, nt, fusion);
     const int64_t b_copies = P.private_b ? nt : 1;
     PoolBuffer buf(size_t(P.b_floats * b_copies + P.a_floats * nt) * sizeof(float));
     float* const Bp = buf.data<float>();
@@ -401,6 +425,31 @@ void gemm(T* C, int64_t ldc, const T* A, int64_t lda, const T* B, int64_t ldb, i
 }
 
 template <typename T>
+void gemm_fused(T* C, int64_t ldc, const T* A, int64_t lda, const T* B, int64_t ldb, int64_t M, int64_t N, int64_t K,
+                bool trans_a, bool trans_b, T alpha, T beta, const GemmFusion<T>& fusion) {
+    if constexpr (std::is_same_v<T, float>) {
+        gemm_detail::sgemm(C, ldc, A, lda, B, ldb, M, N, K, trans_a, trans_b, alpha, beta, num_threads(), fusion);
+    } else {
+        // float64 (gradient checks): GELU'd copies of the operands, the product, then the bias
+        const int64_t a_rows = trans_a ? K : M, b_rows = trans_b ? N : K;
+        PoolBuffer abuf(fusion.gelu_a ? size_t(a_rows * lda) * sizeof(T) : 0);
+        PoolBuffer bbuf(fusion.gelu_b ? size_t(b_rows * ldb) * sizeof(T) : 0);
+        if (fusion.gelu_a) {
+            gelu_forward(abuf.data<T>(), A, a_rows * lda, fusion.approx);
+            A = abuf.data<T>();
+        }
+        if (fusion.gelu_b) {
+            gelu_forward(bbuf.data<T>(), B, b_rows * ldb, fusion.approx);
+            B = bbuf.data<T>();
+        }
+        gemm(C, ldc, A, lda, B, ldb, M, N, K, trans_a, trans_b, alpha, beta);
+        if (fusion.bias)
+            for (int64_t i = 0; i < M; i++)
+                for (int64_t j = 0; j < N; j++) C[i * ldc + j] += fusion.bias[j];
+    }
+}
+
+template <typename T>
 void gemm_batched(T* C, int64_t stride_c, int64_t ldc, const T* A, int64_t stride_a, int64_t lda, const T* B,
                   int64_t stride_b, int64_t ldb, int64_t batch, int64_t M, int64_t N, int64_t K, bool trans_a,
                   bool trans_b, T alpha, T beta) {
@@ -445,6 +494,8 @@ void gemm_batched(T* C, int64_t stride_c, int64_t ldc, const T* A, int64_t strid
 #define FG_INSTANTIATE(T)                                                                                     \
     template void gemm<T>(T*, int64_t, const T*, int64_t, const T*, int64_t, int64_t, int64_t, int64_t, bool, \
                           bool, T, T);                                                                        \
+    template void gemm_fused<T>(T*, int64_t, const T*, int64_t, const T*, int64_t, int64_t, int64_t, int64_t,   \
+                                bool, bool, T, T, const GemmFusion<T>&);                                      \
     template void gemm_batched<T>(T*, int64_t, int64_t, const T*, int64_t, int64_t, const T*, int64_t,       \
                                   int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool, T, T);
 FG_INSTANTIATE(float)

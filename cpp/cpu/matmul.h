@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "cpu/activation.h"
 #include "cpu/isa.h"
 
 namespace femtogpt::cpu {
@@ -22,6 +23,24 @@ void gemm_reference(T* C, int64_t ldc, const T* A, int64_t lda, const T* B, int6
 template <typename T>
 void gemm(T* C, int64_t ldc, const T* A, int64_t lda, const T* B, int64_t ldb,
           int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b, T alpha, T beta);
+
+// Work fused into one product: GELU applied to op(A) and/or op(B) before the product, and
+// a bias row added to C after it,
+//   C (M,N) = alpha * g(op(A)) (M,K) @ g(op(B)) (K,N) + beta * C + bias (N),
+// with the values (bitwise) of materializing gelu_forward(A), multiplying, then adding the
+// bias. float32 applies the GELU to operand blocks as it packs them, so g(op(A)) is never
+// stored, and adds the bias to each register tile as it is finished; float64 (gradient
+// checks) materializes.
+template <typename T>
+struct GemmFusion {
+    bool gelu_a = false, gelu_b = false;
+    GeluApprox approx = GeluApprox::tanh;
+    const T* bias = nullptr;  // (N), or nullptr
+};
+
+template <typename T>
+void gemm_fused(T* C, int64_t ldc, const T* A, int64_t lda, const T* B, int64_t ldb, int64_t M, int64_t N, int64_t K,
+                bool trans_a, bool trans_b, T alpha, T beta, const GemmFusion<T>& fusion);
 
 // `batch` independent products; matrix i starts at A + i*stride_a (and so on).
 // A stride of 0 broadcasts one matrix over the batch.

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <optional>
+#include <string>
 
 #include "tensor.h"
 
@@ -14,5 +15,17 @@ namespace femtogpt::ops {
 // With `out` given, out = alpha * a@b + beta * out in place; otherwise beta must be 0.
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, const std::optional<Tensor>& out,
               double alpha, double beta);
+
+// Work fused into a 2-D matmul (cpu::GemmFusion): GELU ("tanh" or "none", as F.gelu's
+// approximate) applied to a and/or b before the product, a bias (N) added after it.
+struct MatmulFusion {
+    std::optional<Tensor> bias;
+    std::optional<std::string> gelu_a, gelu_b;
+    bool any() const { return bias || gelu_a || gelu_b; }
+};
+
+// out (M,N) = alpha * gelu?(a) @ gelu?(b) + beta * out + bias: matmul's contract, 2-D only.
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, const std::optional<Tensor>& out,
+              double alpha, double beta, const MatmulFusion& fusion);
 
 }  // namespace femtogpt::ops

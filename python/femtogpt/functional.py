@@ -261,11 +261,9 @@ def _linear_backward(g2, a2, weight, bias, need_da: bool):
     return (da, *_linear_param_grads(g2, a2, weight, bias))
 
 
-def _linear_forward(a2, weight: Tensor, bias: Tensor | None):
-    out = _core.matmul(a2, weight._impl, trans_b=True)  # (N, out)
-    if bias is not None:
-        _core.add_(out, bias._impl)  # in place: out is ours alone
-    return out
+def _linear_forward(a2, weight: Tensor, bias: Tensor | None, gelu: str | None = None):
+    """a2 (N, in) @ weight^T + bias -> (N, out); gelu: the product reads gelu(a2), never stored."""
+    return _core.matmul(a2, weight._impl, trans_b=True, bias=None if bias is None else bias._impl, gelu_a=gelu)
 
 
 def layer_norm_linear(x: Tensor, ln_weight: Tensor | None, ln_bias: Tensor | None, weight: Tensor,
@@ -303,7 +301,8 @@ def gelu_linear(h: Tensor, weight: Tensor, bias: Tensor | None = None, approxima
                 output: bool = True) -> Tensor:
     """linear(gelu(h), weight, bias): h (..., K), weight (out, K) -> (..., out).
 
-    Saves h, not gelu(h): backward recomputes the activation (the MLP's largest tensor).
+    Saves h, not gelu(h), and never stores gelu(h) at all: the products apply the GELU to
+    blocks of h as they pack them, in forward and again for the weight gradient.
     output=False records the op for backward but returns zeros instead of computing the
     product: for gradient checkpointing's recomputation of a block, whose output no
     backward reads (backward needs only h and the gradient coming in).
@@ -312,16 +311,17 @@ def gelu_linear(h: Tensor, weight: Tensor, bias: Tensor | None = None, approxima
     K = _check_linear("gelu_linear", h, weight, bias)  # noqa: N806
     out_shape = list(h.shape[:-1]) + [weight.shape[0]]
     if output:
-        out = _linear_forward(_core.gelu_forward(h._impl, approximate).view([-1, K]), weight, bias)
+        out = _linear_forward(h._impl.view([-1, K]), weight, bias, gelu=approximate)
     else:
         out = _core.zeros(out_shape, h.dtype, h.device)
     h_impl, need_dh = h._impl, h.requires_grad
 
     def backward(g):
         g2 = g.view([-1, out_shape[-1]])
-        a2 = _core.gelu_forward(h_impl, approximate).view([-1, K])  # recomputed
-        dw, db = _linear_param_grads(g2, a2, weight, bias)
-        del a2  # before da is made: the two (..., K) tensors never coexist
+        # dweight = g^T gelu(h): the product recomputes gelu(h) block by block as it packs h
+        dw = _core.matmul(g2, h_impl.view([-1, K]), trans_a=True, gelu_b=approximate) if weight.requires_grad \
+            else None
+        db = _core.sum_to_suffix(g2, [g2.shape[-1]]) if bias is not None and bias.requires_grad else None
         if not need_dh:
             return None, dw, db
         da = _core.matmul(g2, weight._impl)

@@ -1,0 +1,106 @@
+"""_core.matmul with fused work (bias=, gelu_a=, gelu_b=): bitwise the values of the unfused
+ops (gelu_forward, then the product, then add_ of the bias), on every ISA, 1 and 2 threads,
+every transpose, and shapes that take each path of the driver: edge tiles, several k blocks,
+A read in place (small N: the GELU forces the packed copy), and a long K split into chunks.
+float64 (used by gradient checks) against numpy. Bad input is a clear error."""
+
+import numpy as np
+import pytest
+
+from femtogpt import _core
+
+TRANSPOSES = [(False, False), (False, True), (True, False), (True, True)]
+# (M, K, N): a single element; edge tiles in both directions; two k blocks; small N (A read in
+# place when unfused); a long K into a small C (split into K chunks); the femto MLP's product
+SHAPES = [(1, 1, 1), (37, 300, 53), (129, 65, 257), (61, 2053, 7), (200, 256, 64)]
+
+
+@pytest.fixture(autouse=True)
+def _restore_isa_and_threads():
+    isa, nt = _core.cpu_isa(), _core.get_num_threads()
+    yield
+    _core.set_cpu_isa(isa)
+    _core.set_num_threads(nt)
+
+
+def T(x):  # noqa: N802
+    return _core.from_numpy(np.ascontiguousarray(x))
+
+
+def unfused(a, b, ta, tb, bias, gelu_a, gelu_b, approx):
+    a_t = _core.gelu_forward(T(a), approx) if gelu_a else T(a)
+    b_t = _core.gelu_forward(T(b), approx) if gelu_b else T(b)
+    out = _core.matmul(a_t, b_t, ta, tb)
+    if bias is not None:
+        _core.add_(out, T(bias))
+    return np.asarray(out)
+
+
+@pytest.mark.parametrize("nt", [1, 2])
+@pytest.mark.parametrize("ta,tb", TRANSPOSES)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("gelu_a,gelu_b,with_bias", [(True, False, False), (False, True, False),
+                                                     (False, False, True), (True, False, True),
+                                                     (True, True, True)])
+def test_bitwise_equals_unfused(each_isa, nt, ta, tb, shape, gelu_a, gelu_b, with_bias):
+    _core.set_num_threads(nt)
+    M, K, N = shape
+    rng = np.random.default_rng(M * 7 + K * 3 + N)
+    a = (rng.standard_normal((K, M) if ta else (M, K)) * 2).astype(np.float32)
+    b = (rng.standard_normal((N, K) if tb else (K, N)) * 2).astype(np.float32)
+    bias = rng.standard_normal(N).astype(np.float32) if with_bias else None
+    for approx in ("tanh", "none"):
+        got = _core.matmul(T(a), T(b), ta, tb, bias=None if bias is None else T(bias),
+                           gelu_a=approx if gelu_a else None, gelu_b=approx if gelu_b else None)
+        want = unfused(a, b, ta, tb, bias, gelu_a, gelu_b, approx)
+        assert np.array_equal(np.asarray(got), want), f"approximate={approx}"
+
+
+def _gelu64(x, approx):
+    x = x.astype(np.float64)
+    if approx == "tanh":
+        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+    from math import erf
+    return 0.5 * x * (1 + np.vectorize(erf)(x / np.sqrt(2)))
+
+
+@pytest.mark.parametrize("ta,tb", TRANSPOSES)
+@pytest.mark.parametrize("approx", ["tanh", "none"])
+def test_float64_against_numpy(ta, tb, approx):
+    rng = np.random.default_rng(5)
+    M, K, N = 13, 29, 11
+    a = rng.standard_normal((K, M) if ta else (M, K))
+    b = rng.standard_normal((N, K) if tb else (K, N))
+    bias = rng.standard_normal(N)
+    c0 = rng.standard_normal((M, N))
+    out = T(c0.copy())
+    _core.matmul(T(a), T(b), ta, tb, out=out, alpha=0.5, beta=2.0, bias=T(bias), gelu_a=approx, gelu_b=approx)
+    ga, gb = _gelu64(a, approx), _gelu64(b, approx)
+    want = 0.5 * ((ga.T if ta else ga) @ (gb.T if tb else gb)) + 2.0 * c0 + bias
+    np.testing.assert_allclose(np.asarray(out), want, rtol=1e-12, atol=1e-12)
+
+
+def test_bias_with_alpha_beta_and_empty_k(each_isa):
+    rng = np.random.default_rng(6)
+    a, b = rng.standard_normal((5, 0)).astype(np.float32), rng.standard_normal((0, 7)).astype(np.float32)
+    bias = rng.standard_normal(7).astype(np.float32)
+    c0 = rng.standard_normal((5, 7)).astype(np.float32)
+    out = T(c0.copy())
+    _core.matmul(T(a), T(b), out=out, beta=0.5, bias=T(bias))
+    assert np.array_equal(np.asarray(out), (c0 * np.float32(0.5)) + bias)
+
+
+def test_bad_input():
+    a, b = T(np.ones((3, 4), np.float32)), T(np.ones((4, 5), np.float32))
+    with pytest.raises(ValueError, match=r"bias has shape \(4,\), expected \(5,\)"):
+        _core.matmul(a, b, bias=T(np.ones(4, np.float32)))
+    with pytest.raises(ValueError, match="expected"):
+        _core.matmul(a, b, bias=T(np.ones((1, 5), np.float32)))
+    with pytest.raises(TypeError):
+        _core.matmul(a, b, bias=T(np.ones(5, np.float64)))
+    with pytest.raises(ValueError, match="unknown gelu_a='relu'"):
+        _core.matmul(a, b, gelu_a="relu")
+    with pytest.raises(ValueError, match="one GELU form"):
+        _core.matmul(a, b, gelu_a="tanh", gelu_b="none")
+    with pytest.raises(ValueError, match="need 2-D a and b"):
+        _core.matmul(T(np.ones((2, 3, 4), np.float32)), b, bias=T(np.ones(5, np.float32)))
