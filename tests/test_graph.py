@@ -50,6 +50,33 @@ def test_gelu_linear(rng, n, k, cout, approximate):
     gradcheck(lambda h, w: F.gelu_linear(h, w, None, approximate), [h, w])
 
 
+@pytest.mark.parametrize("approximate", ["tanh", "none"])
+def test_gelu_linear_reusing_its_input(rng, approximate):
+    """reuse_input=True writes dh over h: h must be private to the op, hence the copy h * 1.0."""
+    h, w, b = t64(rng, 2, 3, 5), t64(rng, 7, 5), t64(rng, 7)
+    gradcheck(lambda h, w, b: F.gelu_linear(h * 1.0, w, b, approximate, reuse_input=True), [h, w, b])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gelu_linear_backward_input_in_row_chunks(each_isa, threads, dtype):
+    """dh over h, made ~4 MiB of rows at a time (here 3 chunks, the last short): bitwise gelu_backward(g @ w, h)."""
+    K = 4099 if dtype == np.float32 else 2053  # noqa: N806 - 255 rows a chunk either way
+    h = np.random.default_rng(3).standard_normal((600, K)).astype(dtype)
+    g = np.random.default_rng(4).standard_normal((600, 29)).astype(dtype)
+    w = np.random.default_rng(5).standard_normal((29, K)).astype(dtype)
+    for nt in (1, 2):
+        fg.set_num_threads(nt)
+        want = np.asarray(fg._core.gelu_backward(fg._core.matmul(fg._core.from_numpy(g), fg._core.from_numpy(w)),
+                                                 fg._core.from_numpy(h), "tanh"))
+        h_t = fg._core.from_numpy(h.copy())
+        got = fg._core.gelu_linear_backward_input_(h_t, fg._core.from_numpy(g), fg._core.from_numpy(w), "tanh")
+        assert got.same_storage(h_t)
+        np.testing.assert_array_equal(np.asarray(h_t), want)
+    with pytest.raises(ValueError, match=r"expected h \(N,K\), g \(N,O\), w \(O,K\)"):
+        fg._core.gelu_linear_backward_input_(fg._core.from_numpy(h[:5].copy()), fg._core.from_numpy(g),
+                                             fg._core.from_numpy(w))
+
+
 def _values_and_grads(fn, inputs):
     out = fn(*inputs)
     (out * out).sum().backward()
@@ -73,11 +100,13 @@ def test_fused_ops_equal_the_unfused_ones_bitwise(rng):
         np.testing.assert_array_equal(f, p)
     h = t32(3, 37, 131)
     w2 = t32(29, 131)
-    fused = _values_and_grads(lambda h, w, b: F.gelu_linear(h, w, b, "tanh"), [h, w2, b])
     plain = _values_and_grads(lambda h, w, b: F.linear(F.gelu(h, "tanh"), w, b), [h, w2, b])
-    np.testing.assert_array_equal(fused[0], plain[0])
-    for f, p in zip(fused[1], plain[1]):
-        np.testing.assert_array_equal(f, p)
+    for reuse in (False, True):
+        fused = _values_and_grads(lambda h, w, b: F.gelu_linear(h * 1.0, w, b, "tanh", reuse_input=reuse),
+                                  [h, w2, b])
+        np.testing.assert_array_equal(fused[0], plain[0])
+        for f, p in zip(fused[1], plain[1]):
+            np.testing.assert_array_equal(f, p)
 
 
 def test_gelu_linear_without_output_records_the_same_backward(rng):

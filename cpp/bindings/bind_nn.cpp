@@ -38,6 +38,13 @@ void register_pairs(py::module_& m, bool ref) {
             return ops::gelu_backward_inplace(dout, x, approximate);
         }, py::arg("dout"), py::arg("x"), py::arg("approximate") = "tanh",
            "gelu_backward writing dx over dout (a gradient the caller owns alone); returns dout");
+        m.def("gelu_linear_backward_input_", [](Tensor& h, const Tensor& g, const Tensor& w,
+                                                const std::string& approximate) {
+            nogil release;
+            return ops::gelu_linear_backward_input_(h, g, w, approximate);
+        }, py::arg("h"), py::arg("g"), py::arg("w"), py::arg("approximate") = "tanh",
+           "dh = (g (N,O) @ w (O,K)) * gelu'(h (N,K)) written over h (which the caller gives up), a few rows\n"
+           "at a time: the input gradient of gelu(h) @ w^T without an (N,K) temporary; returns h");
     }
     m.def("softmax_forward", [ref](const Tensor& x) {
         nogil release;

@@ -1,13 +1,16 @@
 // Tensor-level ops: layernorm, GELU, ReLU, softmax, log-softmax, dropout.
 #include "ops/nn.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "cpu/activation.h"
+#include "cpu/matmul.h"
 #include "cpu/dropout.h"
 #include "cpu/norm.h"
 #include "cpu/softmax.h"
 #include "ops/nn_common.h"
+#include "pool.h"
 
 namespace femtogpt::ops {
 
@@ -134,6 +137,33 @@ Tensor gelu_backward(const Tensor& dout, const Tensor& x, const std::string& app
 Tensor gelu_backward_inplace(Tensor& dout, const Tensor& x, const std::string& approximate) {
     gelu_backward_into(dout, dout, x, approximate, false, "gelu_backward_");
     return dout;
+}
+
+Tensor gelu_linear_backward_input_(Tensor& h, const Tensor& g, const Tensor& w, const std::string& approximate) {
+    const char* op = "gelu_linear_backward_input_";
+    check_float(h, "gelu_linear_backward_input_: h");
+    check_float_like(g, h, op, "g");
+    check_float_like(w, h, op, "w");
+    FG_CHECK(h.dim() == 2 && g.dim() == 2 && w.dim() == 2 && g.size(0) == h.size(0) && w.size(0) == g.size(1) &&
+                 w.size(1) == h.size(1),
+             op, ": expected h (N,K), g (N,O), w (O,K), got h ", shape_str(h.shape()), ", g ", shape_str(g.shape()),
+             ", w ", shape_str(w.shape()));
+    auto approx = parse_approx(approximate, op);
+    check_cpu(h, op);
+    const int64_t N = h.size(0), K = h.size(1), O = g.size(1);
+    if (h.numel() == 0) return h;
+    dispatch_float(h.dtype(), [&](auto tag) {
+        using T = decltype(tag);
+        const int64_t rows = std::max<int64_t>(1, std::min<int64_t>(N, (int64_t(4) << 20) / (K * int64_t(sizeof(T)))));
+        PoolBuffer da(size_t(rows * K) * sizeof(T));  // (rows, K): g @ w for the current rows
+        for (int64_t r0 = 0; r0 < N; r0 += rows) {
+            const int64_t n = std::min(rows, N - r0);
+            T* hr = h.data<T>() + r0 * K;
+            cpu::gemm<T>(da.data<T>(), K, g.data<T>() + r0 * O, O, w.data<T>(), K, n, K, O, false, false, T(1), T(0));
+            cpu::gelu_backward<T>(hr, da.data<T>(), hr, n * K, approx);  // dh over h: elementwise, in place
+        }
+    });
+    return h;
 }
 
 Tensor relu_forward(const Tensor& x) {

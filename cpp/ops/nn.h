@@ -35,6 +35,12 @@ Tensor gelu_forward(const Tensor& x, const std::string& approximate, bool refere
 Tensor gelu_backward(const Tensor& dout, const Tensor& x, const std::string& approximate, bool reference = false);
 // The same, writing dx over dout (which must own its memory alone: the caller's fresh gradient); returns dout.
 Tensor gelu_backward_inplace(Tensor& dout, const Tensor& x, const std::string& approximate);
+// The input gradient of out (N,O) = gelu(h) (N,K) @ w^T, w (O,K): dh = (g (N,O) @ w) * gelu'(h),
+// written over h, which the caller gives up (nothing else may read it). g @ w is made a few
+// rows at a time (about 4 MiB), so no (N,K) temporary ever exists; bitwise the values of
+// gelu_backward(g @ w, h) (rows are independent). Returns h.
+Tensor gelu_linear_backward_input_(Tensor& h, const Tensor& g, const Tensor& w, const std::string& approximate);
+
 // x (any) -> out (same)
 Tensor relu_forward(const Tensor& x);
 // dout (any), out (same: relu's output) -> dx (same)

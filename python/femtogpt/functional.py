@@ -298,7 +298,7 @@ def layer_norm_linear(x: Tensor, ln_weight: Tensor | None, ln_bias: Tensor | Non
 
 
 def gelu_linear(h: Tensor, weight: Tensor, bias: Tensor | None = None, approximate: str = "none",
-                output: bool = True) -> Tensor:
+                output: bool = True, reuse_input: bool = False) -> Tensor:
     """linear(gelu(h), weight, bias): h (..., K), weight (out, K) -> (..., out).
 
     Saves h, not gelu(h), and never stores gelu(h) at all: the products apply the GELU to
@@ -306,6 +306,8 @@ def gelu_linear(h: Tensor, weight: Tensor, bias: Tensor | None = None, approxima
     output=False records the op for backward but returns zeros instead of computing the
     product: for gradient checkpointing's recomputation of a block, whose output no
     backward reads (backward needs only h and the gradient coming in).
+    reuse_input=True: the caller gives h up (nothing else reads it, like torch's inplace=True), and
+    backward writes dh over it instead of making (..., K) temporaries.
     """
     _check_float(h, "gelu_linear input")
     K = _check_linear("gelu_linear", h, weight, bias)  # noqa: N806
@@ -324,6 +326,9 @@ def gelu_linear(h: Tensor, weight: Tensor, bias: Tensor | None = None, approxima
         db = _core.sum_to_suffix(g2, [g2.shape[-1]]) if bias is not None and bias.requires_grad else None
         if not need_dh:
             return None, dw, db
+        if reuse_input:  # dh over h, made a few rows at a time
+            return _core.gelu_linear_backward_input_(h_impl.view([-1, K]), g2, weight._impl, approximate).view(
+                list(h_impl.shape)), dw, db
         da = _core.matmul(g2, weight._impl)
         # dh overwrites da, the (..., K) gradient that only this op holds
         return _core.gelu_backward_(da.view(list(h_impl.shape)), h_impl, approximate), dw, db

@@ -155,9 +155,10 @@ class MLP(Module):
         output=False records the same graph but skips the down projection's product (see F.gelu_linear).
         """
         h = self.c_fc(x) if norm is None else norm.fused_linear(x, self.c_fc.weight, self.c_fc.bias)  # (B, T, 4C)
-        # c_proj(gelu(h)) as one op that keeps h, not gelu(h), for backward
+        # c_proj(gelu(h)) as one op that keeps h, not gelu(h), for backward, and (h being ours
+        # alone) writes dh over it there
         return self.dropout(F.gelu_linear(h, self.c_proj.weight, self.c_proj.bias, approximate="tanh",
-                                          output=output))
+                                          output=output, reuse_input=True))
 
 
 class Block(Module):
