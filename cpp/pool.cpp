@@ -5,6 +5,10 @@
 #include <new>
 #include <string>
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/mman.h>
+#endif
+
 namespace femtogpt {
 
 namespace {
@@ -23,6 +27,28 @@ void* os_allocate(size_t nbytes) {
         throw std::bad_alloc();
     }
     return p;
+}
+
+// A large tier segment is mapped from the OS directly, so that releasing it gives its pages
+// back at once (glibc keeps freed chunks of up to 32 MiB in its heap once its mmap threshold
+// has risen, and the process would keep them resident).
+void* os_map_segment(size_t nbytes) {
+#if defined(__unix__) || defined(__APPLE__)
+    void* p = mmap(nullptr, nbytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    return p;  // page aligned
+#else
+    return os_allocate(nbytes);
+#endif
+}
+
+void os_unmap_segment(void* p, size_t nbytes) {
+#if defined(__unix__) || defined(__APPLE__)
+    munmap(p, nbytes);
+#else
+    (void)nbytes;
+    std::free(p);
+#endif
 }
 
 }  // namespace
@@ -75,16 +101,51 @@ void* Pool::allocate(size_t nbytes) {
             }
         }
     }
+    if (caching_ && large) return new_segment(cls);
     void* p = os_allocate(cls);  // outside the lock: the OS call may be slow
     std::lock_guard<std::mutex> lock(mutex_);
     stats_.os_allocations++;
     stats_.reserved_bytes += int64_t(cls);
     stats_.current_bytes += int64_t(cls);
     if (stats_.current_bytes > stats_.peak_bytes) stats_.peak_bytes = stats_.current_bytes;
-    if (caching_ && large) {  // a new segment, wholly in use
-        large_blocks_.emplace(p, new Block{static_cast<char*>(p), cls, false, nullptr, nullptr});
-    }
     return p;
+}
+
+void* Pool::new_segment(size_t size) {
+    // No free block fits, so no wholly free segment does either: give those back before
+    // mapping another, which keeps what the pool holds near what is in use when the sizes
+    // of a workload's requests shift (a free 6 MiB segment cannot serve a 25 MiB request).
+    // A repeated workload settles after a step or two and then maps nothing.
+    std::vector<std::pair<void*, size_t>> release;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        take_free_segments(release);
+    }
+    for (auto [q, n] : release) os_unmap_segment(q, n);
+    void* p = os_map_segment(size);  // outside the lock: the OS call may be slow
+    std::lock_guard<std::mutex> lock(mutex_);
+    stats_.os_allocations++;
+    stats_.reserved_bytes += int64_t(size);
+    stats_.current_bytes += int64_t(size);
+    if (stats_.current_bytes > stats_.peak_bytes) stats_.peak_bytes = stats_.current_bytes;
+    large_blocks_.emplace(p, new Block{static_cast<char*>(p), size, false, nullptr, nullptr});  // wholly in use
+    return p;
+}
+
+void Pool::take_free_segments(std::vector<std::pair<void*, size_t>>& release) {
+    for (auto it = free_large_.begin(); it != free_large_.end();) {
+        Block* b = large_blocks_.at(it->second);
+        if (b->prev || b->next) {  // a piece of a segment that is partly in use
+            ++it;
+            continue;
+        }
+        stats_.reserved_bytes -= int64_t(b->size);
+        stats_.os_frees++;
+        release.emplace_back(b->ptr, b->size);
+        large_blocks_.erase(b->ptr);
+        delete b;
+        it = free_large_.erase(it);
+    }
 }
 
 void* Pool::take_large(size_t size) {
@@ -151,29 +212,19 @@ void Pool::deallocate(void* ptr, size_t nbytes) {
 
 void Pool::empty_cache() {
     std::vector<void*> release;
+    std::vector<std::pair<void*, size_t>> segments;
     {
         std::lock_guard<std::mutex> lock(mutex_);
         for (auto& [cls, blocks] : free_lists_) {
             stats_.reserved_bytes -= int64_t(cls * blocks.size());
             release.insert(release.end(), blocks.begin(), blocks.end());
         }
-        free_lists_.clear();
-        // Large tier: a segment can go back only when it is one free block.
-        for (auto it = free_large_.begin(); it != free_large_.end();) {
-            Block* b = large_blocks_.at(it->second);
-            if (b->prev || b->next) {
-                ++it;
-                continue;
-            }
-            stats_.reserved_bytes -= int64_t(b->size);
-            release.push_back(b->ptr);
-            large_blocks_.erase(b->ptr);
-            delete b;
-            it = free_large_.erase(it);
-        }
         stats_.os_frees += int64_t(release.size());
+        free_lists_.clear();
+        take_free_segments(segments);  // a segment can go back only when it is one free block
     }
     for (void* p : release) std::free(p);
+    for (auto [p, n] : segments) os_unmap_segment(p, n);
 }
 
 PoolStats Pool::stats() const {

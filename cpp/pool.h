@@ -10,7 +10,9 @@
 //   allocator: a free block larger than needed is split, and a freed block merges
 //   with free neighbours of its segment. A training step's forward and backward
 //   need large blocks of different sizes at different times; with fixed classes
-//   the pool would hold every class's own high-water mark at once.
+//   the pool would hold every class's own high-water mark at once. Segments are
+//   mapped from the OS directly; before mapping a new one, wholly free segments
+//   (which cannot serve the request) are unmapped.
 // Blocks are 64-byte aligned. All methods are thread-safe. FEMTOGPT_POOL=0 in the
 // environment switches caching off: every free goes straight back to the OS.
 #pragma once
@@ -70,6 +72,9 @@ class Pool {
     };
 
     void* take_large(size_t size);         // with mutex_ held; nullptr when no free block fits
+    void* new_segment(size_t size);        // without mutex_ held: maps a segment, wholly in use
+    // With mutex_ held: unlinks every wholly free segment, adding (address, size) to `release`
+    void take_free_segments(std::vector<std::pair<void*, size_t>>& release);
     void give_back_large(Block* block);    // with mutex_ held: mark free, merge with free neighbours
 
     bool caching_;

@@ -180,6 +180,12 @@ def test_layernorm_forward_backward(each_isa, rng, dtype, N, C):
         np.testing.assert_allclose(A(m), mean, **tol(dtype))
         np.testing.assert_allclose(A(r), rstd, rtol=tol(dtype)["rtol"] * 10)
         dx, dw, db = _core.layernorm_backward(T(g), T(x), None if wi is None else T(wi), m, r, bi is not None)
+        # in place (dx over dout): bitwise the same
+        g_t = T(g.copy())
+        dx_, dw_, db_ = _core.layernorm_backward_(g_t, T(x), None if wi is None else T(wi), m, r, bi is not None)
+        assert dx_.same_storage(g_t)
+        for a, b in zip((dx, dw, db), (dx_, dw_, db_)):
+            assert (a is None and b is None) or np.array_equal(A(a), A(b))
         rdx, rdw, rdb = np_layernorm_backward(g, x, wi, 1e-5)
         t = tol(dtype)
         np.testing.assert_allclose(A(dx), rdx, rtol=t["rtol"], atol=t["atol"] * 5)

@@ -84,6 +84,24 @@ def test_large_requests_take_the_best_fitting_block():
     fg.empty_cache()
 
 
+def test_wholly_free_segments_go_back_before_a_new_one_is_mapped():
+    """A request no free block fits maps a new segment, and first unmaps the wholly free ones (which could
+    not have served it): the pool holds what is in use plus the new segment, not every old size as well."""
+    fg.empty_cache()
+    keep = fg.empty(2 * MiB)
+    fg._core.fill_(keep._impl, 7.0)
+    a, b = fg.empty(3 * MiB), fg.empty(4 * MiB)
+    del a, b  # two wholly free segments, 3 and 4 MiB
+    s0 = fg.memory_stats()
+    big = fg.empty(6 * MiB)  # fits neither
+    s1 = fg.memory_stats()
+    assert s1["os_allocations"] == s0["os_allocations"] + 1 and s1["os_frees"] == s0["os_frees"] + 2
+    assert s1["reserved_bytes"] == s1["current_bytes"] == s0["current_bytes"] + (6 << 20)
+    assert np.all(keep.numpy() == 7.0)  # the segment in use stays mapped, contents intact
+    del big, keep
+    fg.empty_cache()
+
+
 def test_live_tensors_never_overlap_under_churn():
     """Random large and small allocations and frees: every live tensor keeps its own contents."""
     rng = np.random.default_rng(0)

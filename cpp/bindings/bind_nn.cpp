@@ -33,6 +33,13 @@ void register_pairs(py::module_& m, bool ref) {
         return ops::gelu_backward(dout, x, approximate, ref);
     }, py::arg("dout"), py::arg("x"), py::arg("approximate") = "tanh");
     if (!ref) {
+        m.def("layernorm_backward_", [](const Tensor& dout, const Tensor& x, std::optional<Tensor> weight,
+                                        const Tensor& mean, const Tensor& rstd, std::optional<bool> has_bias) {
+            nogil release;
+            return ops::layernorm_backward(dout, x, weight, mean, rstd, has_bias, false, true);
+        }, py::arg("dout"), py::arg("x"), py::arg("weight"), py::arg("mean"), py::arg("rstd"),
+           py::arg("has_bias") = py::none(),
+           "layernorm_backward writing dx over dout (a gradient the caller owns alone); dx is dout");
         m.def("gelu_backward_", [](Tensor& dout, const Tensor& x, const std::string& approximate) {
             nogil release;
             return ops::gelu_backward_inplace(dout, x, approximate);

@@ -163,12 +163,13 @@ void layernorm_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, 
             a /= T(C);
             b /= T(C);
 #pragma omp simd
-            for (int64_t c = 0; c < C; c++) {
+            for (int64_t c = 0; c < C; c++) {  // g read before dx is written: dx may be dout
+                const T g = gr[c];
                 T xhat = (xr[c] - m) * s;
-                T dxhat = weight ? gr[c] * weight[c] : gr[c];
+                T dxhat = weight ? g * weight[c] : g;
+                pw[c] += g * xhat;
+                pb[c] += g;
                 dxr[c] = s * (dxhat - a - xhat * b);
-                pw[c] += gr[c] * xhat;
-                pb[c] += gr[c];
             }
         }
     }

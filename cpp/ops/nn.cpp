@@ -50,8 +50,8 @@ std::tuple<Tensor, Tensor, Tensor> layernorm_forward(const Tensor& x, const OptT
 std::tuple<Tensor, OptTensor, OptTensor> layernorm_backward(const Tensor& dout, const Tensor& x,
                                                             const OptTensor& weight, const Tensor& mean,
                                                             const Tensor& rstd, std::optional<bool> has_bias,
-                                                            bool reference) {
-    const char* op = "layernorm_backward";
+                                                            bool reference, bool inplace) {
+    const char* op = inplace ? "layernorm_backward_" : "layernorm_backward";
     check_float(x, "layernorm_backward: x");
     FG_CHECK(x.dim() >= 1 && x.size(-1) >= 1, op, ": x must have a last dimension of at least 1, got shape ",
              shape_str(x.shape()));
@@ -70,8 +70,8 @@ std::tuple<Tensor, OptTensor, OptTensor> layernorm_backward(const Tensor& dout, 
     }
     check_cpu(x, op);
     const bool want_b = has_bias.value_or(weight.has_value());
-    Tensor dx = Tensor::empty(x.shape(), x.dtype(), x.device());
-    OptTensor dweight, dbias;
+    Tensor dx = inplace ? dout : Tensor::empty(x.shape(), x.dtype(), x.device());  // in place: each row of dout
+    OptTensor dweight, dbias;                                                      // is read before it is written
     if (weight) dweight = Tensor::empty({C}, x.dtype(), x.device());
     if (want_b) dbias = Tensor::empty({C}, x.dtype(), x.device());
     dispatch_float(x.dtype(), [&](auto tag) {

@@ -27,7 +27,8 @@ std::tuple<Tensor, Tensor, Tensor> layernorm_forward(const Tensor& x, const OptT
 std::tuple<Tensor, OptTensor, OptTensor> layernorm_backward(const Tensor& dout, const Tensor& x,
                                                             const OptTensor& weight, const Tensor& mean,
                                                             const Tensor& rstd, std::optional<bool> has_bias,
-                                                            bool reference = false);
+                                                            bool reference = false, bool inplace = false);
+// inplace: dx is written over dout (a gradient the caller owns alone), which is returned as dx.
 
 // x (any) -> out (same); approximate: "tanh" | "none"
 Tensor gelu_forward(const Tensor& x, const std::string& approximate, bool reference = false);

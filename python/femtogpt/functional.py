@@ -290,8 +290,8 @@ def layer_norm_linear(x: Tensor, ln_weight: Tensor | None, ln_bias: Tensor | Non
         del xn2  # before dxn is made: the two never coexist
         if not need_dx:
             return None, None, None, dw, db
-        dxn = _core.matmul(g2, weight._impl)
-        dx, dlw, dlb = _core.layernorm_backward(dxn.view(x_shape), x_impl, lw, mean, rstd, lb is not None)
+        dxn = _core.matmul(g2, weight._impl)  # ours alone: dx is written over it
+        dx, dlw, dlb = _core.layernorm_backward_(dxn.view(x_shape), x_impl, lw, mean, rstd, lb is not None)
         return dx, dlw, dlb, dw, db
 
     return make_result(out.view(out_shape), (x, ln_weight, ln_bias, weight, bias), backward)
