@@ -88,6 +88,17 @@ def test_gpt2_initialisation_scales_residual_projections():
     assert abs(sd["h.0.mlp.c_proj.weight"].std() - 0.02 / math.sqrt(16)) < 0.001
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (7, 3), (1536, 384), (3, 9000)])
+def test_normal_parameters_are_drawn_in_rows_with_the_one_call_values(shape):
+    """Weights are drawn a few rows at a time into the tensor (no float64 copy of the whole weight),
+    with exactly the values of one call: (rng.standard_normal(shape) * std).astype(float32)."""
+    from femtogpt.nn import normal_parameter
+    got = normal_parameter(np.random.default_rng(5), shape, 0.02)
+    assert got.requires_grad and got.dtype == np.float32
+    want = (np.random.default_rng(5).standard_normal(shape) * 0.02).astype(np.float32)
+    np.testing.assert_array_equal(got.numpy(), want)
+
+
 def test_dropout_is_seeded_and_off_in_eval(rng):
     cfg = GPTConfig(**{**TINY, "dropout": 0.2})
     x, y = batch(rng, cfg)

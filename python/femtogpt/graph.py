@@ -257,12 +257,18 @@ def _accumulate_leaf(leaf: Tensor, g, given: set) -> None:
 
 
 def run_backward(root: Tensor, seed) -> None:
-    given = set()
     if root._node is None:  # backward of a leaf: its gradient is the seed
-        _accumulate_leaf(root, seed, given)
+        _accumulate_leaf(root, seed, set())
         return
-    order = _topological_order(root._node)
-    grads = {id(root._node): seed}
+    _backward_from(root._node, [seed])
+
+
+def _backward_from(root: Node, seed_box: list) -> None:
+    """Backward from root's gradient, which is taken out of seed_box: from here on only the graph
+    holds it, so it is freed as soon as the last node that reads it has run."""
+    given = set()
+    order = _topological_order(root)
+    grads = {id(root): seed_box.pop()}
     # Pop nodes off the order (outputs first) so that, once a node has run, nothing
     # here refers to it any more and what its closure saved can be freed.
     while order:
@@ -277,11 +283,19 @@ def run_backward(root: Tensor, seed) -> None:
         fn, inputs = node.backward, node.inputs
         node.backward, node.inputs = _freed_backward, ()
         try:
-            input_grads = fn(g)
+            if getattr(fn, "takes_gradient_box", False):
+                # it hands the gradient on (a checkpoint's inner backward) and may drop it
+                # early: only the box holds it, not this frame
+                box = [g]
+                del g
+                input_grads = fn(box)
+            else:
+                input_grads = fn(g)
         except BaseException:  # keep the node as it was, so that the real error is not masked later
             node.backward, node.inputs = fn, inputs
             raise
-        del fn, g, node
+        del fn, node
+        g = None
         for e, ig in zip(inputs, input_grads):
             if e is None or ig is None:
                 continue
@@ -406,7 +420,7 @@ def checkpoint(fn, x: Tensor, modules=(), recompute=None) -> Tensor:
         out = fn(x)
     counters_after = [m.calls for m in modules]
 
-    def backward(g):
+    def backward(grad_box):
         for m, c in zip(modules, counters_before):
             m.calls = c
         inner_x = Tensor(x._impl, requires_grad=True)
@@ -414,8 +428,13 @@ def checkpoint(fn, x: Tensor, modules=(), recompute=None) -> Tensor:
             inner_out = recompute(inner_x)
         for m, c in zip(modules, counters_after):
             m.calls = c
-        run_backward(inner_out, g)
+        inner_root = inner_out._node
+        del inner_out  # the graph is all backward needs, not the recomputed output
+        if inner_root is not None:
+            _backward_from(inner_root, grad_box)  # the incoming gradient is freed once read
         return (None if inner_x.grad is None else inner_x.grad._impl,)
+
+    backward.takes_gradient_box = True
 
     result = Tensor(out._impl)
     result.requires_grad = True

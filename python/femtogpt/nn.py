@@ -12,11 +12,24 @@ import math
 import numpy as np
 
 from . import functional as F
-from .graph import Tensor, tensor
+from .graph import Tensor, empty, tensor
 
 
 def parameter(array: np.ndarray) -> Tensor:
     return tensor(np.ascontiguousarray(array), requires_grad=True)
+
+
+def normal_parameter(rng, shape: tuple, std: float) -> Tensor:
+    """A float32 parameter of N(0, std) samples: the values of (rng.standard_normal(shape) * std)
+    .astype(float32), drawn a few rows at a time straight into the tensor, so that no float64
+    copy of the whole weight is made (the C library would keep its freed pages resident)."""
+    t = empty(*shape)
+    flat = t.numpy().reshape(shape[0], -1)
+    rows = max(1, 8192 // max(1, flat.shape[1]))
+    for r in range(0, shape[0], rows):  # consecutive draws continue one stream: same values as one call
+        flat[r:r + rows] = rng.standard_normal((min(rows, shape[0] - r), flat.shape[1])) * std
+    t.requires_grad = True
+    return t
 
 
 class Module:
@@ -75,7 +88,7 @@ class Linear(Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, rng=None, std: float = 0.02):
         rng = rng if rng is not None else np.random.default_rng(0)
-        self.weight = parameter((rng.standard_normal((out_features, in_features)) * std).astype(np.float32))
+        self.weight = normal_parameter(rng, (out_features, in_features), std)
         self.bias = parameter(np.zeros(out_features, np.float32)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
@@ -85,7 +98,7 @@ class Linear(Module):
 class Embedding(Module):
     def __init__(self, num_embeddings: int, embedding_dim: int, rng=None, std: float = 0.02):
         rng = rng if rng is not None else np.random.default_rng(0)
-        self.weight = parameter((rng.standard_normal((num_embeddings, embedding_dim)) * std).astype(np.float32))
+        self.weight = normal_parameter(rng, (num_embeddings, embedding_dim), std)
 
     def forward(self, idx) -> Tensor:
         return F.embedding(idx, self.weight)
