@@ -77,6 +77,26 @@ def test_gelu_linear_backward_input_in_row_chunks(each_isa, threads, dtype):
                                              fg._core.from_numpy(w))
 
 
+@pytest.mark.parametrize("impl", ["flash", "standard"])
+def test_causal_self_attention_linear(rng, impl):
+    """Backward recomputes the attention output: float64 gradients against finite differences, and
+    float32 values and gradients bitwise those of causal_self_attention followed by linear."""
+    qkv, w, b = t64(rng, 2, 5, 12), t64(rng, 3, 4), t64(rng, 3)
+    gradcheck(lambda qkv, w, b: F.causal_self_attention_linear(qkv, 2, w, b, impl=impl), [qkv, w, b])
+    gradcheck(lambda qkv, w: F.causal_self_attention_linear(qkv, 2, w, None, impl=impl), [qkv, w])
+
+    def t32(*shape):
+        return fg.tensor(rng.standard_normal(shape).astype(np.float32), requires_grad=True)
+
+    qkv, w, b = t32(3, 37, 3 * 24), t32(13, 24), t32(13)
+    lean = _values_and_grads(lambda q, w, b: F.causal_self_attention_linear(q, 3, w, b, impl=impl), [qkv, w, b])
+    plain = _values_and_grads(lambda q, w, b: F.linear(F.causal_self_attention(q, 3, impl=impl), w, b), [qkv, w, b])
+    for a, p in zip([lean[0], *lean[1]], [plain[0], *plain[1]]):
+        np.testing.assert_array_equal(a, p)
+    with pytest.raises(ValueError, match="expected weight \\(out_features, 24\\)"):
+        F.causal_self_attention_linear(qkv, 3, t32(13, 23))
+
+
 def _values_and_grads(fn, inputs):
     out = fn(*inputs)
     (out * out).sum().backward()

@@ -200,8 +200,10 @@ def test_loads_a_hugging_face_gpt2_directory(tmp_path, rng):
 
 @pytest.mark.parametrize("every", [1, 2, 3])
 @pytest.mark.parametrize("dropout", [0.0, 0.2])
-def test_checkpointed_gradients_are_bitwise_equal(rng, every, dropout):
-    base = dict(vocab_size=11, block_size=9, n_layer=4, n_head=2, n_embd=8, dropout=dropout)  # every=3: 3 + 1
+@pytest.mark.parametrize("attention", ["flash", "standard"])
+def test_checkpointed_gradients_are_bitwise_equal(rng, every, dropout, attention):
+    base = dict(vocab_size=11, block_size=9, n_layer=4, n_head=2, n_embd=8, dropout=dropout,  # every=3: 3 + 1
+                attention=attention)
     x, y = batch(rng, GPTConfig(**base), B=3)
     plain = GPT(GPTConfig(**base), seed=7)
     ckpt = GPT(GPTConfig(**base, checkpoint_every=every), seed=7)

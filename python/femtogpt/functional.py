@@ -17,7 +17,8 @@ from .graph import Tensor, is_grad_enabled, make_result, tensor
 
 __all__ = [
     "linear", "matmul", "gelu", "relu", "layer_norm", "softmax", "log_softmax", "cross_entropy",
-    "embedding", "dropout", "scaled_dot_product_attention", "causal_self_attention", "layer_norm_linear",
+    "embedding", "dropout", "scaled_dot_product_attention", "causal_self_attention",
+    "causal_self_attention_linear", "layer_norm_linear",
     "gelu_linear", "add", "sub", "mul", "scale", "neg",
     "reshape", "permute", "transpose", "split", "chunk", "cat", "sum", "mean",
 ]
@@ -235,6 +236,42 @@ def causal_self_attention(qkv: Tensor, n_head: int, impl: str = "flash", block_q
         return (_core.attention_qkv_backward(g, qkv._impl, out, saved, *args),)
 
     return make_result(out, (qkv,), backward)
+
+
+def causal_self_attention_linear(qkv: Tensor, n_head: int, weight: Tensor, bias: Tensor | None = None,
+                                 impl: str = "flash", block_q: int = 64, block_k: int = 64) -> Tensor:
+    """linear(causal_self_attention(qkv, n_head), weight, bias): qkv (B, T, 3C), weight (out, C) -> (B, T, out).
+
+    Saves qkv and the attention's log-sum-exp (or probabilities, standard), not its output y:
+    backward runs the attention forward again (deterministic, so bitwise the same y) for the
+    projection's weight gradient and the attention's backward. One more attention forward for
+    (B, T, C) less memory: gradient checkpointing uses it inside the blocks it recomputes.
+    """
+    if qkv.ndim != 3 or qkv.shape[-1] % 3 or (qkv.shape[-1] // 3) % n_head:
+        raise ValueError(f"causal_self_attention_linear: expected qkv (B, T, 3C) with C divisible by n_head "
+                         f"{n_head}, got {qkv.shape}")
+    C = qkv.shape[-1] // 3  # noqa: N806
+    if weight.ndim != 2 or weight.shape[1] != C or bias is not None and bias.shape != (weight.shape[0],):
+        raise ValueError(f"causal_self_attention_linear: weight {weight.shape} and bias "
+                         f"{None if bias is None else bias.shape} do not match the attention output's "
+                         f"{C} features (expected weight (out_features, {C}) and bias (out_features,))")
+    args = (int(n_head), 1.0 / math.sqrt(C // n_head), impl, int(block_q), int(block_k))
+    y, saved = _core.attention_qkv_forward(qkv._impl, *args)  # (B, T, C)
+    out = _linear_forward(y.view([-1, C]), weight, bias)
+    del y
+    out_shape = list(qkv.shape[:-1]) + [weight.shape[0]]
+    qkv_impl, need_dqkv = qkv._impl, qkv.requires_grad
+
+    def backward(g):
+        g2 = g.view([-1, out_shape[-1]])
+        y2, _ = _core.attention_qkv_forward(qkv_impl, *args)  # recomputed
+        dw, db = _linear_param_grads(g2, y2.view([-1, C]), weight, bias)
+        if not need_dqkv:
+            return None, dw, db
+        dy = _core.matmul(g2, weight._impl).view(list(y2.shape))
+        return _core.attention_qkv_backward(dy, qkv_impl, y2, saved, *args), dw, db
+
+    return make_result(out.view(out_shape), (qkv, weight, bias), backward)
 
 
 # ---- fused ops that save less for backward -----------------------------------------------

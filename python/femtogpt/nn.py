@@ -148,10 +148,17 @@ class CausalSelfAttention(Module):
         self.n_embd = n_embd
         self.attention = attention
 
-    def forward(self, x: Tensor, norm: LayerNorm | None = None) -> Tensor:
-        """attn(x), or attn(norm(x)) with the norm fused into the qkv projection (see F.layer_norm_linear)."""
+    def forward(self, x: Tensor, norm: LayerNorm | None = None, lean: bool = False) -> Tensor:
+        """attn(x), or attn(norm(x)) with the norm fused into the qkv projection (see F.layer_norm_linear).
+
+        lean=True keeps less for backward, which recomputes the attention output (a checkpoint's
+        recomputation uses it: see F.causal_self_attention_linear).
+        """
         # x (B, T, C) -> qkv (B, T, 3C) -> per head q, k, v (B, H, T, D) -> causal attention -> y (B, T, C)
         qkv = self.c_attn(x) if norm is None else norm.fused_linear(x, self.c_attn.weight, self.c_attn.bias)
+        if lean:
+            return self.resid_dropout(F.causal_self_attention_linear(qkv, self.n_head, self.c_proj.weight,
+                                                                     self.c_proj.bias, impl=self.attention))
         y = F.causal_self_attention(qkv, self.n_head, impl=self.attention)
         return self.resid_dropout(self.c_proj(y))
 
@@ -184,6 +191,7 @@ class Block(Module):
         self.mlp = MLP(n_embd, bias, dropout, rng, proj_std, seed * 2 + 2)
 
     def forward(self, x: Tensor, output: bool = True) -> Tensor:
-        """x (B, T, C) -> (B, T, C). output=False: only the graph, for a checkpoint's recomputation."""
-        x = x + self.attn(x, norm=self.ln_1)  # = x + attn(ln_1(x))
+        """x (B, T, C) -> (B, T, C). output=False: only the graph, for a checkpoint's recomputation,
+        which also keeps less of the attention for backward (lean)."""
+        x = x + self.attn(x, norm=self.ln_1, lean=not output)  # = x + attn(ln_1(x))
         return x + self.mlp(x, norm=self.ln_2, output=output)  # = x + mlp(ln_2(x))
