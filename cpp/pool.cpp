@@ -1,5 +1,6 @@
 #include "pool.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -112,24 +113,64 @@ void* Pool::allocate(size_t nbytes) {
 }
 
 void* Pool::new_segment(size_t size) {
-    // No free block fits, so no wholly free segment does either: give those back before
-    // mapping another, which keeps what the pool holds near what is in use when the sizes
-    // of a workload's requests shift (a free 6 MiB segment cannot serve a 25 MiB request).
-    // A repeated workload settles after a step or two and then maps nothing.
-    std::vector<std::pair<void*, size_t>> release;
+    // No free block fits the request.
+    // - When the free blocks add up to less than it, their pages (free blocks hold no data)
+    //   are all moved into the new segment with Linux's mremap, so that the pool
+    //   grows by what is missing only, however fragmented it is: a free 18 MiB block and
+    //   6 MiB of fresh pages become one 24 MiB block. A moved block leaves a gap in its old
+    //   segment, whose two sides become segments of their own.
+    // - Otherwise a whole segment is mapped and the free blocks stay as they are. Moving them
+    //   here too kept a repeated workload re-splitting and re-gathering the same pages step
+    //   after step; as it is, every miss makes the pool larger, so a repeated workload settles
+    //   after a step or two and then maps nothing.
+    // Without mremap (not Linux), the wholly free segments, which could not serve the request,
+    // are unmapped before a new one is mapped.
+    std::vector<std::pair<void*, size_t>> moved, released;
+    size_t gathered = 0;
     {
         std::lock_guard<std::mutex> lock(mutex_);
-        take_free_segments(release);
+        size_t free_total = 0;
+        for (const auto& fb : free_large_) free_total += fb.first;
+#ifdef __linux__
+        if (free_total < size) gathered = take_free_blocks(moved);
+#else
+        take_free_segments(released);
+#endif
     }
-    for (auto [q, n] : release) os_unmap_segment(q, n);
-    void* p = os_map_segment(size);  // outside the lock: the OS call may be slow
+    for (auto [q, n] : released) os_unmap_segment(q, n);  // outside the lock: the OS calls may be slow
+    const size_t total = std::max(size, gathered);
+    char* p = static_cast<char*>(os_map_segment(total));
+#ifdef __linux__
+    size_t offset = 0;
+    for (auto [q, n] : moved) {
+        // on failure the fresh pages of the new mapping stand in; the old ones are let go
+        if (mremap(q, n, n, MREMAP_MAYMOVE | MREMAP_FIXED, p + offset) == MAP_FAILED) os_unmap_segment(q, n);
+        offset += n;
+    }
+#endif
     std::lock_guard<std::mutex> lock(mutex_);
     stats_.os_allocations++;
-    stats_.reserved_bytes += int64_t(size);
-    stats_.current_bytes += int64_t(size);
+    stats_.reserved_bytes += int64_t(total - gathered);
+    large_blocks_.emplace(p, new Block{p, total, false, nullptr, nullptr});  // wholly in use
+    stats_.current_bytes += int64_t(total);
     if (stats_.current_bytes > stats_.peak_bytes) stats_.peak_bytes = stats_.current_bytes;
-    large_blocks_.emplace(p, new Block{static_cast<char*>(p), size, false, nullptr, nullptr});  // wholly in use
     return p;
+}
+
+size_t Pool::take_free_blocks(std::vector<std::pair<void*, size_t>>& pieces) {
+    size_t got = 0;
+    for (const auto& [size, ptr] : free_large_) {
+        Block* b = large_blocks_.at(ptr);
+        // b leaves its segment: the pieces on either side become the ends of two segments
+        if (b->prev) b->prev->next = nullptr;
+        if (b->next) b->next->prev = nullptr;
+        pieces.emplace_back(b->ptr, size);
+        got += size;
+        large_blocks_.erase(ptr);
+        delete b;
+    }
+    free_large_.clear();
+    return got;
 }
 
 void Pool::take_free_segments(std::vector<std::pair<void*, size_t>>& release) {

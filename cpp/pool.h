@@ -11,8 +11,9 @@
 //   with free neighbours of its segment. A training step's forward and backward
 //   need large blocks of different sizes at different times; with fixed classes
 //   the pool would hold every class's own high-water mark at once. Segments are
-//   mapped from the OS directly; before mapping a new one, wholly free segments
-//   (which cannot serve the request) are unmapped.
+//   mapped from the OS directly. When the pool must grow, the pages of its free
+//   blocks are moved into the new segment (Linux mremap), so that it grows only by
+//   what is missing, however fragmented it is (see new_segment).
 // Blocks are 64-byte aligned. All methods are thread-safe. FEMTOGPT_POOL=0 in the
 // environment switches caching off: every free goes straight back to the OS.
 #pragma once
@@ -73,6 +74,8 @@ class Pool {
 
     void* take_large(size_t size);         // with mutex_ held; nullptr when no free block fits
     void* new_segment(size_t size);        // without mutex_ held: maps a segment, wholly in use
+    // With mutex_ held: unlinks every free block, adding (address, size) to `pieces`; returns their sum
+    size_t take_free_blocks(std::vector<std::pair<void*, size_t>>& pieces);
     // With mutex_ held: unlinks every wholly free segment, adding (address, size) to `release`
     void take_free_segments(std::vector<std::pair<void*, size_t>>& release);
     void give_back_large(Block* block);    // with mutex_ held: mark free, merge with free neighbours
