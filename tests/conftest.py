@@ -32,3 +32,12 @@ def each_isa(request):
     fg._core.set_cpu_isa(request.param)
     yield request.param
     fg._core.set_cpu_isa(before)
+
+
+@pytest.fixture
+def restore_isa_and_threads():
+    """Restore the kernel family and the thread count after a test that sets either."""
+    isa, nt = fg._core.cpu_isa(), fg._core.get_num_threads()
+    yield
+    fg._core.set_cpu_isa(isa)
+    fg._core.set_num_threads(nt)

@@ -23,12 +23,7 @@ TRANSPOSES = [(False, False), (False, True), (True, False), (True, True)]
 SHAPES = [(1, 1, 1), (7, 13, 5), (129, 65, 257), (1000, 1, 1000), (300, 520, 150), (7, 9, 4100), (33, 600, 17)]
 
 
-@pytest.fixture(autouse=True)
-def _restore_isa_and_threads():
-    isa, nt = _core.cpu_isa(), _core.get_num_threads()
-    yield
-    _core.set_cpu_isa(isa)
-    _core.set_num_threads(nt)
+pytestmark = pytest.mark.usefixtures("restore_isa_and_threads")
 
 
 def operands(rng, M, K, N, ta, tb, dtype=np.float32, batch=None):

@@ -15,12 +15,7 @@ TRANSPOSES = [(False, False), (False, True), (True, False), (True, True)]
 SHAPES = [(1, 1, 1), (37, 300, 53), (129, 65, 257), (61, 2053, 7), (200, 256, 64)]
 
 
-@pytest.fixture(autouse=True)
-def _restore_isa_and_threads():
-    isa, nt = _core.cpu_isa(), _core.get_num_threads()
-    yield
-    _core.set_cpu_isa(isa)
-    _core.set_num_threads(nt)
+pytestmark = pytest.mark.usefixtures("restore_isa_and_threads")
 
 
 def T(x):  # noqa: N802
