@@ -119,7 +119,7 @@ struct TileBand {
 // handed to `gemm` as N are multiples of `nr` (the driver pads D and the key blocks).
 template <typename T>
 struct TileKernels {
-    int nr;  // columns of one register tile
+    int nr;  // the gemm's column granularity (a register tile's width or one vector)
     // C (M,N) = [C +] A (M,K) B (K,N); A's element (r,p) is A[r*sar + p*sap] (so A^T
     // is sar=1, sap=lda), B and C row-major with row strides ldb, ldc; `band` as above.
     void (*gemm)(T* C, int64_t ldc, const T* A, int64_t sar, int64_t sap, const T* B, int64_t ldb, int64_t M,
