@@ -149,6 +149,11 @@ struct TileKernels {
     // then ds = p * (ds - d[r]) * scale from dP, on the visible keys
     void (*pds_tile)(T* p, T* ds, int64_t ld, int64_t mq, int64_t nk, int64_t nkp, int64_t base, T c, const T* sub,
                      const T* d, T scale);
+    // Transposing pack of n rows of d elements (stride lds) into d rows of n (stride ldd),
+    // times c, zero padded to dp rows of np: dst[p*ldd + i] = c * src[i*lds + p] for i < n,
+    // p < d; 0 for n <= i < np or d <= p < dp. np and dp are multiples of nr.
+    void (*pack_t)(T* dst, int64_t ldd, const T* src, int64_t lds, int64_t n, int64_t np, int64_t d, int64_t dp,
+                   T c);
 };
 
 // Keys row r of a tile sees: base + r + 1, clamped to [0, nk] (kAll + r + 1 cannot overflow).
@@ -196,6 +201,16 @@ void pds_tile_rows(T* p, T* ds, int64_t ld, int64_t mq, int64_t nk, int64_t nkp,
         R::exp2_row(p + r * ld, n, nkp, c, sub[r]);
         R::ds_row(ds + r * ld, p + r * ld, n, nkp, d[r], scale);
     }
+}
+
+// TileKernels::pack_t in plain loops (generic and AVX2): source rows outer, so the loads
+// run along rows; the scattered stores stay within the (dp, np) block, a few KiB.
+template <typename T>
+void pack_t_rows(T* dst, int64_t ldd, const T* src, int64_t lds, int64_t n, int64_t np, int64_t d, int64_t dp, T c) {
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t p = 0; p < d; p++) dst[p * ldd + i] = src[i * lds + p] * c;
+    for (int64_t p = 0; p < dp; p++)
+        for (int64_t i = p < d ? n : 0; i < np; i++) dst[p * ldd + i] = T(0);
 }
 
 template <typename T>

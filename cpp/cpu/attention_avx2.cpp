@@ -158,7 +158,7 @@ void gemm(float* C, int64_t ldc, const float* A, int64_t sar, int64_t sap, const
 
 const TileKernels<float>& tile_kernels_avx2() {
     static const TileKernels<float> k{kNR, gemm, gemm_nt, softmax_tile_rows<Rows, float>, softmax_cols,
-                                      pds_tile_rows<Rows, float>};
+                                      pds_tile_rows<Rows, float>, pack_t_rows<float>};
     return k;
 }
 

@@ -189,13 +189,58 @@ void gemm(float* C, int64_t ldc, const float* A, int64_t sar, int64_t sap, const
     }
 }
 
+// The 16 x 16 transpose of r[0..15] in place: pairs of rows interleaved, then quadruples
+// (r[4i+j] then holds column 4L+j of rows 4i..4i+3 in its 128-bit lane L), then the 4 x 4
+// transpose of 128-bit lanes. 64 shuffles for 256 elements.
+inline void transpose16(vec r[kW]) {
+    vec t[kW];
+    for (int i = 0; i < kW; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < kW; i += 4) {
+        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int j = 0; j < 4; j++) {
+        const vec u0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x44), u1 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xEE);
+        const vec u2 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x44);
+        const vec u3 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xEE);
+        t[j] = _mm512_shuffle_f32x4(u0, u2, 0x88);
+        t[4 + j] = _mm512_shuffle_f32x4(u0, u2, 0xDD);
+        t[8 + j] = _mm512_shuffle_f32x4(u1, u3, 0x88);
+        t[12 + j] = _mm512_shuffle_f32x4(u1, u3, 0xDD);
+    }
+    for (int i = 0; i < kW; i++) r[i] = t[i];
+}
+
+// TileKernels::pack_t by 16 x 16 blocks (np and dp are multiples of kW): rows past n and
+// columns past d load as zeros.
+void pack_t(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t n, int64_t np, int64_t d, int64_t dp,
+            float c) {
+    const vec vc = vset1(c), zero = vset1(0.0f);
+    for (int64_t i0 = 0; i0 < np; i0 += kW)
+        for (int64_t p0 = 0; p0 < dp; p0 += kW) {
+            const int64_t rows = std::clamp<int64_t>(n - i0, 0, kW), cols = std::clamp<int64_t>(d - p0, 0, kW);
+            vec r[kW];
+            for (int i = 0; i < kW; i++) {
+                const float* s = src + (i0 + i) * lds + p0;
+                r[i] = i >= rows || cols == 0 ? zero : cols == kW ? vload(s) : vload_tail(s, cols);
+            }
+            transpose16(r);
+            for (int q = 0; q < kW; q++) vstore(dst + (p0 + q) * ldd + i0, vmul(r[q], vc));
+        }
+}
+
 #include "cpu/attention_cols.h"  // gemm_nt, the row kernels, softmax_cols and Rows
 
 }  // namespace
 
 const TileKernels<float>& tile_kernels_avx512() {
     static const TileKernels<float> k{kW, gemm, gemm_nt, softmax_tile_rows<Rows, float>, softmax_cols,
-                                      pds_tile_rows<Rows, float>};
+                                      pds_tile_rows<Rows, float>, pack_t};
     return k;
 }
 
