@@ -162,12 +162,13 @@ inline int64_t visible_keys(int64_t base, int64_t r, int64_t nk) {
     return n < 0 ? 0 : n > nk ? nk : n;
 }
 
-// The three tile passes, written once over an ISA's row kernels; each ISA's file
-// instantiates them, so the row kernels inline into one loop over the tile. R provides
+// Tile passes written once over an ISA's row kernels, so the row kernels inline into one
+// loop over the tile: softmax_tile_rows for every ISA, pds_tile_rows for generic (the SIMD
+// files fuse P and dS into one pass, pds_tile in attention_cols.h). R provides
 //   T row_max(const T* x, int64_t n): max over i < n of x[i] (n >= 1);
 //   T exp2_row(T* x, int64_t n, int64_t npad, T c, T sub): x[i] = exp2(x[i] * c - sub) for
 //     i < n, 0 for n <= i < npad (a multiple of the tile width); returns the sum;
-//   void ds_row(T* dp, const T* p, int64_t n, int64_t npad, T d, T scale):
+//   void ds_row(T* dp, const T* p, int64_t n, int64_t npad, T d, T scale) (pds_tile_rows):
 //     dp[i] = p[i] * (dp[i] - d) * scale for i < n, 0 for n <= i < npad;
 //   void scale_row(T* x, int64_t n, T a): x[i] *= a for i < n.
 template <typename R, typename T>

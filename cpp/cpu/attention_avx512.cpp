@@ -43,6 +43,9 @@ inline void vstore_tail(float* p, vec v, int64_t k) { _mm512_mask_storeu_ps(p, t
 inline vec vkeep_tail(vec v, int64_t k, vec other) {  // lanes >= k replaced by `other`
     return _mm512_mask_blend_ps(tail_mask(k), other, v);
 }
+// One vector of zeros, as a masked store with every lane on: GCC turns a loop of plain zero
+// stores into a memset call, which costs more than the stores on rows of a few vectors.
+inline void vstore_zeros(float* p) { _mm512_mask_storeu_ps(p, __mmask16(0xFFFF), _mm512_setzero_ps()); }
 
 inline vec vmax(vec a, vec b) { return _mm512_max_ps(a, b); }
 inline vec vsub(vec a, vec b) { return _mm512_sub_ps(a, b); }
@@ -240,7 +243,7 @@ void pack_t(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t n, i
 
 const TileKernels<float>& tile_kernels_avx512() {
     static const TileKernels<float> k{kW, gemm, gemm_nt, softmax_tile_rows<Rows, float>, softmax_cols,
-                                      pds_tile_rows<Rows, float>, pack_t};
+                                      pds_tile, pack_t};
     return k;
 }
 
