@@ -114,7 +114,7 @@ inline void scale_row(float* x, int64_t n, float a) {
 void softmax_cols(float* st, int64_t ld, int64_t nk, int64_t nq, int64_t base, float* m, float* l, float* o,
                   int64_t ldo, int64_t no) {
     const vec ninf = vset1(-__builtin_inff()), zero = vset1(0.0f);
-    alignas(64) float alpha_lanes[kW];
+    alignas(64) float alpha_lanes[kW], lold_lanes[kW];
     for (int64_t ci = 0; ci < nq; ci += kW) {
         const int64_t full_end = visible_keys(base, ci, nk), part_end = visible_keys(base, ci + kW - 1, nk);
         float* col = st + ci;
@@ -154,12 +154,17 @@ void softmax_cols(float* st, int64_t ld, int64_t nk, int64_t nq, int64_t base, f
             s0 = vadd(s0, e);
         }
         for (; j < nk; j++) vstore(col + j * ld, zero);
-        vstore(l + ci, vfmadd(vload(l + ci), alpha, vadd(s0, s1)));
-        if (vany_ne(alpha, 1.0f)) {
+        const vec lold = vload(l + ci);
+        vstore(l + ci, vfmadd(lold, alpha, vadd(s0, s1)));
+        // a query whose sum was 0 has seen no key yet: its output row is still 0 (the
+        // first key block of every query, all of them when there is one block)
+        if (vany_ne(alpha, 1.0f) && vany_ne(lold, 0.0f)) {
             vstore(alpha_lanes, alpha);
+            vstore(lold_lanes, lold);
             const int64_t lanes = nq - ci < kW ? nq - ci : kW;
             for (int64_t q = 0; q < lanes; q++)
-                if (alpha_lanes[q] != 1.0f) scale_row(o + (ci + q) * ldo, no, alpha_lanes[q]);
+                if (alpha_lanes[q] != 1.0f && lold_lanes[q] != 0.0f)
+                    scale_row(o + (ci + q) * ldo, no, alpha_lanes[q]);
         }
     }
 }
