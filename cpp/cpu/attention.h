@@ -119,7 +119,7 @@ struct TileBand {
 // handed to `gemm` as N are multiples of `nr` (the driver pads D and the key blocks).
 template <typename T>
 struct TileKernels {
-    int nr;  // columns of one register tile
+    int nr;  // the gemm's column granularity (a register tile's width or one vector)
     // C (M,N) = [C +] A (M,K) B (K,N); A's element (r,p) is A[r*sar + p*sap] (so A^T
     // is sar=1, sap=lda), B and C row-major with row strides ldb, ldc; `band` as above.
     void (*gemm)(T* C, int64_t ldc, const T* A, int64_t sar, int64_t sap, const T* B, int64_t ldb, int64_t M,
@@ -149,6 +149,11 @@ struct TileKernels {
     // then ds = p * (ds - d[r]) * scale from dP, on the visible keys
     void (*pds_tile)(T* p, T* ds, int64_t ld, int64_t mq, int64_t nk, int64_t nkp, int64_t base, T c, const T* sub,
                      const T* d, T scale);
+    // Transposing pack of n rows of d elements (stride lds) into d rows of n (stride ldd),
+    // times c, zero padded to dp rows of np: dst[p*ldd + i] = c * src[i*lds + p] for i < n,
+    // p < d; 0 for n <= i < np or d <= p < dp. np and dp are multiples of nr.
+    void (*pack_t)(T* dst, int64_t ldd, const T* src, int64_t lds, int64_t n, int64_t np, int64_t d, int64_t dp,
+                   T c);
 };
 
 // Keys row r of a tile sees: base + r + 1, clamped to [0, nk] (kAll + r + 1 cannot overflow).
@@ -157,12 +162,13 @@ inline int64_t visible_keys(int64_t base, int64_t r, int64_t nk) {
     return n < 0 ? 0 : n > nk ? nk : n;
 }
 
-// The three tile passes, written once over an ISA's row kernels; each ISA's file
-// instantiates them, so the row kernels inline into one loop over the tile. R provides
+// Tile passes written once over an ISA's row kernels, so the row kernels inline into one
+// loop over the tile: softmax_tile_rows for every ISA, pds_tile_rows for generic (the SIMD
+// files fuse P and dS into one pass, pds_tile in attention_cols.h). R provides
 //   T row_max(const T* x, int64_t n): max over i < n of x[i] (n >= 1);
 //   T exp2_row(T* x, int64_t n, int64_t npad, T c, T sub): x[i] = exp2(x[i] * c - sub) for
 //     i < n, 0 for n <= i < npad (a multiple of the tile width); returns the sum;
-//   void ds_row(T* dp, const T* p, int64_t n, int64_t npad, T d, T scale):
+//   void ds_row(T* dp, const T* p, int64_t n, int64_t npad, T d, T scale) (pds_tile_rows):
 //     dp[i] = p[i] * (dp[i] - d) * scale for i < n, 0 for n <= i < npad;
 //   void scale_row(T* x, int64_t n, T a): x[i] *= a for i < n.
 template <typename R, typename T>
@@ -196,6 +202,16 @@ void pds_tile_rows(T* p, T* ds, int64_t ld, int64_t mq, int64_t nk, int64_t nkp,
         R::exp2_row(p + r * ld, n, nkp, c, sub[r]);
         R::ds_row(ds + r * ld, p + r * ld, n, nkp, d[r], scale);
     }
+}
+
+// TileKernels::pack_t in plain loops (generic and AVX2): source rows outer, so the loads
+// run along rows; the scattered stores stay within the (dp, np) block, a few KiB.
+template <typename T>
+void pack_t_rows(T* dst, int64_t ldd, const T* src, int64_t lds, int64_t n, int64_t np, int64_t d, int64_t dp, T c) {
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t p = 0; p < d; p++) dst[p * ldd + i] = src[i * lds + p] * c;
+    for (int64_t p = 0; p < dp; p++)
+        for (int64_t i = p < d ? n : 0; i < np; i++) dst[p * ldd + i] = T(0);
 }
 
 template <typename T>

@@ -40,6 +40,9 @@ inline void vstore_tail(float* p, vec v, int64_t k) { _mm256_maskstore_ps(p, tai
 inline vec vkeep_tail(vec v, int64_t k, vec other) {  // lanes >= k replaced by `other`
     return _mm256_blendv_ps(other, v, _mm256_castsi256_ps(tail_mask(k)));
 }
+// One vector of zeros, as a masked store with every lane on: GCC turns a loop of plain zero
+// stores into a memset call, which costs more than the stores on rows of a few vectors.
+inline void vstore_zeros(float* p) { _mm256_maskstore_ps(p, _mm256_set1_epi32(-1), _mm256_setzero_ps()); }
 
 inline vec vmax(vec a, vec b) { return _mm256_max_ps(a, b); }
 inline vec vsub(vec a, vec b) { return _mm256_sub_ps(a, b); }
@@ -158,7 +161,7 @@ void gemm(float* C, int64_t ldc, const float* A, int64_t sar, int64_t sap, const
 
 const TileKernels<float>& tile_kernels_avx2() {
     static const TileKernels<float> k{kNR, gemm, gemm_nt, softmax_tile_rows<Rows, float>, softmax_cols,
-                                      pds_tile_rows<Rows, float>};
+                                      pds_tile, pack_t_rows<float>};
     return k;
 }
 

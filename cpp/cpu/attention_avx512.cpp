@@ -2,10 +2,11 @@
 // contract). The same code as attention_avx2.cpp with 16-lane vectors and mask registers,
 // except the gemm's wider tiles; keep the rest line for line alike.
 //
-// gemm: 6 x 64 register tiles (24 accumulators + 4 B vectors + 1 broadcast), 6 x 32 for
-// what is left; A is read by scalar broadcasts, so A and A^T cost the same. On a Xeon
-// (Sapphire Rapids class) 6 x 64 ran 122 GFLOP/s a core on 64 x 64 x 64 products against
-// 106 for 6 x 32 (AVX2's shape): half the B loads and broadcasts per FMA.
+// gemm: 6 x 64 register tiles (24 accumulators + 4 B vectors + 1 broadcast), narrower ones
+// (down to 12 x 16) for what is left; A is read by scalar broadcasts, so A and A^T cost the
+// same. On a Xeon (Sapphire Rapids class) 6 x 64 ran 122 GFLOP/s a core on 64 x 64 x 64
+// products against 106 for 6 x 32 (AVX2's shape): half the B loads and broadcasts per FMA.
+// Its N may be any multiple of one vector, so D = 16 is not padded to 32.
 // exp2: x = n + f with n = round(x), 2^f by a degree-6 polynomial on |f| <= 1/2 (fit error
 // 2e-9, about 1 ulp once evaluated in float), 2^n built in the exponent bits; inputs at or
 // below -127 (masked scores are never passed, but -inf would be) give exactly 0.
@@ -26,8 +27,6 @@ namespace femtogpt::cpu::attn_detail {
 namespace {
 
 constexpr int kW = 16;        // floats per vector
-constexpr int kMR = 6;        // rows of a register tile
-constexpr int kNR = 2 * kW;   // columns of a register tile
 
 using vec = __m512;
 
@@ -44,6 +43,9 @@ inline void vstore_tail(float* p, vec v, int64_t k) { _mm512_mask_storeu_ps(p, t
 inline vec vkeep_tail(vec v, int64_t k, vec other) {  // lanes >= k replaced by `other`
     return _mm512_mask_blend_ps(tail_mask(k), other, v);
 }
+// One vector of zeros, as a masked store with every lane on: GCC turns a loop of plain zero
+// stores into a memset call, which costs more than the stores on rows of a few vectors.
+inline void vstore_zeros(float* p) { _mm512_mask_storeu_ps(p, __mmask16(0xFFFF), _mm512_setzero_ps()); }
 
 inline vec vmax(vec a, vec b) { return _mm512_max_ps(a, b); }
 inline vec vsub(vec a, vec b) { return _mm512_sub_ps(a, b); }
@@ -97,27 +99,28 @@ inline vec exp2v(vec x) {
 // C (MR, NV*kW) = [C +] A (MR, K) B (K, NV*kW). The accumulators are named variables, not
 // an array: GCC keeps an array of vectors in registers but also stores it to the stack on
 // every iteration, which made this loop store-bound.
-#define FG_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
+#define FG_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
 #define FG_COLS(X, r) X(r, 0) X(r, 1) X(r, 2) X(r, 3)
 template <int MR, int NV>
 void tile(float* C, int64_t ldc, const float* A, int64_t sar, int64_t sap, const float* B, int64_t ldb, int64_t K,
           bool accumulate) {
-    static_assert(MR >= 1 && MR <= kMR && (NV == 2 || NV == 4), "tile shape");
-#define FG_DECL1(r, j) vec c##r##j = _mm512_setzero_ps();
+    static_assert(MR >= 1 && NV >= 1 && NV <= 4 && MR * NV <= 24, "tile shape");
+#define FG_DECL1(r, j) vec c##r##_##j = _mm512_setzero_ps();
 #define FG_DECL(r) FG_COLS(FG_DECL1, r)
     FG_ROWS(FG_DECL)
 #define FG_LOAD1(r, j) \
-    if constexpr (MR > r && NV > j) c##r##j = vload(C + r * ldc + j * kW);
+    if constexpr (MR > r && NV > j) c##r##_##j = vload(C + r * ldc + j * kW);
 #define FG_LOAD(r) FG_COLS(FG_LOAD1, r)
     if (accumulate) { FG_ROWS(FG_LOAD) }
     const float* a = A;
     for (int64_t p = 0; p < K; p++, a += sap) {
         const float* b = B + p * ldb;
-        const vec b0 = vload(b), b1 = vload(b + kW);
-        vec b2 = b0, b3 = b1;
-        if constexpr (NV == 4) b2 = vload(b + 2 * kW), b3 = vload(b + 3 * kW);
+        vec b0 = vload(b), b1 = b0, b2 = b0, b3 = b0;
+        if constexpr (NV > 1) b1 = vload(b + kW);
+        if constexpr (NV > 2) b2 = vload(b + 2 * kW);
+        if constexpr (NV > 3) b3 = vload(b + 3 * kW);
 #define FG_FMA1(r, j) \
-        if constexpr (NV > j) c##r##j = vfmadd(ar, b##j, c##r##j);
+        if constexpr (NV > j) c##r##_##j = vfmadd(ar, b##j, c##r##_##j);
 #define FG_FMA(r)                                     \
         if constexpr (MR > r) {                       \
             const vec ar = vbroadcast(a + r * sar);   \
@@ -126,7 +129,7 @@ void tile(float* C, int64_t ldc, const float* A, int64_t sar, int64_t sap, const
         FG_ROWS(FG_FMA)
     }
 #define FG_STORE1(r, j) \
-    if constexpr (MR > r && NV > j) vstore(C + r * ldc + j * kW, c##r##j);
+    if constexpr (MR > r && NV > j) vstore(C + r * ldc + j * kW, c##r##_##j);
 #define FG_STORE(r) FG_COLS(FG_STORE1, r)
     FG_ROWS(FG_STORE)
 #undef FG_DECL1
@@ -141,45 +144,97 @@ void tile(float* C, int64_t ldc, const float* A, int64_t sar, int64_t sap, const
 #undef FG_COLS
 #undef FG_ROWS
 
+// Rows of a register tile NV vectors wide: 6 for 2 to 4 vectors (up to 24 accumulators),
+// 12 for one vector (a 6 x 16 tile would have 6 FMA chains, too few to hide the FMA
+// latency of 4 cycles at 2 a cycle).
 template <int NV>
+constexpr int kRows = NV == 1 ? 12 : 6;
+
+// A tile of mr <= MR rows (MR = kRows<NV> at the top).
+template <int NV, int MR = kRows<NV>>
 void tile_rows(int64_t mr, float* c, int64_t ldc, const float* a, int64_t sar, int64_t sap, const float* b,
                int64_t ldb, int64_t K, bool accumulate) {
-    switch (mr) {
-        case 6: tile<6, NV>(c, ldc, a, sar, sap, b, ldb, K, accumulate); break;
-        case 5: tile<5, NV>(c, ldc, a, sar, sap, b, ldb, K, accumulate); break;
-        case 4: tile<4, NV>(c, ldc, a, sar, sap, b, ldb, K, accumulate); break;
-        case 3: tile<3, NV>(c, ldc, a, sar, sap, b, ldb, K, accumulate); break;
-        case 2: tile<2, NV>(c, ldc, a, sar, sap, b, ldb, K, accumulate); break;
-        default: tile<1, NV>(c, ldc, a, sar, sap, b, ldb, K, accumulate); break;
+    if constexpr (MR > 1) {
+        if (mr < MR) return tile_rows<NV, MR - 1>(mr, c, ldc, a, sar, sap, b, ldb, K, accumulate);
+    }
+    tile<MR, NV>(c, ldc, a, sar, sap, b, ldb, K, accumulate);
+}
+
+// Column strips of up to 4 vectors (6 x 64 tiles: 24 accumulators, 4 B vectors, 1
+// broadcast = 29 of the 32 zmm registers); within a strip each row group computes only the
+// vectors its band leaves (1 to 4: a strip of one vector, D = 16 say, takes 12-row groups).
+// N is a multiple of kW. The tile shape does not change a result: every element is the
+// same FMA chain over the same p either way (a group's extra p only add A's zeros).
+void gemm(float* C, int64_t ldc, const float* A, int64_t sar, int64_t sap, const float* B, int64_t ldb, int64_t M,
+          int64_t N, int64_t K, bool accumulate, TileBand band) {
+    for (int64_t n0 = 0; n0 < N; n0 += 4 * kW) {
+        const int64_t w = std::min<int64_t>(4 * kW, N - n0);  // the strip's columns
+        const int64_t step = w == kW ? kRows<1> : kRows<4>;
+        for (int64_t m0 = 0; m0 < M; m0 += step) {
+            const int64_t mr = M - m0 < step ? M - m0 : step;
+            // the group's needed columns of this strip, [lo, hi) relative to n0, in whole vectors
+            const int64_t hi = std::min(w, band.n_hi + m0 + mr - n0);
+            const int64_t lo = std::max<int64_t>(0, band.n_lo + m0 - n0);
+            if (hi <= lo) continue;  // masked for every row of the group
+            const int64_t v0 = lo / kW, nv = (hi + kW - 1) / kW - v0;
+            const int64_t k0 = std::clamp<int64_t>(band.k_lo + m0, 0, K);
+            const int64_t k1 = std::clamp<int64_t>(band.k_hi + m0 + mr, k0, K);
+            float* c = C + m0 * ldc + n0 + v0 * kW;
+            const float* a = A + m0 * sar + k0 * sap;
+            const float* b = B + k0 * ldb + n0 + v0 * kW;
+            switch (nv) {
+                case 4: tile_rows<4>(mr, c, ldc, a, sar, sap, b, ldb, k1 - k0, accumulate); break;
+                case 3: tile_rows<3>(mr, c, ldc, a, sar, sap, b, ldb, k1 - k0, accumulate); break;
+                case 2: tile_rows<2>(mr, c, ldc, a, sar, sap, b, ldb, k1 - k0, accumulate); break;
+                default: tile_rows<1>(mr, c, ldc, a, sar, sap, b, ldb, k1 - k0, accumulate); break;
+            }
+        }
     }
 }
 
-// Column strips of 4 vectors (6 x 64 tiles: 24 accumulators, 4 B vectors, 1 broadcast =
-// 29 of the 32 zmm registers), a 2-vector tile for a 32-column remainder or where the
-// band leaves only one half of a strip to compute. The tile width does not change a
-// result: every element is the same FMA chain over the same p either way.
-void gemm(float* C, int64_t ldc, const float* A, int64_t sar, int64_t sap, const float* B, int64_t ldb, int64_t M,
-          int64_t N, int64_t K, bool accumulate, TileBand band) {
-    for (int64_t n0 = 0; n0 < N; n0 += 2 * kNR) {
-        for (int64_t m0 = 0; m0 < M; m0 += kMR) {
-            const int64_t mr = M - m0 < kMR ? M - m0 : kMR;
-            // the group's needed columns of this strip: [lo, hi) relative to n0
-            const int64_t hi = std::min(N, band.n_hi + m0 + mr) - n0;
-            const int64_t lo = std::max<int64_t>(0, band.n_lo + m0 - n0);
-            const bool left = hi > 0 && lo < kNR, right = hi > kNR && lo < 2 * kNR;
-            if (!left && !right) continue;  // masked for every row of the group
-            const int64_t k0 = std::clamp<int64_t>(band.k_lo + m0, 0, K);
-            const int64_t k1 = std::clamp<int64_t>(band.k_hi + m0 + mr, k0, K);
-            const int64_t n1 = left ? n0 : n0 + kNR;
-            float* c = C + m0 * ldc + n1;
-            const float* a = A + m0 * sar + k0 * sap;
-            const float* b = B + k0 * ldb + n1;
-            if (left && right)
-                tile_rows<4>(mr, c, ldc, a, sar, sap, b, ldb, k1 - k0, accumulate);
-            else
-                tile_rows<2>(mr, c, ldc, a, sar, sap, b, ldb, k1 - k0, accumulate);
-        }
+// The 16 x 16 transpose of r[0..15] in place: pairs of rows interleaved, then quadruples
+// (r[4i+j] then holds column 4L+j of rows 4i..4i+3 in its 128-bit lane L), then the 4 x 4
+// transpose of 128-bit lanes. 64 shuffles for 256 elements.
+inline void transpose16(vec r[kW]) {
+    vec t[kW];
+    for (int i = 0; i < kW; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
     }
+    for (int i = 0; i < kW; i += 4) {
+        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int j = 0; j < 4; j++) {
+        const vec u0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x44), u1 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xEE);
+        const vec u2 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x44);
+        const vec u3 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xEE);
+        t[j] = _mm512_shuffle_f32x4(u0, u2, 0x88);
+        t[4 + j] = _mm512_shuffle_f32x4(u0, u2, 0xDD);
+        t[8 + j] = _mm512_shuffle_f32x4(u1, u3, 0x88);
+        t[12 + j] = _mm512_shuffle_f32x4(u1, u3, 0xDD);
+    }
+    for (int i = 0; i < kW; i++) r[i] = t[i];
+}
+
+// TileKernels::pack_t by 16 x 16 blocks (np and dp are multiples of kW): rows past n and
+// columns past d load as zeros.
+void pack_t(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t n, int64_t np, int64_t d, int64_t dp,
+            float c) {
+    const vec vc = vset1(c), zero = vset1(0.0f);
+    for (int64_t i0 = 0; i0 < np; i0 += kW)
+        for (int64_t p0 = 0; p0 < dp; p0 += kW) {
+            const int64_t rows = std::clamp<int64_t>(n - i0, 0, kW), cols = std::clamp<int64_t>(d - p0, 0, kW);
+            vec r[kW];
+            for (int i = 0; i < kW; i++) {
+                const float* s = src + (i0 + i) * lds + p0;
+                r[i] = i >= rows || cols == 0 ? zero : cols == kW ? vload(s) : vload_tail(s, cols);
+            }
+            transpose16(r);
+            for (int q = 0; q < kW; q++) vstore(dst + (p0 + q) * ldd + i0, vmul(r[q], vc));
+        }
 }
 
 #include "cpu/attention_cols.h"  // gemm_nt, the row kernels, softmax_cols and Rows
@@ -187,8 +242,8 @@ void gemm(float* C, int64_t ldc, const float* A, int64_t sar, int64_t sap, const
 }  // namespace
 
 const TileKernels<float>& tile_kernels_avx512() {
-    static const TileKernels<float> k{kNR, gemm, gemm_nt, softmax_tile_rows<Rows, float>, softmax_cols,
-                                      pds_tile_rows<Rows, float>};
+    static const TileKernels<float> k{kW, gemm, gemm_nt, softmax_tile_rows<Rows, float>, softmax_cols,
+                                      pds_tile, pack_t};
     return k;
 }
 

@@ -1,10 +1,10 @@
 // The ISA-independent part of the SIMD attention tile kernels, written once for
 // attention_avx2.cpp and attention_avx512.cpp, which include it inside their anonymous
 // namespace after their vector wrappers (vec, kW, vload, vstore, vload_tail, vstore_tail,
-// vkeep_tail, vset1, vmax, vsub, vadd, vmul, vfmadd, hsum, hmax, exp2v, vkeep_from,
-// vany_ne): gemm_nt, the row kernels (row_max, exp2_row, ds_row, scale_row), the forward's
-// online softmax on a transposed score tile (see TileKernels::softmax_cols in
-// cpu/attention.h), and the Rows adapter.
+// vstore_zeros, vkeep_tail, vset1, vmax, vsub, vadd, vmul, vfmadd, hsum, hmax, exp2v, vkeep_from,
+// vany_ne): gemm_nt, the row kernels (row_max, exp2_row, scale_row), the backward's P and
+// dS tile (pds_tile), the forward's online softmax on a transposed score tile (see
+// TileKernels::softmax_cols in cpu/attention.h), and the Rows adapter.
 //
 // In softmax_cols, queries run across a row, so a column's max and sum are lane-wise maxima and sums down
 // the rows: no horizontal reduction, no branch on whether a row's max moved (alpha is 1
@@ -74,21 +74,32 @@ inline float exp2_row(float* x, int64_t n, int64_t npad, float c, float sub) {
         sum = vadd(sum, e);
         i += kW;
     }
-    for (; i < npad; i += kW) vstore(x + i, zero);
+    for (; i < npad; i += kW) vstore_zeros(x + i);
     return hsum(sum);
 }
 
-inline void ds_row(float* dp, const float* p, int64_t n, int64_t npad, float d, float scale) {
-    const vec vd = vset1(d), vs = vset1(scale);
-    int64_t i = 0;
-    for (; i + kW <= n; i += kW)
-        vstore(dp + i, vmul(vmul(vload(p + i), vsub(vload(dp + i), vd)), vs));
-    if (i < n) {
-        const vec r = vmul(
-            vmul(vload_tail(p + i, n - i), vsub(vload_tail(dp + i, n - i), vd)), vs);
-        vstore_tail(dp + i, r, n - i);
+// TileKernels::pds_tile in one pass over each row: P = exp2(S c - sub[r]) and
+// dS = P (dP - d[r]) scale a vector at a time, while both are in registers. nkp is a
+// multiple of the vector width, so the vector holding a row's last visible key lies
+// within the row; its lanes past it (S and dP there may be unset) become 0.
+void pds_tile(float* p, float* ds, int64_t ld, int64_t mq, int64_t nk, int64_t nkp, int64_t base, float c,
+              const float* sub, const float* d, float scale) {
+    const vec vc = vset1(c), vs = vset1(scale), zero = vset1(0.0f);
+    for (int64_t r = 0; r < mq; r++) {
+        float* pr = p + r * ld;
+        float* dr = ds + r * ld;
+        const int64_t n = visible_keys(base, r, nk);
+        const vec vnegsub = vset1(-sub[r]), vd = vset1(d[r]);
+        int64_t i = 0;
+        for (; i < n; i += kW) {
+            vec e = exp2v(vfmadd(vload(pr + i), vc, vnegsub));
+            vec g = vmul(vmul(e, vsub(vload(dr + i), vd)), vs);
+            if (n - i < kW) e = vkeep_tail(e, n - i, zero), g = vkeep_tail(g, n - i, zero);
+            vstore(pr + i, e);
+            vstore(dr + i, g);
+        }
+        for (; i < nkp; i += kW) vstore_zeros(pr + i), vstore_zeros(dr + i);
     }
-    for (i = n; i < npad; i++) dp[i] = 0.0f;
 }
 
 inline void scale_row(float* x, int64_t n, float a) {
@@ -103,7 +114,7 @@ inline void scale_row(float* x, int64_t n, float a) {
 void softmax_cols(float* st, int64_t ld, int64_t nk, int64_t nq, int64_t base, float* m, float* l, float* o,
                   int64_t ldo, int64_t no) {
     const vec ninf = vset1(-__builtin_inff()), zero = vset1(0.0f);
-    alignas(64) float alpha_lanes[kW];
+    alignas(64) float alpha_lanes[kW], lold_lanes[kW];
     for (int64_t ci = 0; ci < nq; ci += kW) {
         const int64_t full_end = visible_keys(base, ci, nk), part_end = visible_keys(base, ci + kW - 1, nk);
         float* col = st + ci;
@@ -143,12 +154,17 @@ void softmax_cols(float* st, int64_t ld, int64_t nk, int64_t nq, int64_t base, f
             s0 = vadd(s0, e);
         }
         for (; j < nk; j++) vstore(col + j * ld, zero);
-        vstore(l + ci, vfmadd(vload(l + ci), alpha, vadd(s0, s1)));
-        if (vany_ne(alpha, 1.0f)) {
+        const vec lold = vload(l + ci);
+        vstore(l + ci, vfmadd(lold, alpha, vadd(s0, s1)));
+        // a query whose sum was 0 has seen no key yet: its output row is still 0 (the
+        // first key block of every query, all of them when there is one block)
+        if (vany_ne(alpha, 1.0f) && vany_ne(lold, 0.0f)) {
             vstore(alpha_lanes, alpha);
+            vstore(lold_lanes, lold);
             const int64_t lanes = nq - ci < kW ? nq - ci : kW;
             for (int64_t q = 0; q < lanes; q++)
-                if (alpha_lanes[q] != 1.0f) scale_row(o + (ci + q) * ldo, no, alpha_lanes[q]);
+                if (alpha_lanes[q] != 1.0f && lold_lanes[q] != 0.0f)
+                    scale_row(o + (ci + q) * ldo, no, alpha_lanes[q]);
         }
     }
 }
@@ -158,9 +174,6 @@ struct Rows {
     static float row_max(const float* x, int64_t n) { return femtogpt::cpu::attn_detail::row_max(x, n); }
     static float exp2_row(float* x, int64_t n, int64_t npad, float c, float sub) {
         return femtogpt::cpu::attn_detail::exp2_row(x, n, npad, c, sub);
-    }
-    static void ds_row(float* dp, const float* p, int64_t n, int64_t npad, float d, float scale) {
-        femtogpt::cpu::attn_detail::ds_row(dp, p, n, npad, d, scale);
     }
     static void scale_row(float* x, int64_t n, float a) { femtogpt::cpu::attn_detail::scale_row(x, n, a); }
 };

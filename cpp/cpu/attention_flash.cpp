@@ -28,9 +28,11 @@
 // those the tile products skip the register tiles the mask zeroes (TileBand), so a
 // diagonal tile costs about half a full one. Masked probabilities and dS are exact zeros,
 // so a key never touches the output or dQ of a query that cannot see it.
-// D and the key blocks are zero-padded to the tile width `nr` of the ISA's kernels.
+// D and the key blocks are zero-padded to the column granularity `nr` of the ISA's kernels.
 //
-// Backward packs K^T and V^T blocks once per head, shared by its query blocks. Below
+// Backward packs K^T and V^T blocks once per head, shared by its query blocks (the ISA's
+// pack_t, a transpose). When D needs no padding, dQ, dK and dV are summed in place in the
+// outputs, the first tile of each sum setting it (no zeroing, no copy out). Below
 // kDirectMaxQueries queries (KV-cache decoding) the forward takes scores row by row.
 #include <algorithm>
 #include <cmath>
@@ -169,7 +171,7 @@ template <typename T>
 const TileKernels<T>& tile_kernels_generic() {
     static const TileKernels<T> k{kGenericNR, gemm_generic<T>, gemm_nt_generic<T>,
                                   softmax_tile_rows<RowsGeneric<T>, T>, softmax_cols_generic<T>,
-                                  pds_tile_rows<RowsGeneric<T>, T>};
+                                  pds_tile_rows<RowsGeneric<T>, T>, pack_t_rows<T>};
     return k;
 }
 template const TileKernels<float>& tile_kernels_generic<float>();
@@ -246,21 +248,6 @@ void pack_rows(T* dst, const T* src, int64_t ld, int64_t n, int64_t D, int64_t D
     }
 }
 
-// (Tk, D) rows of stride ld -> key blocks transposed, block kb being (Dp, Bkp), zero padded.
-template <typename T>
-void pack_transposed_blocks(T* dst, const T* src, int64_t ld, const Geometry& g) {
-    for (int64_t kb = 0; kb < g.nkb; kb++) {
-        T* blk = dst + kb * g.Dp * g.Bkp;
-        // zero first (the padding stays 0): the scattered stores then hit cached lines
-        std::memset(blk, 0, size_t(g.Dp * g.Bkp) * sizeof(T));
-        const int64_t nk = g.keys(kb);
-        for (int64_t j = 0; j < nk; j++) {
-            const T* s = src + (kb * g.Bk + j) * ld;
-            for (int64_t d = 0; d < g.D; d++) blk[d * g.Bkp + j] = s[d];
-        }
-    }
-}
-
 // Rows (n, Dp) -> (n, D) rows of stride ld.
 template <typename T>
 void unpack_rows(T* dst, int64_t ld, const T* src, int64_t n, int64_t D, int64_t Dp) {
@@ -276,6 +263,34 @@ int threads_for(int64_t BH, int64_t Tq, int64_t Tk, int64_t D) {
 
 // Whether this many heads keep every thread busy on its own (see the top of the file).
 bool per_head_schedule(int64_t BH, int nt) { return BH % nt == 0 || BH >= 4 * int64_t(nt); }
+
+// Heads a thread takes at a time in the per-head schedules: up to the H heads of one batch
+// element, while that leaves 8 chunks a thread for the balance. In a GPT's fused layout a
+// row's cache lines hold every head's D values (a head of D = 16 is one line of q, k, v,
+// out and each gradient), so threads on neighbouring heads contend for lines; whole batch
+// elements keep them apart (femto backward on 2 threads: 0.39 -> 0.26 ms).
+int64_t head_chunk(int64_t BH, int64_t H, int nt) {
+    return std::max<int64_t>(1, std::min<int64_t>(H, BH / (8 * int64_t(nt))));
+}
+
+// Asks for the cache lines of n rows of D values (stride ld) ahead of their use, into L2.
+// The per-head schedules call it on the next head's inputs while this head computes: in a
+// GPT's fused layout a head's rows lie 3C floats apart, one to four lines each, a new page
+// every few rows, which the hardware prefetchers do not follow (the small preset's forward
+// waited ~20% of its time on them). Only for inputs of kPrefetchBytes: smaller heads (the
+// femto preset's, 20 KB) compute in about the time their prefetches take to arrive, and
+// the burst held up their own loads (~8% slower); larger ones would not fit beside the
+// current head in L2.
+constexpr int64_t kPrefetchBytes[2] = {int64_t(1) << 16, int64_t(1) << 19};
+
+bool prefetch_heads(int64_t bytes) { return bytes >= kPrefetchBytes[0] && bytes <= kPrefetchBytes[1]; }
+
+template <typename T>
+void prefetch_rows(const T* p, int64_t ld, int64_t n, int64_t D) {
+    constexpr int64_t kLine = 64 / sizeof(T);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t d = 0; d < D; d += kLine) __builtin_prefetch(p + i * ld + d, 0, 2);
+}
 
 // ---------------------------------------------------------------- forward
 
@@ -339,17 +354,13 @@ void fwd_qblock(T* out, int64_t ldo, T* lse, const FwdHead<T>& hd, const Geometr
                 const TileKernels<T>& kn, T* scratch) {
     const int64_t i0 = qb * g.Bq, mq = g.rows(qb), D = g.D, Dp = g.Dp, ld = fwd_bqp(g, kn.nr);
     const int64_t nqp = round_up(mq, kn.nr);
-    T* qt = scratch;                 // (D, ld): (c Q_blk)^T, zero past mq
+    T* qt = scratch;                 // (Dp, ld): (c Q_blk)^T, zero past mq and D
     T* st = qt + slice(Dp * ld);     // (nk, ld): S^T, then P^T
     T* o = st + slice(g.Bk * ld);    // (mq, Dp): unnormalized output
     T* m = o + slice(g.Bq * Dp);     // (ld): running max of S*c per query
     T* l = m + slice(ld);            // (ld): running sum of exp2(S*c - m)
     // Q * c: the scores come out in base-2 units, and their max is the max whatever c's sign
-    for (int64_t d = 0; d < D; d++) {
-        T* row = qt + d * ld;
-        for (int64_t r = 0; r < mq; r++) row[r] = hd.q[(i0 + r) * hd.ldq + d] * c;
-        for (int64_t r = mq; r < ld; r++) row[r] = T(0);
-    }
+    kn.pack_t(qt, ld, hd.q + i0 * hd.ldq, hd.ldq, mq, ld, D, Dp, c);
     std::fill(o, o + mq * Dp, T(0));
     std::fill(m, m + ld, -std::numeric_limits<T>::infinity());
     std::fill(l, l + ld, T(0));
@@ -427,6 +438,7 @@ void attention_flash_forward(Heads<T> out, T* lse, Heads<const T> q, Heads<const
     const T c = scale * T(kLog2e);
     const int nt = threads_for(BH, Tq, Tk, D);
     const bool per_head = per_head_schedule(BH, nt);
+    const int64_t chunk = head_chunk(BH, H, nt);
     const int64_t slot_size = fwd_slot_size<T>(g), scratch_size = fwd_scratch_size<T>(g, kn.nr);
     const int64_t nslots = per_head ? nt : BH;
     PoolBuffer slots(size_t(nslots * slot_size) * sizeof(T));
@@ -436,10 +448,17 @@ void attention_flash_forward(Heads<T> out, T* lse, Heads<const T> q, Heads<const
         return fwd_pack<T>(slot, q.at(b, h), q.row, k.at(b, h), k.row, v.at(b, h), v.row, g);
     };
     auto out_head = [&](int64_t bh) { return out.at(bh / H, bh % H); };
+    const bool prefetch = prefetch_heads((Tq + 2 * Tk) * D * int64_t(sizeof(T)));
     if (per_head) {
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+#pragma omp parallel for schedule(dynamic, chunk) num_threads(nt)
         for (int64_t bh = 0; bh < BH; bh++) {
             const int tid = thread_id();
+            if (prefetch && bh + 1 < BH) {
+                const int64_t b = (bh + 1) / H, h = (bh + 1) % H;
+                prefetch_rows(q.at(b, h), q.row, Tq, D);
+                prefetch_rows(k.at(b, h), k.row, Tk, D);
+                prefetch_rows(v.at(b, h), v.row, Tk, D);
+            }
             FwdHead<T> hd = head_in(bh, slots.data<T>() + tid * slot_size);
             for (int64_t qb = 0; qb < g.nqb; qb++)
                 fwd_block<T>(out_head(bh), out.row, lse + bh * Tq, hd, g, qb, c, kn,
@@ -494,20 +513,33 @@ struct BwdInputs {
     int64_t ldq, ldk, ldv, ldo, lddo;
 };
 
+// x . y over n elements in four interleaved sums (element d into sum d % 4): a fixed order,
+// and one short vector for the compiler instead of a chain of n dependent adds.
 template <typename T>
-BwdHead<T> bwd_pack(T* slot, const BwdInputs<T>& in, const Geometry& g) {
+T dot(const T* x, const T* y, int64_t n) {
+    T s[4] = {0, 0, 0, 0};
+    int64_t d = 0;
+    for (; d + 4 <= n; d += 4)
+        for (int j = 0; j < 4; j++) s[j] += x[d + j] * y[d + j];
+    for (; d < n; d++) s[d % 4] += x[d] * y[d];
+    return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+template <typename T>
+BwdHead<T> bwd_pack(T* slot, const BwdInputs<T>& in, const Geometry& g, const TileKernels<T>& kn) {
     BwdHead<T> hd;
     T* kt = slot;
     T* vt = kt + slice(g.nkb * g.Dp * g.Bkp);
     T* l2 = vt + slice(g.nkb * g.Dp * g.Bkp);
     T* drow = l2 + slice(g.Tq);
-    pack_transposed_blocks(kt, in.k, in.ldk, g);
-    pack_transposed_blocks(vt, in.v, in.ldv, g);
+    for (int64_t kb = 0; kb < g.nkb; kb++) {  // K^T and V^T blocks, (Dp, Bkp) each
+        const int64_t j0 = kb * g.Bk, nk = g.keys(kb), at = kb * g.Dp * g.Bkp;
+        kn.pack_t(kt + at, g.Bkp, in.k + j0 * in.ldk, in.ldk, nk, g.Bkp, g.D, g.Dp, T(1));
+        kn.pack_t(vt + at, g.Bkp, in.v + j0 * in.ldv, in.ldv, nk, g.Bkp, g.D, g.Dp, T(1));
+    }
     for (int64_t i = 0; i < g.Tq; i++) {
         l2[i] = in.lse[i] * T(kLog2e);
-        T acc = 0;
-        for (int64_t d = 0; d < g.D; d++) acc += in.dout[i * in.lddo + d] * in.out[i * in.ldo + d];
-        drow[i] = acc;
+        drow[i] = dot(in.dout + i * in.lddo, in.out + i * in.ldo, g.D);
     }
     hd.kt = kt, hd.vt = vt, hd.l2 = l2, hd.drow = drow;
     hd.q = in.q, hd.k = in.k, hd.dout = in.dout, hd.ldq = in.ldq, hd.ldk = in.ldk, hd.lddo = in.lddo;
@@ -529,7 +561,7 @@ BwdHead<T> bwd_pack(T* slot, const BwdInputs<T>& in, const Geometry& g) {
 constexpr int64_t kKeyBlocksPerSweep = 2;
 
 // Scratch of one thread: P and dS tiles, dK and dV accumulators for each key block of a
-// sweep, and the two-pass schedule's dQ accumulator.
+// sweep, and the two-pass schedule's dQ accumulator (the accumulators only when D is padded).
 template <typename T>
 int64_t bwd_scratch_size(const Geometry& g) {
     return 2 * slice(g.Bq * g.Bkp) + 2 * kKeyBlocksPerSweep * slice(g.Bk * g.Dp) + slice(g.Bq * g.Dp);
@@ -551,36 +583,42 @@ void bwd_tile(T* p, T* ds, const BwdHead<T>& hd, const Geometry& g, int64_t qb, 
 }
 
 // dK and dV rows of key blocks [kb0, kb0 + nb) (nb <= kKeyBlocksPerSweep); with dq_acc
-// (Tq,Dp), rows of stride ld_acc, also adds each tile's dS K to it. Every dQ row still takes
-// its tiles in ascending key-block order, whatever nb.
+// (Tq,Dp), rows of stride ld_acc, also adds each tile's dS K to it (its first key block,
+// 0, sets it). Every dQ row still takes its tiles in ascending key-block order, whatever nb.
+// dK and dV are summed in place when their rows need no padding, else in scratch; either
+// way a key block's first tile sets them, so nothing is zeroed first.
 template <typename T>
 void bwd_kblocks(const BwdGrads<T>& out, T* dq_acc, int64_t ld_acc, const BwdHead<T>& hd, const Geometry& g,
                  int64_t kb0, int64_t nb, T c, T scale, const TileKernels<T>& kn, T* scratch) {
     const int64_t Dp = g.Dp, ld = g.Bkp;
+    const bool padded = g.D != Dp;
     T* p = scratch;
     T* ds = p + slice(g.Bq * ld);
-    T* acc = ds + slice(g.Bq * ld);  // key block b: dK at acc + 2b * stride, dV after it
+    T* acc = ds + slice(g.Bq * ld);  // when padded, key block b: dK at acc + 2b * stride, dV after it
     const int64_t stride = slice(g.Bk * Dp);
-    for (int64_t b = 0; b < nb; b++) std::fill(acc + 2 * b * stride, acc + 2 * b * stride + 2 * stride, T(0));
     for (int64_t qb = g.qb_begin(kb0); qb < g.nqb; qb++) {
         const int64_t i0 = qb * g.Bq, mq = g.rows(qb);
         for (int64_t b = 0; b < nb; b++) {
             const int64_t kb = kb0 + b, j0 = kb * g.Bk, nk = g.keys(kb);
             if (qb < g.qb_begin(kb)) continue;  // the whole tile is masked
-            T* dk_acc = acc + 2 * b * stride;
-            T* dv_acc = dk_acc + stride;
+            const bool first = qb == g.qb_begin(kb);
+            T* dk_acc = padded ? acc + 2 * b * stride : out.dk + j0 * out.ldk;
+            T* dv_acc = padded ? dk_acc + stride : out.dv + j0 * out.ldv;
+            const int64_t lddk = padded ? Dp : out.ldk, lddv = padded ? Dp : out.ldv;
             bwd_tile(p, ds, hd, g, qb, kb, c, scale, kn);
             const int64_t base = g.band_base(i0, j0);
             const TileBand keys_rows{TileBand::kAll, -base, TileBand::kAll};
             const TileBand query_rows{TileBand::kAll, -TileBand::kAll, base};
-            kn.gemm(dv_acc, Dp, p, 1, ld, hd.dout + i0 * hd.lddo, hd.lddo, nk, Dp, mq, true,
+            kn.gemm(dv_acc, lddv, p, 1, ld, hd.dout + i0 * hd.lddo, hd.lddo, nk, Dp, mq, !first,
                     keys_rows);  // dV += P^T dO
-            kn.gemm(dk_acc, Dp, ds, 1, ld, hd.q + i0 * hd.ldq, hd.ldq, nk, Dp, mq, true, keys_rows);  // dK += dS^T Q
+            kn.gemm(dk_acc, lddk, ds, 1, ld, hd.q + i0 * hd.ldq, hd.ldq, nk, Dp, mq, !first,
+                    keys_rows);  // dK += dS^T Q
             if (dq_acc)  // dQ += dS K
-                kn.gemm(dq_acc + i0 * ld_acc, ld_acc, ds, ld, 1, hd.k + j0 * hd.ldk, hd.ldk, mq, Dp, nk, true,
+                kn.gemm(dq_acc + i0 * ld_acc, ld_acc, ds, ld, 1, hd.k + j0 * hd.ldk, hd.ldk, mq, Dp, nk, kb > 0,
                         query_rows);
         }
     }
+    if (!padded) return;
     for (int64_t b = 0; b < nb; b++) {
         const int64_t j0 = (kb0 + b) * g.Bk, nk = g.keys(kb0 + b);
         unpack_rows(out.dk + j0 * out.ldk, out.ldk, acc + 2 * b * stride, nk, g.D, Dp);
@@ -588,23 +626,25 @@ void bwd_kblocks(const BwdGrads<T>& out, T* dq_acc, int64_t ld_acc, const BwdHea
     }
 }
 
-// dQ rows of query block qb (the two-pass schedule's second pass).
+// dQ rows of query block qb (the two-pass schedule's second pass), summed in place when
+// they need no padding.
 template <typename T>
-void bwd_qblock(T* dq, int64_t lddq, const BwdHead<T>& hd, const Geometry& g, int64_t qb, T c, T scale, const TileKernels<T>& kn,
-                T* scratch) {
+void bwd_qblock(T* dq, int64_t lddq, const BwdHead<T>& hd, const Geometry& g, int64_t qb, T c, T scale,
+                const TileKernels<T>& kn, T* scratch) {
     const int64_t i0 = qb * g.Bq, mq = g.rows(qb), Dp = g.Dp, ld = g.Bkp;
+    const bool padded = g.D != Dp;
     T* p = scratch;
     T* ds = p + slice(g.Bq * ld);
-    T* dq_acc = ds + slice(g.Bq * ld) + 2 * kKeyBlocksPerSweep * slice(g.Bk * Dp);
-    std::fill(dq_acc, dq_acc + mq * Dp, T(0));
+    T* dq_acc = padded ? ds + slice(g.Bq * ld) + 2 * kKeyBlocksPerSweep * slice(g.Bk * Dp) : dq + i0 * lddq;
+    const int64_t ld_acc = padded ? Dp : lddq;
     const int64_t kb_end = g.kb_end(qb);
     for (int64_t kb = 0; kb < kb_end; kb++) {
         bwd_tile(p, ds, hd, g, qb, kb, c, scale, kn);
         const TileBand query_rows{TileBand::kAll, -TileBand::kAll, g.band_base(i0, kb * g.Bk)};
-        kn.gemm(dq_acc, Dp, ds, ld, 1, hd.k + kb * g.Bk * hd.ldk, hd.ldk, mq, Dp, g.keys(kb), true,
+        kn.gemm(dq_acc, ld_acc, ds, ld, 1, hd.k + kb * g.Bk * hd.ldk, hd.ldk, mq, Dp, g.keys(kb), kb > 0,
                 query_rows);  // dQ += dS K
     }
-    unpack_rows(dq + i0 * lddq, lddq, dq_acc, mq, g.D, Dp);
+    if (padded) unpack_rows(dq + i0 * lddq, lddq, dq_acc, mq, g.D, Dp);
 }
 
 }  // namespace
@@ -632,6 +672,7 @@ void attention_flash_backward(Heads<T> dq, Heads<T> dk, Heads<T> dv, Heads<const
     const T c = scale * T(kLog2e);
     const int nt = threads_for(BH, Tq, Tk, D);
     const bool per_head = per_head_schedule(BH, nt);
+    const int64_t chunk = head_chunk(BH, H, nt);
     const int64_t dq_acc_size = per_head && D != g.Dp ? slice(Tq * g.Dp) : 0;
     const int64_t slot_size = bwd_slot_size<T>(g) + dq_acc_size, scratch_size = bwd_scratch_size<T>(g);
     const int64_t nslots = per_head ? nt : BH;
@@ -641,23 +682,31 @@ void attention_flash_backward(Heads<T> dq, Heads<T> dk, Heads<T> dv, Heads<const
         const int64_t b = bh / H, h = bh % H;
         const BwdInputs<T> in{q.at(b, h), k.at(b, h), v.at(b, h), out.at(b, h), dout.at(b, h), lse + bh * Tq,
                               q.row,      k.row,      v.row,      out.row,      dout.row};
-        return bwd_pack<T>(slot, in, g);
+        return bwd_pack<T>(slot, in, g, kn);
     };
     auto grads = [&](int64_t bh) {
         const int64_t b = bh / H, h = bh % H;
         return BwdGrads<T>{dq.at(b, h), dk.at(b, h), dv.at(b, h), dq.row, dk.row, dv.row};
     };
+    const bool prefetch = prefetch_heads((3 * Tq + 2 * Tk) * D * int64_t(sizeof(T)));
     if (per_head) {
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+#pragma omp parallel for schedule(dynamic, chunk) num_threads(nt)
         for (int64_t bh = 0; bh < BH; bh++) {
             const int tid = thread_id();
+            if (prefetch && bh + 1 < BH) {
+                const int64_t b = (bh + 1) / H, h = (bh + 1) % H;
+                prefetch_rows(q.at(b, h), q.row, Tq, D);
+                prefetch_rows(k.at(b, h), k.row, Tk, D);
+                prefetch_rows(v.at(b, h), v.row, Tk, D);
+                prefetch_rows(out.at(b, h), out.row, Tq, D);
+                prefetch_rows(dout.at(b, h), dout.row, Tq, D);
+            }
             T* slot = slots.data<T>() + tid * slot_size;
             BwdHead<T> hd = head_in(bh, slot);
             const BwdGrads<T> gr = grads(bh);
             // dQ is summed in place when its rows need no padding
             T* dq_acc = D != g.Dp ? slot + bwd_slot_size<T>(g) : gr.dq;
             const int64_t ld_acc = D != g.Dp ? g.Dp : gr.ldq;
-            for (int64_t i = 0; i < Tq; i++) std::fill_n(dq_acc + i * ld_acc, g.Dp, T(0));
             for (int64_t kb = 0; kb < g.nkb; kb += kKeyBlocksPerSweep)
                 bwd_kblocks<T>(gr, dq_acc, ld_acc, hd, g, kb, std::min(kKeyBlocksPerSweep, g.nkb - kb), c, scale, kn,
                                scratch.data<T>() + tid * scratch_size);
