@@ -82,7 +82,8 @@ void gelu_backward_reference(T* dx, const T* dout, const T* x, int64_t n, GeluAp
 template <typename T>
 void gelu_forward(T* out, const T* x, int64_t n, GeluApprox approx) {
     if constexpr (std::is_same_v<T, float>) {
-        if (active_isa() != Isa::generic) return gelu_forward_avx2(out, x, n, approx);
+        if (active_isa() == Isa::avx512) return gelu_forward_avx512(out, x, n, approx);
+        if (active_isa() == Isa::avx2) return gelu_forward_avx2(out, x, n, approx);
     }
     if (approx == GeluApprox::tanh) {
 #pragma omp parallel for simd schedule(static) if (n > kParallelElems)
@@ -97,7 +98,8 @@ void gelu_forward(T* out, const T* x, int64_t n, GeluApprox approx) {
 template <typename T>
 void gelu_inplace_serial(T* x, int64_t n, GeluApprox approx) {
     if constexpr (std::is_same_v<T, float>) {
-        if (active_isa() != Isa::generic) return gelu_inplace_serial_avx2(x, n, approx);
+        if (active_isa() == Isa::avx512) return gelu_inplace_serial_avx512(x, n, approx);
+        if (active_isa() == Isa::avx2) return gelu_inplace_serial_avx2(x, n, approx);
     }
     if (approx == GeluApprox::tanh) {
 #pragma omp simd
@@ -112,7 +114,8 @@ void gelu_inplace_serial(T* x, int64_t n, GeluApprox approx) {
 template <typename T>
 void gelu_backward(T* dx, const T* dout, const T* x, int64_t n, GeluApprox approx) {
     if constexpr (std::is_same_v<T, float>) {
-        if (active_isa() != Isa::generic) return gelu_backward_avx2(dx, dout, x, n, approx);
+        if (active_isa() == Isa::avx512) return gelu_backward_avx512(dx, dout, x, n, approx);
+        if (active_isa() == Isa::avx2) return gelu_backward_avx2(dx, dout, x, n, approx);
     }
     if (approx == GeluApprox::tanh) {
 #pragma omp parallel for simd schedule(static) if (n > kParallelElems)

@@ -40,6 +40,10 @@ void relu_backward(T* dx, const T* dout, const T* out, int64_t n);
 // within ~2e-6 relative of the float64 formulas; same contract as the generic kernels.
 void gelu_forward_avx2(float* out, const float* x, int64_t n, GeluApprox approx);
 void gelu_inplace_serial_avx2(float* x, int64_t n, GeluApprox approx);
+// AVX-512 (activation_avx512.cpp): the tanh form on 16 lanes, the erf form handed to AVX2.
+void gelu_forward_avx512(float* out, const float* x, int64_t n, GeluApprox approx);
+void gelu_inplace_serial_avx512(float* x, int64_t n, GeluApprox approx);
+void gelu_backward_avx512(float* dx, const float* dout, const float* x, int64_t n, GeluApprox approx);
 void gelu_backward_avx2(float* dx, const float* dout, const float* x, int64_t n, GeluApprox approx);
 
 }  // namespace femtogpt::cpu

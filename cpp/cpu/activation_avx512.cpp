@@ -1,0 +1,98 @@
+// GELU (tanh form, GPT-2's) on AVX-512, float32: activation_avx2.cpp's math on 16 lanes,
+// with the exp of vecmath_avx512.h; within ~2e-6 relative of the float64 formula (held by
+// tests/test_nn_ops.py on a dense sweep). The exact (erf) form stays on the AVX2 kernels.
+//   s = 1 / (1 + exp(-2u)) = 0.5 (1 + tanh(u)),  u = sqrt(2/pi) (x + 0.044715 x^3)
+//   gelu(x) = x s,  gelu'(x) = s + 2 x s (1 - s) du/dx
+#include <algorithm>
+
+#include "cpu/activation.h"
+#include "cpu/vecmath_avx512.h"
+
+namespace femtogpt::cpu {
+
+namespace {
+
+constexpr int64_t kParallelElems = 32768;
+constexpr int64_t kBlock = 4096;  // elements per OpenMP work item
+
+// -2u = x (a + b x^2), at most 88 (so that exp(-2u) stays finite and 1 / (1 + exp(-2u)) is 0
+// rather than NaN for x < -10; min returns its second operand, so a NaN x stays NaN)
+inline __m512 gelu_minus_2u(__m512 x, __m512 x2) {
+    return _mm512_min_ps(_mm512_set1_ps(88.0f),
+                         _mm512_mul_ps(x, _mm512_fmadd_ps(_mm512_set1_ps(float(-2 * 0.7978845608028654 * 0.044715)),
+                                                          x2, _mm512_set1_ps(float(-2 * 0.7978845608028654)))));
+}
+
+// 1 / d for d >= 1: rcp14 (relative error < 2^-14) and one Newton step (error ~2^-28 before
+// rounding), a fraction of a division's cost on the one port that divides. For d >= 2^126
+// (x < -10 in GELU) it is 0 rather than a denormal.
+inline __m512 recip(__m512 d) {
+    const __m512 r = _mm512_rcp14_ps(d);
+    return _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
+}
+
+// out (16) <- x (16)
+inline __m512 gelu16(__m512 x) {
+    const __m512 e = avx512::exp_ps(gelu_minus_2u(x, _mm512_mul_ps(x, x)));
+    return _mm512_mul_ps(x, recip(_mm512_add_ps(_mm512_set1_ps(1.0f), e)));
+}
+
+// dx (16) <- dout (16), x (16)
+inline __m512 gelu_grad16(__m512 g, __m512 x) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    const __m512 x2 = _mm512_mul_ps(x, x);
+    const __m512 s = recip(_mm512_add_ps(one, avx512::exp_ps(gelu_minus_2u(x, x2))));
+    // du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+    const __m512 du = _mm512_mul_ps(_mm512_set1_ps(0.7978845608028654f),
+                                    _mm512_fmadd_ps(_mm512_set1_ps(3 * 0.044715f), x2, one));
+    const __m512 t = _mm512_mul_ps(_mm512_mul_ps(_mm512_add_ps(x, x), s), _mm512_mul_ps(_mm512_sub_ps(one, s), du));
+    return _mm512_mul_ps(g, _mm512_add_ps(s, t));
+}
+
+// out (n) <- gelu(x (n)) on the calling thread, masked tail
+void gelu_rows(float* out, const float* x, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, gelu16(_mm512_loadu_ps(x + i)));
+    if (i < n) {
+        const __mmask16 m = avx512::tail_mask(n - i);
+        _mm512_mask_storeu_ps(out + i, m, gelu16(_mm512_maskz_loadu_ps(m, x + i)));
+    }
+}
+
+// dx (n) <- dout (n) * gelu'(x (n)) on the calling thread, masked tail; dx may be dout or x
+void gelu_grad_rows(float* dx, const float* dout, const float* x, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(dx + i, gelu_grad16(_mm512_loadu_ps(dout + i), _mm512_loadu_ps(x + i)));
+    if (i < n) {
+        const __mmask16 m = avx512::tail_mask(n - i);
+        _mm512_mask_storeu_ps(dx + i, m, gelu_grad16(_mm512_maskz_loadu_ps(m, dout + i), _mm512_maskz_loadu_ps(m, x + i)));
+    }
+}
+
+}  // namespace
+
+// out (n) <- x (n)
+void gelu_forward_avx512(float* out, const float* x, int64_t n, GeluApprox approx) {
+    if (approx != GeluApprox::tanh) return gelu_forward_avx2(out, x, n, approx);
+    const int64_t nblocks = (n + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static) if (n > kParallelElems)
+    for (int64_t b = 0; b < nblocks; b++) gelu_rows(out + b * kBlock, x + b * kBlock, std::min(kBlock, n - b * kBlock));
+}
+
+// x (n) <- gelu(x (n)), on the calling thread
+void gelu_inplace_serial_avx512(float* x, int64_t n, GeluApprox approx) {
+    if (approx != GeluApprox::tanh) return gelu_inplace_serial_avx2(x, n, approx);
+    gelu_rows(x, x, n);
+}
+
+// dx (n) <- dout (n), x (n)
+void gelu_backward_avx512(float* dx, const float* dout, const float* x, int64_t n, GeluApprox approx) {
+    if (approx != GeluApprox::tanh) return gelu_backward_avx2(dx, dout, x, n, approx);
+    const int64_t nblocks = (n + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static) if (n > kParallelElems)
+    for (int64_t b = 0; b < nblocks; b++)
+        gelu_grad_rows(dx + b * kBlock, dout + b * kBlock, x + b * kBlock, std::min(kBlock, n - b * kBlock));
+}
+
+}  // namespace femtogpt::cpu
