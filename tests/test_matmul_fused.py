@@ -99,3 +99,61 @@ def test_bad_input():
         _core.matmul(a, b, gelu_a="tanh", gelu_b="none")
     with pytest.raises(ValueError, match="need 2-D a and b"):
         _core.matmul(T(np.ones((2, 3, 4), np.float32)), b, bias=T(np.ones(5, np.float32)))
+
+
+# ---- a_row_sums: a linear layer's bias gradient computed as the weight gradient's product packs dout
+
+
+@pytest.mark.parametrize("ta,tb", TRANSPOSES)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_row_sums(each_isa, ta, tb, shape):
+    """The product is bitwise unchanged; the sums are within float32 summation error of float64 and
+    bitwise the same on 1 and 2 threads (k blocks, and split-K chunks, are summed in a fixed order)."""
+    M, K, N = shape
+    rng = np.random.default_rng(M + 3 * K + 7 * N)
+    a = rng.standard_normal((K, M) if ta else (M, K)).astype(np.float32)
+    b = rng.standard_normal((N, K) if tb else (K, N)).astype(np.float32)
+    sums = {}
+    for nt in (1, 2):
+        _core.set_num_threads(nt)
+        s = T(np.full(M, np.nan, np.float32))
+        got = _core.matmul(T(a), T(b), ta, tb, a_row_sums=s)
+        assert np.array_equal(np.asarray(got), np.asarray(_core.matmul(T(a), T(b), ta, tb)))
+        sums[nt] = np.asarray(s).copy()
+    assert np.array_equal(sums[1], sums[2])
+    op_a = (a.T if ta else a).astype(np.float64)
+    np.testing.assert_allclose(sums[1], op_a.sum(axis=1), rtol=0, atol=1e-6 * K * np.abs(op_a).sum(axis=1).max())
+    # with a GELU on a, the sums are of gelu(a), exactly as the product sees it
+    s = T(np.zeros(M, np.float32))
+    _core.matmul(T(a), T(b), ta, tb, gelu_a="tanh", a_row_sums=s)
+    ga = np.asarray(_core.gelu_forward(T(op_a.astype(np.float32)), "tanh")).astype(np.float64)
+    np.testing.assert_allclose(np.asarray(s), ga.sum(axis=1), rtol=0, atol=1e-6 * K * np.abs(ga).sum(axis=1).max())
+
+
+@pytest.mark.parametrize("ta", [False, True])
+def test_row_sums_float64_and_degenerate_shapes(ta):
+    rng = np.random.default_rng(8)
+    a = rng.standard_normal((9, 5) if ta else (5, 9))
+    b = rng.standard_normal((9, 4))
+    s = T(np.zeros(5))
+    _core.matmul(T(a), T(b), ta, False, a_row_sums=s)
+    np.testing.assert_allclose(np.asarray(s), (a.T if ta else a).sum(axis=1), rtol=1e-13, atol=1e-13)
+    a32 = a.astype(np.float32)
+    for b_cols, alpha in ((0, 1.0), (4, 0.0)):  # no product to run, but rows to sum
+        s = T(np.zeros(5, np.float32))
+        _core.matmul(T(a32), T(np.ones((9, b_cols), np.float32)), ta, False, alpha=alpha, a_row_sums=s)
+        np.testing.assert_allclose(np.asarray(s), (a32.T if ta else a32).astype(np.float64).sum(axis=1), atol=1e-5)
+    s = T(np.full(5, 7.0, np.float32))  # K = 0: empty sums
+    _core.matmul(T(np.ones((0, 5) if ta else (5, 0), np.float32)), T(np.ones((0, 4), np.float32)), ta, False,
+                 a_row_sums=s)
+    assert np.array_equal(np.asarray(s), np.zeros(5, np.float32))
+
+
+def test_row_sums_bad_input():
+    a, b = T(np.ones((3, 4), np.float32)), T(np.ones((4, 5), np.float32))
+    with pytest.raises(ValueError, match=r"a_row_sums has shape \(5,\), expected \(3,\)"):
+        _core.matmul(a, b, a_row_sums=T(np.ones(5, np.float32)))
+    with pytest.raises(TypeError):
+        _core.matmul(a, b, a_row_sums=T(np.ones(3, np.float64)))
+    with pytest.raises(ValueError, match="need 2-D a and b"):
+        _core.matmul(T(np.ones((2, 3, 4), np.float32)), b, a_row_sums=T(np.ones(3, np.float32)))

@@ -66,7 +66,8 @@ void gelu_grad_rows(float* dx, const float* dout, const float* x, int64_t n) {
         _mm512_storeu_ps(dx + i, gelu_grad16(_mm512_loadu_ps(dout + i), _mm512_loadu_ps(x + i)));
     if (i < n) {
         const __mmask16 m = avx512::tail_mask(n - i);
-        _mm512_mask_storeu_ps(dx + i, m, gelu_grad16(_mm512_maskz_loadu_ps(m, dout + i), _mm512_maskz_loadu_ps(m, x + i)));
+        const __m512 g = _mm512_maskz_loadu_ps(m, dout + i), v = _mm512_maskz_loadu_ps(m, x + i);
+        _mm512_mask_storeu_ps(dx + i, m, gelu_grad16(g, v));
     }
 }
 

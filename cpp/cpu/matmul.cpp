@@ -160,6 +160,24 @@ inline void add_bias(float* c, int64_t ldc, const float* bias, int64_t mr, int64
         for (int64_t j = 0; j < nr; j++) c[i * ldc + j] += bias[j];
 }
 
+// sums (mc) (=|+=) the rows of an A block (mc, kc): rows [0, direct) read in place at
+// a[i*rs + p*cs], the rest from the packed panels (kc, MR) at Ap. One sum per k block,
+// in k order, so a row's total does not depend on how the rows were shared out.
+void sum_a_rows(float* sums, const float* a, int64_t rs, int64_t cs, int64_t direct, const float* Ap, int64_t mc,
+                int64_t MR, int64_t kc, bool first) {
+    for (int64_t i = 0; i < mc; i++) {
+        float s = 0.0f;
+        if (i < direct) {
+            for (int64_t p = 0; p < kc; p++) s += a[i * rs + p * cs];
+        } else {
+            const int64_t r = i - direct;
+            const float* panel = Ap + (r / MR) * MR * kc + r % MR;
+            for (int64_t p = 0; p < kc; p++) s += panel[p * MR];
+        }
+        sums[i] = first ? s : sums[i] + s;
+    }
+}
+
 // Runs work item `item` of step (jc, pc): packs its A block into Ap (or reads A in
 // place) and multiplies it with the packed B block Bp.
 void sgemm_item(const SgemmPlan& P, int64_t item, int64_t jc, int64_t nc, int64_t pc, int64_t kc, const float* Bp,
@@ -180,6 +198,10 @@ void sgemm_item(const SgemmPlan& P, int64_t item, int64_t jc, int64_t nc, int64_
         kr.pack_a(Ap, ablock + direct_rows * P.rs_a, P.lda, !P.ta, mc - direct_rows, kc);
         if (P.fusion.gelu_a) gelu_inplace_serial(Ap, ceil_div(mc - direct_rows, MR) * MR * kc, P.fusion.approx);
     }
+    // Row sums: once per (rows, k block), by the item of the first column block and group
+    // (the others pack the same rows again); k blocks come in order, a barrier apart.
+    if (P.fusion.a_row_sums && jc == 0 && g == 0)
+        sum_a_rows(P.fusion.a_row_sums + ic, ablock, P.rs_a, P.cs_a, direct_rows, Ap, mc, MR, kc, pc == 0);
     // the bias goes on once a tile's sum is complete, after its last k block
     const float* bias = pc + kc == P.K ? P.fusion.bias : nullptr;
     alignas(64) float tile[kMaxTile];
@@ -262,17 +284,19 @@ bool split_k(int64_t M, int64_t N, int64_t K) { return K >= 2 * kSplitChunk && M
 void sgemm_split_k(float* C, int64_t ldc, const float* A, int64_t lda, const float* B, int64_t ldb, int64_t M,
                    int64_t N, int64_t K, bool ta, bool tb, float alpha, float beta, int nthreads,
                    const GemmFusion<float>& fusion) {
-    GemmFusion<float> chunk_fusion = fusion;  // the GELUs apply per chunk, the bias once to the sum
-    chunk_fusion.bias = nullptr;
+    GemmFusion<float> chunk_fusion = fusion;  // the GELUs apply per chunk, the bias once to the sum,
+    chunk_fusion.bias = nullptr;              // row sums per chunk, then added in chunk order
     const int64_t nchunks = ceil_div(K, kSplitChunk), chunk = ceil_div(K, nchunks);
     const int nt = int(std::min<int64_t>(in_parallel() ? 1 : std::max(1, nthreads), nchunks));
     const int64_t mn = round_up(M * N, 16);
     // the first chunk is the longest: its plan sizes every thread's scratch
     const SgemmPlan P0 = plan_sgemm(nullptr, N, A, lda, B, ldb, M, N, chunk, ta, tb, alpha, 0.0f, 1, chunk_fusion);
     const int64_t per_thread = P0.b_floats + P0.a_floats;
-    PoolBuffer buf(size_t(nchunks * mn + nt * per_thread) * sizeof(float));
+    const int64_t msums = fusion.a_row_sums ? round_up(M, 16) : 0;
+    PoolBuffer buf(size_t(nchunks * (mn + msums) + nt * per_thread) * sizeof(float));
     float* const partials = buf.data<float>();  // chunk c: (M, N) at partials + c * mn
-    float* const scratch = partials + nchunks * mn;
+    float* const row_sums = partials + nchunks * mn;  // chunk c: (M) at row_sums + c * msums
+    float* const scratch = row_sums + nchunks * msums;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         float* ws = scratch + per_thread * thread_id();
@@ -281,8 +305,9 @@ void sgemm_split_k(float* C, int64_t ldc, const float* A, int64_t lda, const flo
             const int64_t k0 = c * chunk, kc = std::min(chunk, K - k0);
             const float* a = ta ? A + k0 * lda : A + k0;
             const float* b = tb ? B + k0 : B + k0 * ldb;
-            const SgemmPlan P =
-                plan_sgemm(partials + c * mn, N, a, lda, b, ldb, M, N, kc, ta, tb, alpha, 0.0f, 1, chunk_fusion);
+            GemmFusion<float> f = chunk_fusion;
+            if (f.a_row_sums) f.a_row_sums = row_sums + c * msums;
+            const SgemmPlan P = plan_sgemm(partials + c * mn, N, a, lda, b, ldb, M, N, kc, ta, tb, alpha, 0.0f, 1, f);
             sgemm_run<false>(P, ws, ws + P.b_floats, 0, 1);
         }
         // C = sum of the partials in chunk order (+ beta C) (+ bias)
@@ -295,6 +320,11 @@ void sgemm_split_k(float* C, int64_t ldc, const float* A, int64_t lda, const flo
                 c[j] = beta == 0.0f ? s : s + beta * c[j];
             }
             if (fusion.bias) add_bias(c, ldc, fusion.bias, 1, N);
+            if (fusion.a_row_sums) {
+                float s = row_sums[i];
+                for (int64_t q = 1; q < nchunks; q++) s += row_sums[q * msums + i];
+                fusion.a_row_sums[i] = s;
+            }
         }
     }
 }
@@ -307,14 +337,34 @@ int sgemm_threads(int64_t M, int64_t N, int64_t K, int nthreads) {
     return int(nt);
 }
 
+// sums (M) <- the row sums of g(op(A)) (M,K), row by row in k order (the float64 path, and
+// a product with no columns to hand the sums to)
+template <typename T>
+void row_sums_direct(T* sums, const T* A, int64_t lda, int64_t M, int64_t K, bool ta, const GemmFusion<T>& f) {
+    PoolBuffer row(size_t(std::max<int64_t>(K, 1)) * sizeof(T));
+    T* r = row.data<T>();
+    for (int64_t i = 0; i < M; i++) {
+        for (int64_t p = 0; p < K; p++) r[p] = ta ? A[p * lda + i] : A[i * lda + p];
+        if (f.gelu_a) gelu_inplace_serial(r, K, f.approx);
+        T s = 0;
+        for (int64_t p = 0; p < K; p++) s += r[p];
+        sums[i] = s;
+    }
+}
+
 // Single-precision GEMM on at most `nthreads` threads.
 void sgemm(float* C, int64_t ldc, const float* A, int64_t lda, const float* B, int64_t ldb, int64_t M, int64_t N,
            int64_t K, bool ta, bool tb, float alpha, float beta, int nthreads, const GemmFusion<float>& fusion = {}) {
-    if (M <= 0 || N <= 0) return;
-    if (K <= 0 || alpha == 0.0f) {  // empty sum: A and B are not read
+    if (M <= 0) return;
+    if (N <= 0) {
+        if (fusion.a_row_sums) row_sums_direct(fusion.a_row_sums, A, lda, M, K, ta, fusion);
+        return;
+    }
+    if (K <= 0 || alpha == 0.0f) {  // empty sum: A (but for its row sums) and B are not read
         scale_c(C, ldc, M, N, beta);
         if (fusion.bias)
             for (int64_t i = 0; i < M; i++) add_bias(C + i * ldc, ldc, fusion.bias, 1, N);
+        if (fusion.a_row_sums) row_sums_direct(fusion.a_row_sums, A, lda, M, std::max<int64_t>(K, 0), ta, fusion);
         return;
     }
     if (split_k(M, N, K)) {
@@ -443,6 +493,10 @@ void gemm_fused(T* C, int64_t ldc, const T* A, int64_t lda, const T* B, int64_t 
             B = bbuf.data<T>();
         }
         gemm(C, ldc, A, lda, B, ldb, M, N, K, trans_a, trans_b, alpha, beta);
+        if (fusion.a_row_sums) {  // of the GELU'd copy already: no second GELU
+            GemmFusion<T> plain;
+            gemm_detail::row_sums_direct(fusion.a_row_sums, A, lda, M, K, trans_a, plain);
+        }
         if (fusion.bias)
             for (int64_t i = 0; i < M; i++)
                 for (int64_t j = 0; j < N; j++) C[i * ldc + j] += fusion.bias[j];

@@ -24,18 +24,22 @@ template <typename T>
 void gemm(T* C, int64_t ldc, const T* A, int64_t lda, const T* B, int64_t ldb,
           int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b, T alpha, T beta);
 
-// Work fused into one product: GELU applied to op(A) and/or op(B) before the product, and
-// a bias row added to C after it,
+// Work fused into one product: GELU applied to op(A) and/or op(B) before the product, a
+// bias row added to C after it, and the row sums of op(A) on the side,
 //   C (M,N) = alpha * g(op(A)) (M,K) @ g(op(B)) (K,N) + beta * C + bias (N),
+//   a_row_sums (M) = sum over k of g(op(A)) (M,K)   (a linear layer's bias gradient, with
+//                                                   dweight = dout^T @ input as the product),
 // with the values (bitwise) of materializing gelu_forward(A), multiplying, then adding the
 // bias. float32 applies the GELU to operand blocks as it packs them, so g(op(A)) is never
-// stored, and adds the bias to each register tile as it is finished; float64 (gradient
-// checks) materializes.
+// stored, adds the bias to each register tile as it is finished, and sums each packed A
+// block's rows (k blocks summed in order: the same bits for any thread count); float64
+// (gradient checks) materializes.
 template <typename T>
 struct GemmFusion {
     bool gelu_a = false, gelu_b = false;
     GeluApprox approx = GeluApprox::tanh;
     const T* bias = nullptr;  // (N), or nullptr
+    T* a_row_sums = nullptr;  // (M), written; or nullptr
 };
 
 template <typename T>

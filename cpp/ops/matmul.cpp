@@ -31,6 +31,7 @@ void run_gemm(const Tensor& a, const Tensor& b, Tensor& out, int64_t batch, int6
                  "' and gelu_b='", *fusion.gelu_b, "' differ; one GELU form per product");
     }
     f.bias = fusion.bias ? fusion.bias->data<T>() : nullptr;
+    f.a_row_sums = fusion.a_row_sums ? fusion.a_row_sums->data<T>() : nullptr;
     cpu::gemm_fused<T>(out.data<T>(), N, a.data<T>(), lda, b.data<T>(), ldb, M, N, K, ta, tb, T(alpha), T(beta), f);
 }
 
@@ -60,14 +61,21 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb, const std::opt
     FG_CHECK(Ka == Kb, "matmul: inner dimensions differ: a ", shape_str(a.shape()), (ta ? " (transposed)" : ""),
              " has K=", Ka, ", b ", shape_str(b.shape()), (tb ? " (transposed)" : ""), " has K=", Kb);
     if (fusion.any())
-        FG_CHECK(a.dim() == 2 && b.dim() == 2, "matmul: bias, gelu_a and gelu_b need 2-D a and b, got shapes ",
-                 shape_str(a.shape()), " and ", shape_str(b.shape()));
+        FG_CHECK(a.dim() == 2 && b.dim() == 2, "matmul: bias, gelu_a, gelu_b and a_row_sums need 2-D a and b, ",
+                 "got shapes ", shape_str(a.shape()), " and ", shape_str(b.shape()));
     if (fusion.bias) {
         const Tensor& bias = *fusion.bias;
         check_same_dtype(a, bias, "matmul: bias");
         check_same_device(a, bias, "matmul: bias");
         FG_CHECK(bias.dim() == 1 && bias.size(0) == N, "matmul: bias has shape ", shape_str(bias.shape()),
                  ", expected (", N, ",)");
+    }
+    if (fusion.a_row_sums) {
+        const Tensor& sums = *fusion.a_row_sums;
+        check_same_dtype(a, sums, "matmul: a_row_sums");
+        check_same_device(a, sums, "matmul: a_row_sums");
+        FG_CHECK(sums.dim() == 1 && sums.size(0) == M, "matmul: a_row_sums has shape ", shape_str(sums.shape()),
+                 ", expected (", M, ",): one sum per row of op(a)");
     }
     Shape oshape = a.dim() == 3 ? Shape{batch, M, N} : Shape{M, N};
     Tensor result;
@@ -82,8 +90,8 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb, const std::opt
         result = Tensor::empty(oshape, a.dtype(), a.device());
     }
     FG_CHECK(a.device().type == DeviceType::cpu, "matmul: no kernel for device ", a.device().str());
-    if (result.numel() == 0) return result;
-    if (Ka == 0 && !fusion.bias) {  // empty sum: alpha * 0 + beta * out
+    if (result.numel() == 0 && !fusion.a_row_sums) return result;  // (N == 0 may still have rows of a to sum)
+    if (Ka == 0 && !fusion.bias && !fusion.a_row_sums) {  // empty sum: alpha * 0 + beta * out
         if (beta == 0.0) {
             backend_for(result.device()).fill_zero(result.raw_data(), result.nbytes());
         } else if (a.dtype() == DType::float32) {

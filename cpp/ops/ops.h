@@ -17,11 +17,13 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, cons
               double alpha, double beta);
 
 // Work fused into a 2-D matmul (cpu::GemmFusion): GELU ("tanh" or "none", as F.gelu's
-// approximate) applied to a and/or b before the product, a bias (N) added after it.
+// approximate) applied to a and/or b before the product, a bias (N) added after it, and
+// the row sums of op(a) (M) written into a_row_sums.
 struct MatmulFusion {
     std::optional<Tensor> bias;
     std::optional<std::string> gelu_a, gelu_b;
-    bool any() const { return bias || gelu_a || gelu_b; }
+    std::optional<Tensor> a_row_sums;
+    bool any() const { return bias || gelu_a || gelu_b || a_row_sums; }
 };
 
 // out (M,N) = alpha * gelu?(a) @ gelu?(b) + beta * out + bias: matmul's contract, 2-D only.

@@ -285,11 +285,20 @@ def causal_self_attention_linear(qkv: Tensor, n_head: int, weight: Tensor, bias:
 # order as the unfused ops, so values and gradients are bitwise the same.
 
 
+def _weight_and_bias_grads(g2, a2, weight, bias, gelu: str | None = None):
+    """(dweight, dbias) of out (N, out) = act(a2) (N, in) @ weight^T + bias, from g2 (N, out), with
+    act = gelu when given (the product applies it to a2 as it packs it): dweight = g2^T act(a2), and
+    dbias, the column sums of g2, summed by the same product as it packs g2^T."""
+    need_db = bias is not None and bias.requires_grad
+    if not weight.requires_grad:
+        return None, _core.sum_to_suffix(g2, [g2.shape[-1]]) if need_db else None
+    db = _core.empty([g2.shape[-1]], g2.dtype) if need_db else None
+    return _core.matmul(g2, a2, trans_a=True, gelu_b=gelu, a_row_sums=db), db
+
+
 def _linear_param_grads(g2, a2, weight, bias):
     """(dweight, dbias) of out (N, out) = a2 (N, in) @ weight^T + bias, from g2 (N, out)."""
-    dw = _core.matmul(g2, a2, trans_a=True) if weight.requires_grad else None
-    db = _core.sum_to_suffix(g2, [g2.shape[-1]]) if bias is not None and bias.requires_grad else None
-    return dw, db
+    return _weight_and_bias_grads(g2, a2, weight, bias)
 
 
 def _linear_backward(g2, a2, weight, bias, need_da: bool):
@@ -358,9 +367,7 @@ def gelu_linear(h: Tensor, weight: Tensor, bias: Tensor | None = None, approxima
     def backward(g):
         g2 = g.view([-1, out_shape[-1]])
         # dweight = g^T gelu(h): the product recomputes gelu(h) block by block as it packs h
-        dw = _core.matmul(g2, h_impl.view([-1, K]), trans_a=True, gelu_b=approximate) if weight.requires_grad \
-            else None
-        db = _core.sum_to_suffix(g2, [g2.shape[-1]]) if bias is not None and bias.requires_grad else None
+        dw, db = _weight_and_bias_grads(g2, h_impl.view([-1, K]), weight, bias, gelu=approximate)
         if not need_dh:
             return None, dw, db
         if reuse_input:  # dh over h, made a few rows at a time
