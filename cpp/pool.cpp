@@ -139,18 +139,28 @@ void* Pool::new_segment(size_t size) {
     }
     for (auto [q, n] : released) os_unmap_segment(q, n);  // outside the lock: the OS calls may be slow
     const size_t total = std::max(size, gathered);
-    char* p = static_cast<char*>(os_map_segment(total));
+    char* p = nullptr;
+    try {
+        p = static_cast<char*>(os_map_segment(total));
+    } catch (...) {  // out of memory: the free blocks stay the pool's, each a segment of its own
+        std::lock_guard<std::mutex> lock(mutex_);
+        keep_as_free_segments(moved);
+        throw;
+    }
+    std::vector<std::pair<void*, size_t>> unmoved;  // where mremap failed: fresh pages stand in
 #ifdef __linux__
     size_t offset = 0;
     for (auto [q, n] : moved) {
-        // on failure the fresh pages of the new mapping stand in; the old ones are let go
-        if (mremap(q, n, n, MREMAP_MAYMOVE | MREMAP_FIXED, p + offset) == MAP_FAILED) os_unmap_segment(q, n);
+        if (mremap(q, n, n, MREMAP_MAYMOVE | MREMAP_FIXED, p + offset) == MAP_FAILED) unmoved.emplace_back(q, n);
         offset += n;
     }
 #endif
     std::lock_guard<std::mutex> lock(mutex_);
+    size_t kept = 0;
+    for (auto [q, n] : unmoved) kept += n;
+    keep_as_free_segments(unmoved);  // still the pool's (and counted), now beside the new segment
     stats_.os_allocations++;
-    stats_.reserved_bytes += int64_t(total - gathered);
+    stats_.reserved_bytes += int64_t(total - gathered + kept);
     large_blocks_.emplace(p, new Block{p, total, false, nullptr, nullptr});  // wholly in use
     stats_.current_bytes += int64_t(total);
     if (stats_.current_bytes > stats_.peak_bytes) stats_.peak_bytes = stats_.current_bytes;
@@ -171,6 +181,14 @@ size_t Pool::take_free_blocks(std::vector<std::pair<void*, size_t>>& pieces) {
     }
     free_large_.clear();
     return got;
+}
+
+void Pool::keep_as_free_segments(const std::vector<std::pair<void*, size_t>>& pieces) {
+    for (auto [q, n] : pieces) {
+        char* ptr = static_cast<char*>(q);
+        large_blocks_.emplace(ptr, new Block{ptr, n, true, nullptr, nullptr});
+        free_large_.insert({n, ptr});
+    }
 }
 
 void Pool::take_free_segments(std::vector<std::pair<void*, size_t>>& release) {

@@ -76,6 +76,8 @@ class Pool {
     void* new_segment(size_t size);        // without mutex_ held: maps a segment, wholly in use
     // With mutex_ held: unlinks every free block, adding (address, size) to `pieces`; returns their sum
     size_t take_free_blocks(std::vector<std::pair<void*, size_t>>& pieces);
+    // With mutex_ held: registers each (address, size), still mapped, as a wholly free segment
+    void keep_as_free_segments(const std::vector<std::pair<void*, size_t>>& pieces);
     // With mutex_ held: unlinks every wholly free segment, adding (address, size) to `release`
     void take_free_segments(std::vector<std::pair<void*, size_t>>& release);
     void give_back_large(Block* block);    // with mutex_ held: mark free, merge with free neighbours

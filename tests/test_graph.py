@@ -55,15 +55,20 @@ def test_gelu_linear_reusing_its_input(rng, approximate):
     """reuse_input=True writes dh over h: h must be private to the op, hence the copy h * 1.0."""
     h, w, b = t64(rng, 2, 3, 5), t64(rng, 7, 5), t64(rng, 7)
     gradcheck(lambda h, w, b: F.gelu_linear(h * 1.0, w, b, approximate, reuse_input=True), [h, w, b])
+    with pytest.raises(ValueError, match="not a leaf tensor"):
+        F.gelu_linear(h, w, b, approximate, reuse_input=True)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_gelu_linear_backward_input_in_row_chunks(each_isa, threads, dtype):
-    """dh over h, made ~4 MiB of rows at a time (here 3 chunks, the last short): bitwise gelu_backward(g @ w, h)."""
-    K = 4099 if dtype == np.float32 else 2053  # noqa: N806 - 255 rows a chunk either way
-    h = np.random.default_rng(3).standard_normal((600, K)).astype(dtype)
-    g = np.random.default_rng(4).standard_normal((600, 29)).astype(dtype)
-    w = np.random.default_rng(5).standard_normal((29, K)).astype(dtype)
+@pytest.mark.parametrize("dtype, N, O, K", [
+    (np.float32, 600, 29, 4099), (np.float64, 600, 29, 2053),  # 3 chunks of 200 rows
+    # a long inner sum (O >= 1024, where the product may cut it into chunks for a small result):
+    # no row chunk is small enough to sum in another order than the whole product does
+    (np.float32, 257, 1024, 4096), (np.float32, 4100, 1024, 256)])
+def test_gelu_linear_backward_input_in_row_chunks(each_isa, threads, dtype, N, O, K):  # noqa: N803
+    """dh over h, made ~4 MiB of rows at a time in equal chunks: bitwise gelu_backward(g @ w, h)."""
+    h = np.random.default_rng(3).standard_normal((N, K)).astype(dtype)
+    g = np.random.default_rng(4).standard_normal((N, O)).astype(dtype)
+    w = (np.random.default_rng(5).standard_normal((O, K)) / np.sqrt(O)).astype(dtype)
     for nt in (1, 2):
         fg.set_num_threads(nt)
         want = np.asarray(fg._core.gelu_backward(fg._core.matmul(fg._core.from_numpy(g), fg._core.from_numpy(w)),
@@ -437,3 +442,11 @@ def test_packed_causal_self_attention_equals_the_unpacked_ops(rng, impl):
     np.testing.assert_allclose(F.causal_self_attention(qkv, H, impl=impl).numpy(), unpacked(qkv).numpy(),
                                rtol=1e-12, atol=1e-12)
     gradcheck(lambda qkv: F.causal_self_attention(qkv, H, impl=impl, block_q=2, block_k=2), [qkv])
+
+
+def test_checkpoint_of_a_function_that_returns_its_input(rng):
+    """The recomputed output may be the (leaf) input itself: its gradient is the incoming one."""
+    from femtogpt.graph import checkpoint
+    x = t64(rng, 2, 3)
+    (checkpoint(lambda t: t, x) * 2.0).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), np.full((2, 3), 2.0))

@@ -194,6 +194,21 @@ def test_threads_bitwise_equal(isa, ashape, bshape, ta, tb):
     assert np.array_equal(results[0], results[1])
 
 
+@pytest.mark.parametrize("K", [1024, 1153, 1154, 1537, 1538, 1539, 2047, 2100])
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False)])
+def test_long_k_split_into_chunks(each_isa, K, ta, tb):
+    """A long K into a small C is cut into K chunks; a shorter last chunk may run in longer k blocks
+    than the others (K=1154 with 192-deep blocks: 385, 385, 384), which once overflowed its scratch."""
+    rng = np.random.default_rng(K)
+    a, b = operands(rng, 37, K, 19, ta, tb)
+    results = []
+    for nt in (1, 2):
+        _core.set_num_threads(nt)
+        results.append(np.asarray(mm(a, b, ta, tb)).copy())
+        check(results[-1], *reference(a, b, ta, tb))
+    assert np.array_equal(results[0], results[1])
+
+
 def test_isas_agree_within_tolerance():
     rng = np.random.default_rng(4)
     a, b = operands(rng, 131, 257, 67, False, True)

@@ -51,6 +51,21 @@ def test_bitwise_equals_unfused(each_isa, nt, ta, tb, shape, gelu_a, gelu_b, wit
         assert np.array_equal(np.asarray(got), want), f"approximate={approx}"
 
 
+@pytest.mark.parametrize("shape", [(37, 300, 53), (61, 2053, 7)], ids=["k-blocks", "split-k"])
+@pytest.mark.parametrize("alpha,beta", [(0.5, 2.0), (-1.25, 1.0), (1.0, 0.0), (0.0, 1.5)])
+def test_bitwise_equals_unfused_with_alpha_beta(each_isa, shape, alpha, beta):
+    M, K, N = shape
+    rng = np.random.default_rng(11)
+    a, b = rng.standard_normal((M, K)).astype(np.float32), rng.standard_normal((K, N)).astype(np.float32)
+    bias, c0 = rng.standard_normal(N).astype(np.float32), rng.standard_normal((M, N)).astype(np.float32)
+    got = T(c0.copy())
+    _core.matmul(T(a), T(b), out=got, alpha=alpha, beta=beta, bias=T(bias), gelu_a="tanh")
+    want = T(c0.copy())
+    _core.matmul(_core.gelu_forward(T(a), "tanh"), T(b), out=want, alpha=alpha, beta=beta)
+    _core.add_(want, T(bias))
+    assert np.array_equal(np.asarray(got), np.asarray(want))
+
+
 def _gelu64(x, approx):
     x = x.astype(np.float64)
     if approx == "tanh":

@@ -88,7 +88,7 @@ def test_gpt2_initialisation_scales_residual_projections():
     assert abs(sd["h.0.mlp.c_proj.weight"].std() - 0.02 / math.sqrt(16)) < 0.001
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (7, 3), (1536, 384), (3, 9000)])
+@pytest.mark.parametrize("shape", [(1, 1), (7, 3), (1536, 384), (3, 9000), (0, 4), (4, 0)])
 def test_normal_parameters_are_drawn_in_rows_with_the_one_call_values(shape):
     """Weights are drawn a few rows at a time into the tensor (no float64 copy of the whole weight),
     with exactly the values of one call: (rng.standard_normal(shape) * std).astype(float32)."""

@@ -130,6 +130,25 @@ def test_a_miss_moves_free_pages_into_the_new_segment():
     assert s["reserved_bytes"] == s["current_bytes"]
 
 
+def test_a_request_too_large_to_map_leaves_the_free_blocks_usable():
+    """The OS refusing a new segment (after the free blocks were taken out to be moved into it) is a
+    MemoryError, and the free blocks are still the pool's: the next request they fit is a pool hit."""
+    fg.empty_cache()
+    a = fg.empty(8 * MiB)
+    del a
+    s0 = fg.memory_stats()
+    with pytest.raises(MemoryError):
+        fg.empty(1 << 46)  # 256 TiB
+    s1 = fg.memory_stats()
+    assert (s1["reserved_bytes"], s1["current_bytes"]) == (s0["reserved_bytes"], s0["current_bytes"])
+    b = fg.empty(8 * MiB)
+    assert fg.memory_stats()["os_allocations"] == s0["os_allocations"]
+    del b
+    fg.empty_cache()
+    s = fg.memory_stats()
+    assert s["reserved_bytes"] == s["current_bytes"]
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="free pages are moved with Linux's mremap")
 def test_a_block_carved_beside_moved_pages_keeps_its_contents():
     fg.empty_cache()

@@ -15,17 +15,18 @@ namespace {
 constexpr int64_t kParallelElems = 32768;
 constexpr int64_t kBlock = 4096;  // elements per OpenMP work item
 
-// -2u = x (a + b x^2), at most 88 (so that exp(-2u) stays finite and 1 / (1 + exp(-2u)) is 0
-// rather than NaN for x < -10; min returns its second operand, so a NaN x stays NaN)
+// -2u = x (a + b x^2), clamped to [-104, 88]: exp(-2u) stays finite (so 1 / (1 + exp(-2u)) is
+// tiny, not NaN, for x < -10) and is exactly 0 below -104 (where the exp's range reduction
+// would lose all accuracy, x > 7e4); min and max return their second operand when one is
+// NaN, so a NaN x stays NaN
 inline __m512 gelu_minus_2u(__m512 x, __m512 x2) {
-    return _mm512_min_ps(_mm512_set1_ps(88.0f),
-                         _mm512_mul_ps(x, _mm512_fmadd_ps(_mm512_set1_ps(float(-2 * 0.7978845608028654 * 0.044715)),
-                                                          x2, _mm512_set1_ps(float(-2 * 0.7978845608028654)))));
+    const __m512 v = _mm512_mul_ps(x, _mm512_fmadd_ps(_mm512_set1_ps(float(-2 * 0.7978845608028654 * 0.044715)),
+                                                      x2, _mm512_set1_ps(float(-2 * 0.7978845608028654))));
+    return _mm512_max_ps(_mm512_set1_ps(-104.0f), _mm512_min_ps(_mm512_set1_ps(88.0f), v));
 }
 
-// 1 / d for d >= 1: rcp14 (relative error < 2^-14) and one Newton step (error ~2^-28 before
-// rounding), a fraction of a division's cost on the one port that divides. For d >= 2^126
-// (x < -10 in GELU) it is 0 rather than a denormal.
+// 1 / d for 1 <= d < 2^128: rcp14 (relative error < 2^-14) and one Newton step (error ~2^-28
+// before rounding), a fraction of a division's cost on the one port that divides.
 inline __m512 recip(__m512 d) {
     const __m512 r = _mm512_rcp14_ps(d);
     return _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
@@ -41,12 +42,16 @@ inline __m512 gelu16(__m512 x) {
 inline __m512 gelu_grad16(__m512 g, __m512 x) {
     const __m512 one = _mm512_set1_ps(1.0f);
     const __m512 x2 = _mm512_mul_ps(x, x);
-    const __m512 s = recip(_mm512_add_ps(one, avx512::exp_ps(gelu_minus_2u(x, x2))));
+    const __m512 m2u = gelu_minus_2u(x, x2);
+    const __m512 s = recip(_mm512_add_ps(one, avx512::exp_ps(m2u)));
     // du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2)
     const __m512 du = _mm512_mul_ps(_mm512_set1_ps(0.7978845608028654f),
                                     _mm512_fmadd_ps(_mm512_set1_ps(3 * 0.044715f), x2, one));
     const __m512 t = _mm512_mul_ps(_mm512_mul_ps(_mm512_add_ps(x, x), s), _mm512_mul_ps(_mm512_sub_ps(one, s), du));
-    return _mm512_mul_ps(g, _mm512_add_ps(s, t));
+    // where -2u was clamped at 88 (x < -10), 2 x s (1 - s) du would grow like x^3 instead of
+    // vanishing: the true derivative is below 1e-30, so 0 (as the AVX2 kernel)
+    const __mmask16 tail = _mm512_cmp_ps_mask(m2u, _mm512_set1_ps(88.0f), _CMP_GE_OQ);
+    return _mm512_maskz_mul_ps(__mmask16(~tail), g, _mm512_add_ps(s, t));
 }
 
 // out (n) <- gelu(x (n)) on the calling thread, masked tail

@@ -289,9 +289,14 @@ void sgemm_split_k(float* C, int64_t ldc, const float* A, int64_t lda, const flo
     const int64_t nchunks = ceil_div(K, kSplitChunk), chunk = ceil_div(K, nchunks);
     const int nt = int(std::min<int64_t>(in_parallel() ? 1 : std::max(1, nthreads), nchunks));
     const int64_t mn = round_up(M * N, 16);
-    // the first chunk is the longest: its plan sizes every thread's scratch
-    const SgemmPlan P0 = plan_sgemm(nullptr, N, A, lda, B, ldb, M, N, chunk, ta, tb, alpha, 0.0f, 1, chunk_fusion);
-    const int64_t per_thread = P0.b_floats + P0.a_floats;
+    // Every thread's scratch fits the larger plan of the two chunk lengths: a shorter last chunk
+    // may split into fewer, longer k blocks (K = 1154, kc 192: chunks of 385 run in k blocks of
+    // 129, the last chunk of 384 in blocks of 192).
+    auto scratch_floats = [&](int64_t kc) {
+        const SgemmPlan P = plan_sgemm(nullptr, N, A, lda, B, ldb, M, N, kc, ta, tb, alpha, 0.0f, 1, chunk_fusion);
+        return P.b_floats + P.a_floats;
+    };
+    const int64_t per_thread = std::max(scratch_floats(chunk), scratch_floats(K - (nchunks - 1) * chunk));
     const int64_t msums = fusion.a_row_sums ? round_up(M, 16) : 0;
     PoolBuffer buf(size_t(nchunks * (mn + msums) + nt * per_thread) * sizeof(float));
     float* const partials = buf.data<float>();  // chunk c: (M, N) at partials + c * mn

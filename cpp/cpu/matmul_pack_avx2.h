@@ -89,7 +89,8 @@ inline void copy_lanes(float* d, const float* s) {
         r += 4;
     }
     if (R - r >= 2) {
-        _mm_store_sd(reinterpret_cast<double*>(d + r), _mm_load_sd(reinterpret_cast<const double*>(s + r)));
+        // two floats as one 64-bit move (loadl/storel_epi64: no alignment asked, unlike load_sd on a double*)
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(d + r), _mm_loadl_epi64(reinterpret_cast<const __m128i*>(s + r)));
         r += 2;
     }
     if (R - r >= 1) _mm_store_ss(d + r, _mm_load_ss(s + r));

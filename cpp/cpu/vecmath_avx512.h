@@ -12,7 +12,8 @@ namespace femtogpt::cpu::avx512 {
 // exp(x) for 16 floats, within ~2 ulp of std::exp where the result is a normal float: x =
 // n ln2 + r, |r| <= ln2/2 (ln2 split in a high part exact in float and a low part), exp(r) by
 // its degree-7 Taylor polynomial (Estrin; truncation < 6e-9 relative), times 2^n by vscalefps,
-// which also gives inf past the float range, denormals and then 0 below it, and keeps NaN.
+// which gives inf past the float range and denormals, then 0, below it, and keeps NaN. For
+// |x| beyond ~1e7 the range reduction loses accuracy: callers clamp x (GELU to [-104, 88]).
 static inline __m512 exp_ps(__m512 x) {
     const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);

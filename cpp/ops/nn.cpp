@@ -154,7 +154,11 @@ Tensor gelu_linear_backward_input_(Tensor& h, const Tensor& g, const Tensor& w, 
     if (h.numel() == 0) return h;
     dispatch_float(h.dtype(), [&](auto tag) {
         using T = decltype(tag);
-        const int64_t rows = std::max<int64_t>(1, std::min<int64_t>(N, (int64_t(4) << 20) / (K * int64_t(sizeof(T)))));
+        // Chunks of equal size, about 4 MiB each: none is so small that the product would take
+        // another summation order than the whole one does (cpu::gemm cuts K into chunks only for
+        // a result of at most 64 Ki elements; every chunk here has over 512 Ki, or is the whole).
+        const int64_t most = std::max<int64_t>(1, (int64_t(4) << 20) / (K * int64_t(sizeof(T))));
+        const int64_t rows = (N + (N + most - 1) / most - 1) / ((N + most - 1) / most);
         PoolBuffer da(size_t(rows * K) * sizeof(T));  // (rows, K): g @ w for the current rows
         for (int64_t r0 = 0; r0 < N; r0 += rows) {
             const int64_t n = std::min(rows, N - r0);

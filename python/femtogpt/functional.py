@@ -357,6 +357,9 @@ def gelu_linear(h: Tensor, weight: Tensor, bias: Tensor | None = None, approxima
     """
     _check_float(h, "gelu_linear input")
     K = _check_linear("gelu_linear", h, weight, bias)  # noqa: N806
+    if reuse_input and h.requires_grad and h._node is None:
+        raise ValueError("gelu_linear(reuse_input=True) overwrites h in backward, so h must be an op's "
+                         "result that nothing else reads, not a leaf tensor (its data would become its gradient)")
     out_shape = list(h.shape[:-1]) + [weight.shape[0]]
     if output:
         out = _linear_forward(h._impl.view([-1, K]), weight, bias, gelu=approximate)

@@ -429,8 +429,11 @@ def checkpoint(fn, x: Tensor, modules=(), recompute=None) -> Tensor:
         for m, c in zip(modules, counters_after):
             m.calls = c
         inner_root = inner_out._node
-        del inner_out  # the graph is all backward needs, not the recomputed output
-        if inner_root is not None:
+        if inner_root is None:  # fn returned a leaf (x itself, say): its gradient is the incoming one
+            if inner_out.requires_grad:
+                _accumulate_leaf(inner_out, grad_box.pop(), set())
+        else:
+            del inner_out  # the graph is all backward needs, not the recomputed output
             _backward_from(inner_root, grad_box)  # the incoming gradient is freed once read
         return (None if inner_x.grad is None else inner_x.grad._impl,)
 

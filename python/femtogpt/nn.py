@@ -24,7 +24,7 @@ def normal_parameter(rng, shape: tuple, std: float) -> Tensor:
     .astype(float32), drawn a few rows at a time straight into the tensor, so that no float64
     copy of the whole weight is made (the C library would keep its freed pages resident)."""
     t = empty(*shape)
-    flat = t.numpy().reshape(shape[0], -1)
+    flat = t.numpy().reshape(shape[0], int(np.prod(shape[1:])))
     rows = max(1, 8192 // max(1, flat.shape[1]))
     for r in range(0, shape[0], rows):  # consecutive draws continue one stream: same values as one call
         flat[r:r + rows] = rng.standard_normal((min(rows, shape[0] - r), flat.shape[1])) * std
