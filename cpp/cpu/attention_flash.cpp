@@ -171,7 +171,7 @@ template <typename T>
 const TileKernels<T>& tile_kernels_generic() {
     static const TileKernels<T> k{kGenericNR, gemm_generic<T>, gemm_nt_generic<T>,
                                   softmax_tile_rows<RowsGeneric<T>, T>, softmax_cols_generic<T>,
-                                  pds_tile_rows<RowsGeneric<T>, T>, pack_t_rows<T>};
+                                  pds_tile_rows<RowsGeneric<T>, T>, pack_t_rows<T>, finish_rows<T>};
     return k;
 }
 template const TileKernels<float>& tile_kernels_generic<float>();
@@ -200,7 +200,6 @@ const TileKernels<float>& active_kernels<float>() {
 }
 
 constexpr double kLog2e = 1.4426950408889634;
-constexpr double kLn2 = 0.6931471805599453;
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
@@ -337,17 +336,6 @@ int64_t fwd_scratch_size(const Geometry& g, int nr) {
     return std::max(cols, rows);
 }
 
-// out rows (stride ldo) and lse of query block qb from the running max (base 2) and sum.
-template <typename T>
-void fwd_finish(T* out, int64_t ldo, T* lse, const T* o, const T* m, const T* l, const Geometry& g, int64_t i0,
-                int64_t mq) {
-    for (int64_t r = 0; r < mq; r++) {
-        const T inv = T(1) / l[r];
-        for (int64_t d = 0; d < g.D; d++) out[(i0 + r) * ldo + d] = o[r * g.Dp + d] * inv;
-        lse[i0 + r] = (m[r] + std::log2(l[r])) * T(kLn2);
-    }
-}
-
 // out rows and lse of query block qb of one head, on transposed tiles.
 template <typename T>
 void fwd_qblock(T* out, int64_t ldo, T* lse, const FwdHead<T>& hd, const Geometry& g, int64_t qb, T c,
@@ -361,7 +349,6 @@ void fwd_qblock(T* out, int64_t ldo, T* lse, const FwdHead<T>& hd, const Geometr
     T* l = m + slice(ld);            // (ld): running sum of exp2(S*c - m)
     // Q * c: the scores come out in base-2 units, and their max is the max whatever c's sign
     kn.pack_t(qt, ld, hd.q + i0 * hd.ldq, hd.ldq, mq, ld, D, Dp, c);
-    std::fill(o, o + mq * Dp, T(0));
     std::fill(m, m + ld, -std::numeric_limits<T>::infinity());
     std::fill(l, l + ld, T(0));
     const int64_t kb_end = g.kb_end(qb);
@@ -372,11 +359,12 @@ void fwd_qblock(T* out, int64_t ldo, T* lse, const FwdHead<T>& hd, const Geometr
         kn.gemm(st, ld, hd.k + j0 * hd.ldk, hd.ldk, 1, qt, ld, nk, nqp, D, false,
                 {TileBand::kAll, -TileBand::kAll, TileBand::kAll, -base});
         kn.softmax_cols(st, ld, nk, mq, base, m, l, o, Dp, Dp);
-        // O += P V with P = (P^T)^T: query row i sums keys j < base + i + 1 only
-        kn.gemm(o, Dp, st, 1, ld, hd.v + j0 * hd.ldv, hd.ldv, mq, Dp, nk, true,
+        // O += P V with P = (P^T)^T: query row i sums keys j < base + i + 1 only. The first key
+        // block sets O (every query sees key 0), and the softmax rescales only rows that have a sum
+        kn.gemm(o, Dp, st, 1, ld, hd.v + j0 * hd.ldv, hd.ldv, mq, Dp, nk, kb > 0,
                 {TileBand::kAll, -TileBand::kAll, base});
     }
-    fwd_finish(out, ldo, lse, o, m, l, g, i0, mq);
+    kn.finish(out + i0 * ldo, ldo, lse + i0, o, Dp, m, l, mq, g.D);
 }
 
 // The same for a handful of queries (decoding): scores row by row, K read by dot products.
@@ -394,7 +382,6 @@ void fwd_qblock_direct(T* out, int64_t ldo, T* lse, const FwdHead<T>& hd, const 
         for (int64_t d = 0; d < g.D; d++) qbuf[r * Dp + d] = src[d] * c;
         for (int64_t d = g.D; d < Dp; d++) qbuf[r * Dp + d] = T(0);
     }
-    std::fill(o, o + mq * Dp, T(0));
     std::fill(m, m + mq, -std::numeric_limits<T>::infinity());
     std::fill(l, l + mq, T(0));
     const int64_t kb_end = g.kb_end(qb);
@@ -403,10 +390,10 @@ void fwd_qblock_direct(T* out, int64_t ldo, T* lse, const FwdHead<T>& hd, const 
         const int64_t base = g.band_base(i0, j0);
         kn.gemm_nt(s, ld, qbuf, Dp, hd.k + j0 * hd.ldk, hd.ldk, mq, nk, g.D);
         kn.softmax_tile(s, ld, mq, nk, nkp, base, m, l, o, Dp, Dp);
-        kn.gemm(o, Dp, s, ld, 1, hd.v + j0 * hd.ldv, hd.ldv, mq, Dp, nk, true,
+        kn.gemm(o, Dp, s, ld, 1, hd.v + j0 * hd.ldv, hd.ldv, mq, Dp, nk, kb > 0,
                 {TileBand::kAll, -TileBand::kAll, base});
     }
-    fwd_finish(out, ldo, lse, o, m, l, g, i0, mq);
+    kn.finish(out + i0 * ldo, ldo, lse + i0, o, Dp, m, l, mq, g.D);
 }
 
 template <typename T>
