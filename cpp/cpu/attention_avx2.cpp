@@ -176,13 +176,13 @@ void gemm(float* C, int64_t ldc, const float* A, int64_t sar, int64_t sap, const
     }
 }
 
-#include "cpu/attention_cols.h"  // gemm_nt, the row kernels, softmax_cols, finish and Rows
+#include "cpu/attention_cols.h"  // gemm_nt, the row kernels, softmax_cols, finish, rowdot and Rows
 
 }  // namespace
 
 const TileKernels<float>& tile_kernels_avx2() {
     static const TileKernels<float> k{kNR, gemm, gemm_nt, softmax_tile_rows<Rows, float>, softmax_cols,
-                                      pds_tile, pack_t_rows<float>, finish};
+                                      pds_tile, pack_t_rows<float>, finish, rowdot};
     return k;
 }
 

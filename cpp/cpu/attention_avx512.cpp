@@ -258,13 +258,13 @@ void pack_t(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t n, i
         }
 }
 
-#include "cpu/attention_cols.h"  // gemm_nt, the row kernels, softmax_cols, finish and Rows
+#include "cpu/attention_cols.h"  // gemm_nt, the row kernels, softmax_cols, finish, rowdot and Rows
 
 }  // namespace
 
 const TileKernels<float>& tile_kernels_avx512() {
     static const TileKernels<float> k{kW, gemm, gemm_nt, softmax_tile_rows<Rows, float>, softmax_cols,
-                                      pds_tile, pack_t, finish};
+                                      pds_tile, pack_t, finish, rowdot};
     return k;
 }
 

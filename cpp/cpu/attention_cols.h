@@ -4,7 +4,7 @@
 // vstore_zeros, vkeep_tail, vset1, vmax, vsub, vadd, vmul, vdiv, vfmadd, hsum, hmax, exp2v, log2v,
 // vkeep_from, vany_ne): gemm_nt, the row kernels (row_max, exp2_row, scale_row), the backward's
 // P and dS tile (pds_tile), the forward's online softmax on a transposed score tile (see
-// TileKernels::softmax_cols in cpu/attention.h), its finish, and the Rows adapter.
+// TileKernels::softmax_cols in cpu/attention.h), its finish, rowdot, and the Rows adapter.
 //
 // In softmax_cols, queries run across a row, so a column's max and sum are lane-wise maxima and sums down
 // the rows: no horizontal reduction, no branch on whether a row's max moved (alpha is 1
@@ -191,6 +191,25 @@ void finish(float* out, int64_t ldo, float* lse, const float* o, int64_t ldacc, 
             for (; i + kW <= d; i += kW) vstore(dst + i, vmul(vload(src + i), a));
             if (i < d) vstore_tail(dst + i, vmul(vload_tail(src + i, d - i), a), d - i);
         }
+    }
+}
+
+// TileKernels::rowdot: a vector of products a row (two chains past two vectors), summed
+// across lanes at the end.
+void rowdot(float* dst, const float* x, int64_t ldx, const float* y, int64_t ldy, int64_t n, int64_t d) {
+    const int64_t dv = d / kW * kW;
+    for (int64_t i = 0; i < n; i++) {
+        const float* a = x + i * ldx;
+        const float* b = y + i * ldy;
+        vec s0 = vset1(0.0f), s1 = vset1(0.0f);
+        int64_t p = 0;
+        for (; p + 2 * kW <= dv; p += 2 * kW) {
+            s0 = vfmadd(vload(a + p), vload(b + p), s0);
+            s1 = vfmadd(vload(a + p + kW), vload(b + p + kW), s1);
+        }
+        if (p < dv) s0 = vfmadd(vload(a + p), vload(b + p), s0);
+        if (dv < d) s1 = vfmadd(vload_tail(a + dv, d - dv), vload_tail(b + dv, d - dv), s1);
+        dst[i] = hsum(vadd(s0, s1));
     }
 }
 

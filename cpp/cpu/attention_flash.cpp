@@ -171,7 +171,8 @@ template <typename T>
 const TileKernels<T>& tile_kernels_generic() {
     static const TileKernels<T> k{kGenericNR, gemm_generic<T>, gemm_nt_generic<T>,
                                   softmax_tile_rows<RowsGeneric<T>, T>, softmax_cols_generic<T>,
-                                  pds_tile_rows<RowsGeneric<T>, T>, pack_t_rows<T>, finish_rows<T>};
+                                  pds_tile_rows<RowsGeneric<T>, T>, pack_t_rows<T>, finish_rows<T>,
+                                  rowdot_rows<T>};
     return k;
 }
 template const TileKernels<float>& tile_kernels_generic<float>();
@@ -500,18 +501,6 @@ struct BwdInputs {
     int64_t ldq, ldk, ldv, ldo, lddo;
 };
 
-// x . y over n elements in four interleaved sums (element d into sum d % 4): a fixed order,
-// and one short vector for the compiler instead of a chain of n dependent adds.
-template <typename T>
-T dot(const T* x, const T* y, int64_t n) {
-    T s[4] = {0, 0, 0, 0};
-    int64_t d = 0;
-    for (; d + 4 <= n; d += 4)
-        for (int j = 0; j < 4; j++) s[j] += x[d + j] * y[d + j];
-    for (; d < n; d++) s[d % 4] += x[d] * y[d];
-    return (s[0] + s[1]) + (s[2] + s[3]);
-}
-
 template <typename T>
 BwdHead<T> bwd_pack(T* slot, const BwdInputs<T>& in, const Geometry& g, const TileKernels<T>& kn) {
     BwdHead<T> hd;
@@ -524,10 +513,8 @@ BwdHead<T> bwd_pack(T* slot, const BwdInputs<T>& in, const Geometry& g, const Ti
         kn.pack_t(kt + at, g.Bkp, in.k + j0 * in.ldk, in.ldk, nk, g.Bkp, g.D, g.Dp, T(1));
         kn.pack_t(vt + at, g.Bkp, in.v + j0 * in.ldv, in.ldv, nk, g.Bkp, g.D, g.Dp, T(1));
     }
-    for (int64_t i = 0; i < g.Tq; i++) {
-        l2[i] = in.lse[i] * T(kLog2e);
-        drow[i] = dot(in.dout + i * in.lddo, in.out + i * in.ldo, g.D);
-    }
+    for (int64_t i = 0; i < g.Tq; i++) l2[i] = in.lse[i] * T(kLog2e);
+    kn.rowdot(drow, in.dout, in.lddo, in.out, in.ldo, g.Tq, g.D);
     hd.kt = kt, hd.vt = vt, hd.l2 = l2, hd.drow = drow;
     hd.q = in.q, hd.k = in.k, hd.dout = in.dout, hd.ldq = in.ldq, hd.ldk = in.ldk, hd.lddo = in.lddo;
     if (g.D != g.Dp) {
