@@ -3,7 +3,7 @@
 // except the gemm's wider tiles; keep the rest line for line alike.
 //
 // gemm: 6 x 64 register tiles (24 accumulators + 4 B vectors + 1 broadcast), narrower ones
-// (down to 12 x 16) for what is left; A is read by scalar broadcasts, so A and A^T cost the
+// (down to 8 x 16) for what is left; A is read by scalar broadcasts, so A and A^T cost the
 // same. On a Xeon (Sapphire Rapids class) 6 x 64 ran 122 GFLOP/s a core on 64 x 64 x 64
 // products against 106 for 6 x 32 (AVX2's shape): half the B loads and broadcasts per FMA.
 // Its N may be any multiple of one vector, so D = 16 is not padded to 32.
@@ -166,10 +166,11 @@ void tile(float* C, int64_t ldc, const float* A, int64_t sar, int64_t sap, const
 #undef FG_ROWS
 
 // Rows of a register tile NV vectors wide: 6 for 2 to 4 vectors (up to 24 accumulators),
-// 12 for one vector (a 6 x 16 tile would have 6 FMA chains, too few to hide the FMA
-// latency of 4 cycles at 2 a cycle).
+// 8 for one vector (8 FMA chains hide the FMA latency of 4 cycles at 2 a cycle; a 6 x 16
+// tile would have too few). 8 rather than 12: 64 x 16 x 64 products (D = 16) ran as fast or
+// faster (2% full, 2-9% causal: a diagonal tile's row groups sum over fewer masked keys).
 template <int NV>
-constexpr int kRows = NV == 1 ? 12 : 6;
+constexpr int kRows = NV == 1 ? 8 : 6;
 
 // A tile of mr <= MR rows (MR = kRows<NV> at the top).
 template <int NV, int MR = kRows<NV>>
@@ -183,7 +184,7 @@ void tile_rows(int64_t mr, float* c, int64_t ldc, const float* a, int64_t sar, i
 
 // Column strips of up to 4 vectors (6 x 64 tiles: 24 accumulators, 4 B vectors, 1
 // broadcast = 29 of the 32 zmm registers); within a strip each row group computes only the
-// vectors its band leaves (1 to 4: a strip of one vector, D = 16 say, takes 12-row groups).
+// vectors its band leaves (1 to 4: a strip of one vector, D = 16 say, takes 8-row groups).
 // N is a multiple of kW. The tile shape does not change a result: every element is the
 // same FMA chain over the same p either way (a group's extra p only add A's zeros).
 void gemm(float* C, int64_t ldc, const float* A, int64_t sar, int64_t sap, const float* B, int64_t ldb, int64_t M,
