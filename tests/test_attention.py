@@ -179,6 +179,39 @@ def test_every_isa(isa):
             np.testing.assert_allclose(g, want, rtol=0, atol=tol)
 
 
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("D", [16, 32, 64, 80])
+def test_one_and_several_blocks_every_isa(each_isa, D, causal):
+    """Short sequences in one block or a few (T <= block and T > block), odd lengths, each ISA:
+    the diagonal tiles' causal band starts and ends inside register tiles of every height."""
+    rng = np.random.default_rng(D + causal)
+    for T_ in (1, 7, 63, 64):
+        q, k, v, dout = inputs(rng, 1, 2, T_, T_, D)
+        scale = 1 / np.sqrt(D)
+        r = [*ref_forward(q, k, v, causal, scale)[:2], *ref_backward(dout, q, k, v, causal, scale)]
+        for bq, bk in ((16, 16), (32, 32), (64, 64), (128, 128), (16, 64), (128, 32)):
+            got = run(q, k, v, causal, scale, "flash", bq, bk, dout)
+            for g, want, tol in zip(got, r, (1e-5, 1e-5, 1e-4, 1e-4, 1e-4)):
+                np.testing.assert_allclose(g, want, rtol=0, atol=tol, err_msg=f"T={T_} b{bq}x{bk}")
+
+
+@pytest.mark.parametrize("T_,block", [(64, 64), (63, 128), (64, 16)])
+def test_causality_is_exact_every_isa(each_isa, T_, block):
+    """As test_causality_is_exact, on each ISA, with the whole sequence in one block or in many."""
+    rng = np.random.default_rng(6)
+    q, k, v, dout = inputs(rng, 1, 2, T_, T_, 16)
+    base = run(q, k, v, True, 0.25, "flash", block, block, dout)
+    for j in (T_ - 1, 37, 12, 0):
+        k2, v2 = k.copy(), v.copy()
+        k2[:, :, j] = rng.standard_normal(k2[:, :, j].shape) * 3
+        v2[:, :, j] = rng.standard_normal(v2[:, :, j].shape) * 3
+        new = run(q, k2, v2, True, 0.25, "flash", block, block, dout)
+        assert np.array_equal(new[0][:, :, :j], base[0][:, :, :j]), j
+        assert np.array_equal(new[1][:, :, :j], base[1][:, :, :j]), j
+        assert np.array_equal(new[2][:, :, :j], base[2][:, :, :j]), j
+        assert not np.array_equal(new[0][:, :, j:], base[0][:, :, j:])
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("BH", [(1, 1), (1, 3), (2, 4)])
 def test_one_and_two_threads_bitwise_equal(impl, BH):

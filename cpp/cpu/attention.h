@@ -154,6 +154,14 @@ struct TileKernels {
     // p < d; 0 for n <= i < np or d <= p < dp. np and dp are multiples of nr.
     void (*pack_t)(T* dst, int64_t ldd, const T* src, int64_t lds, int64_t n, int64_t np, int64_t d, int64_t dp,
                    T c);
+    // The forward's last step for mq query rows: out row r (stride ldo, d elements) = o row r
+    // (stride ldacc) times 1/l[r], and lse[r] = (m[r] + log2(l[r])) * ln(2), from the running
+    // max m (base 2) and sum l > 0
+    void (*finish)(T* out, int64_t ldo, T* lse, const T* o, int64_t ldacc, const T* m, const T* l, int64_t mq,
+                   int64_t d);
+    // Row dot products, the backward's Drow = rowsum(dO * O): dst[i] = sum over p < d of
+    // x[i*ldx + p] * y[i*ldy + p] for i < n, in an order fixed by d alone
+    void (*rowdot)(T* dst, const T* x, int64_t ldx, const T* y, int64_t ldy, int64_t n, int64_t d);
 };
 
 // Keys row r of a tile sees: base + r + 1, clamped to [0, nk] (kAll + r + 1 cannot overflow).
@@ -212,6 +220,33 @@ void pack_t_rows(T* dst, int64_t ldd, const T* src, int64_t lds, int64_t n, int6
         for (int64_t p = 0; p < d; p++) dst[p * ldd + i] = src[i * lds + p] * c;
     for (int64_t p = 0; p < dp; p++)
         for (int64_t i = p < d ? n : 0; i < np; i++) dst[p * ldd + i] = T(0);
+}
+
+// TileKernels::finish in plain loops (generic; libm's log2).
+template <typename T>
+void finish_rows(T* out, int64_t ldo, T* lse, const T* o, int64_t ldacc, const T* m, const T* l, int64_t mq,
+                 int64_t d) {
+    for (int64_t r = 0; r < mq; r++) {
+        const T inv = T(1) / l[r];
+        for (int64_t i = 0; i < d; i++) out[r * ldo + i] = o[r * ldacc + i] * inv;
+        lse[r] = (m[r] + std::log2(l[r])) * T(0.6931471805599453);
+    }
+}
+
+// TileKernels::rowdot in plain loops (generic): four interleaved sums a row (element p into
+// sum p % 4), one short vector for the compiler instead of a chain of d dependent adds.
+template <typename T>
+void rowdot_rows(T* dst, const T* x, int64_t ldx, const T* y, int64_t ldy, int64_t n, int64_t d) {
+    for (int64_t i = 0; i < n; i++) {
+        const T* a = x + i * ldx;
+        const T* b = y + i * ldy;
+        T s[4] = {0, 0, 0, 0};
+        int64_t p = 0;
+        for (; p + 4 <= d; p += 4)
+            for (int j = 0; j < 4; j++) s[j] += a[p + j] * b[p + j];
+        for (; p < d; p++) s[p % 4] += a[p] * b[p];
+        dst[i] = (s[0] + s[1]) + (s[2] + s[3]);
+    }
 }
 
 template <typename T>

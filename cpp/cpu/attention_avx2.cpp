@@ -48,6 +48,7 @@ inline vec vmax(vec a, vec b) { return _mm256_max_ps(a, b); }
 inline vec vsub(vec a, vec b) { return _mm256_sub_ps(a, b); }
 inline vec vadd(vec a, vec b) { return _mm256_add_ps(a, b); }
 inline vec vmul(vec a, vec b) { return _mm256_mul_ps(a, b); }
+inline vec vdiv(vec a, vec b) { return _mm256_div_ps(a, b); }
 // Lanes [0, t) replaced by `other` (t may be <= 0: none, or >= kW: all).
 inline vec vkeep_from(vec v, int64_t t, vec other) {
     const __m256i below = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(std::clamp<int64_t>(t, 0, kW))),
@@ -73,6 +74,8 @@ inline float hmax(vec v) {
 // exponent field of 2^n is then (bits(t) - bits(magic) + 127) << 23.
 constexpr float kRoundMagic = 12582912.0f;
 constexpr int kRoundBias = 0x4B400000 - 127;
+constexpr int kSqrtHalfBits = 0x3F3504F3;  // float sqrt(1/2)
+constexpr float k2OverLn2 = 2.8853900817779268f;
 
 inline vec exp2v(vec x) {
     x = _mm256_max_ps(x, vset1(-127.0f));  // callers pass x <= 0 (scores minus their max or lse)
@@ -90,6 +93,24 @@ inline vec exp2v(vec x) {
     p = vfmadd(p, f, vset1(1.0f));
     __m256i e = _mm256_slli_epi32(_mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(kRoundBias)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+// log2 of positive normal x: x = 2^e m with m in [sqrt(1/2), sqrt(2)) (e from the bits of
+// x over those of sqrt(1/2)), log2(m) = 2/ln(2) atanh(s) with s = (m-1)/(m+1), |s| <= 0.172,
+// by its series to s^9 (truncation 2e-9 relative). Within 6e-7 of log2 on [1, 4096).
+inline vec log2v(vec x) {
+    const __m256i bits = _mm256_castps_si256(x);
+    const __m256i e = _mm256_srai_epi32(_mm256_sub_epi32(bits, _mm256_set1_epi32(kSqrtHalfBits)), 23);
+    const vec m = _mm256_castsi256_ps(_mm256_sub_epi32(bits, _mm256_slli_epi32(e, 23)));
+    const vec t = vsub(m, vset1(1.0f));
+    const vec s = vdiv(t, vadd(t, vset1(2.0f)));
+    const vec z = vmul(s, s);
+    vec p = vset1(1.0f / 9);
+    p = vfmadd(p, z, vset1(1.0f / 7));
+    p = vfmadd(p, z, vset1(1.0f / 5));
+    p = vfmadd(p, z, vset1(1.0f / 3));
+    p = vfmadd(p, z, vset1(1.0f));
+    return vadd(_mm256_cvtepi32_ps(e), vmul(vmul(s, vset1(k2OverLn2)), p));
 }
 
 // C (MR, kNR) = [C +] A (MR, K) B (K, kNR). The accumulators are named variables, not an
@@ -155,13 +176,13 @@ void gemm(float* C, int64_t ldc, const float* A, int64_t sar, int64_t sap, const
     }
 }
 
-#include "cpu/attention_cols.h"  // gemm_nt, the row kernels, softmax_cols and Rows
+#include "cpu/attention_cols.h"  // gemm_nt, the row kernels, softmax_cols, finish, rowdot and Rows
 
 }  // namespace
 
 const TileKernels<float>& tile_kernels_avx2() {
     static const TileKernels<float> k{kNR, gemm, gemm_nt, softmax_tile_rows<Rows, float>, softmax_cols,
-                                      pds_tile, pack_t_rows<float>};
+                                      pds_tile, pack_t_rows<float>, finish, rowdot};
     return k;
 }
 

@@ -3,7 +3,7 @@
 // except the gemm's wider tiles; keep the rest line for line alike.
 //
 // gemm: 6 x 64 register tiles (24 accumulators + 4 B vectors + 1 broadcast), narrower ones
-// (down to 12 x 16) for what is left; A is read by scalar broadcasts, so A and A^T cost the
+// (down to 8 x 16) for what is left; A is read by scalar broadcasts, so A and A^T cost the
 // same. On a Xeon (Sapphire Rapids class) 6 x 64 ran 122 GFLOP/s a core on 64 x 64 x 64
 // products against 106 for 6 x 32 (AVX2's shape): half the B loads and broadcasts per FMA.
 // Its N may be any multiple of one vector, so D = 16 is not padded to 32.
@@ -51,6 +51,7 @@ inline vec vmax(vec a, vec b) { return _mm512_max_ps(a, b); }
 inline vec vsub(vec a, vec b) { return _mm512_sub_ps(a, b); }
 inline vec vadd(vec a, vec b) { return _mm512_add_ps(a, b); }
 inline vec vmul(vec a, vec b) { return _mm512_mul_ps(a, b); }
+inline vec vdiv(vec a, vec b) { return _mm512_div_ps(a, b); }
 // Lanes [0, t) replaced by `other` (t may be <= 0: none, or >= kW: all).
 inline vec vkeep_from(vec v, int64_t t, vec other) {
     const int64_t k = std::clamp<int64_t>(t, 0, kW);
@@ -77,6 +78,8 @@ inline float hmax(vec v) {
 // exponent field of 2^n is then (bits(t) - bits(magic) + 127) << 23.
 constexpr float kRoundMagic = 12582912.0f;
 constexpr int kRoundBias = 0x4B400000 - 127;
+constexpr int kSqrtHalfBits = 0x3F3504F3;  // float sqrt(1/2)
+constexpr float k2OverLn2 = 2.8853900817779268f;
 
 inline vec exp2v(vec x) {
     x = _mm512_max_ps(x, vset1(-127.0f));  // callers pass x <= 0 (scores minus their max or lse)
@@ -94,6 +97,24 @@ inline vec exp2v(vec x) {
     p = vfmadd(p, f, vset1(1.0f));
     __m512i e = _mm512_slli_epi32(_mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(kRoundBias)), 23);
     return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+
+// log2 of positive normal x: x = 2^e m with m in [sqrt(1/2), sqrt(2)) (e from the bits of
+// x over those of sqrt(1/2)), log2(m) = 2/ln(2) atanh(s) with s = (m-1)/(m+1), |s| <= 0.172,
+// by its series to s^9 (truncation 2e-9 relative). Within 6e-7 of log2 on [1, 4096).
+inline vec log2v(vec x) {
+    const __m512i bits = _mm512_castps_si512(x);
+    const __m512i e = _mm512_srai_epi32(_mm512_sub_epi32(bits, _mm512_set1_epi32(kSqrtHalfBits)), 23);
+    const vec m = _mm512_castsi512_ps(_mm512_sub_epi32(bits, _mm512_slli_epi32(e, 23)));
+    const vec t = vsub(m, vset1(1.0f));
+    const vec s = vdiv(t, vadd(t, vset1(2.0f)));
+    const vec z = vmul(s, s);
+    vec p = vset1(1.0f / 9);
+    p = vfmadd(p, z, vset1(1.0f / 7));
+    p = vfmadd(p, z, vset1(1.0f / 5));
+    p = vfmadd(p, z, vset1(1.0f / 3));
+    p = vfmadd(p, z, vset1(1.0f));
+    return vadd(_mm512_cvtepi32_ps(e), vmul(vmul(s, vset1(k2OverLn2)), p));
 }
 
 // C (MR, NV*kW) = [C +] A (MR, K) B (K, NV*kW). The accumulators are named variables, not
@@ -145,10 +166,11 @@ void tile(float* C, int64_t ldc, const float* A, int64_t sar, int64_t sap, const
 #undef FG_ROWS
 
 // Rows of a register tile NV vectors wide: 6 for 2 to 4 vectors (up to 24 accumulators),
-// 12 for one vector (a 6 x 16 tile would have 6 FMA chains, too few to hide the FMA
-// latency of 4 cycles at 2 a cycle).
+// 8 for one vector (8 FMA chains hide the FMA latency of 4 cycles at 2 a cycle; a 6 x 16
+// tile would have too few). 8 rather than 12: 64 x 16 x 64 products (D = 16) ran as fast or
+// faster (2% full, 2-9% causal: a diagonal tile's row groups sum over fewer masked keys).
 template <int NV>
-constexpr int kRows = NV == 1 ? 12 : 6;
+constexpr int kRows = NV == 1 ? 8 : 6;
 
 // A tile of mr <= MR rows (MR = kRows<NV> at the top).
 template <int NV, int MR = kRows<NV>>
@@ -162,7 +184,7 @@ void tile_rows(int64_t mr, float* c, int64_t ldc, const float* a, int64_t sar, i
 
 // Column strips of up to 4 vectors (6 x 64 tiles: 24 accumulators, 4 B vectors, 1
 // broadcast = 29 of the 32 zmm registers); within a strip each row group computes only the
-// vectors its band leaves (1 to 4: a strip of one vector, D = 16 say, takes 12-row groups).
+// vectors its band leaves (1 to 4: a strip of one vector, D = 16 say, takes 8-row groups).
 // N is a multiple of kW. The tile shape does not change a result: every element is the
 // same FMA chain over the same p either way (a group's extra p only add A's zeros).
 void gemm(float* C, int64_t ldc, const float* A, int64_t sar, int64_t sap, const float* B, int64_t ldb, int64_t M,
@@ -237,13 +259,13 @@ void pack_t(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t n, i
         }
 }
 
-#include "cpu/attention_cols.h"  // gemm_nt, the row kernels, softmax_cols and Rows
+#include "cpu/attention_cols.h"  // gemm_nt, the row kernels, softmax_cols, finish, rowdot and Rows
 
 }  // namespace
 
 const TileKernels<float>& tile_kernels_avx512() {
     static const TileKernels<float> k{kW, gemm, gemm_nt, softmax_tile_rows<Rows, float>, softmax_cols,
-                                      pds_tile, pack_t};
+                                      pds_tile, pack_t, finish, rowdot};
     return k;
 }
 

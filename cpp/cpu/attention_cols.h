@@ -1,10 +1,10 @@
 // The ISA-independent part of the SIMD attention tile kernels, written once for
 // attention_avx2.cpp and attention_avx512.cpp, which include it inside their anonymous
 // namespace after their vector wrappers (vec, kW, vload, vstore, vload_tail, vstore_tail,
-// vstore_zeros, vkeep_tail, vset1, vmax, vsub, vadd, vmul, vfmadd, hsum, hmax, exp2v, vkeep_from,
-// vany_ne): gemm_nt, the row kernels (row_max, exp2_row, scale_row), the backward's P and
-// dS tile (pds_tile), the forward's online softmax on a transposed score tile (see
-// TileKernels::softmax_cols in cpu/attention.h), and the Rows adapter.
+// vstore_zeros, vkeep_tail, vset1, vmax, vsub, vadd, vmul, vdiv, vfmadd, hsum, hmax, exp2v, log2v,
+// vkeep_from, vany_ne): gemm_nt, the row kernels (row_max, exp2_row, scale_row), the backward's
+// P and dS tile (pds_tile), the forward's online softmax on a transposed score tile (see
+// TileKernels::softmax_cols in cpu/attention.h), its finish, rowdot, and the Rows adapter.
 //
 // In softmax_cols, queries run across a row, so a column's max and sum are lane-wise maxima and sums down
 // the rows: no horizontal reduction, no branch on whether a row's max moved (alpha is 1
@@ -166,6 +166,50 @@ void softmax_cols(float* st, int64_t ld, int64_t nk, int64_t nq, int64_t base, f
                 if (alpha_lanes[q] != 1.0f && lold_lanes[q] != 0.0f)
                     scale_row(o + (ci + q) * ldo, no, alpha_lanes[q]);
         }
+    }
+}
+
+// TileKernels::finish a vector of rows at a time: 1/l by a true division (as the scalar
+// loop's), log2 by log2v (libm's log2 per row cost more than the rest of a D = 16 head's
+// finish); lanes past mq compute on l = 1 and are not stored.
+void finish(float* out, int64_t ldo, float* lse, const float* o, int64_t ldacc, const float* m, const float* l,
+            int64_t mq, int64_t d) {
+    const vec one = vset1(1.0f);
+    alignas(64) float inv[kW];
+    for (int64_t r0 = 0; r0 < mq; r0 += kW) {
+        const int64_t n = mq - r0 < kW ? mq - r0 : kW;
+        const vec vl = n == kW ? vload(l + r0) : vkeep_tail(vload_tail(l + r0, n), n, one);
+        const vec vm = n == kW ? vload(m + r0) : vload_tail(m + r0, n);
+        vstore(inv, vdiv(one, vl));
+        const vec vlse = vmul(vadd(vm, log2v(vl)), vset1(0.6931471805599453f));
+        if (n == kW) vstore(lse + r0, vlse); else vstore_tail(lse + r0, vlse, n);
+        for (int64_t r = 0; r < n; r++) {
+            const float* src = o + (r0 + r) * ldacc;
+            float* dst = out + (r0 + r) * ldo;
+            const vec a = vset1(inv[r]);
+            int64_t i = 0;
+            for (; i + kW <= d; i += kW) vstore(dst + i, vmul(vload(src + i), a));
+            if (i < d) vstore_tail(dst + i, vmul(vload_tail(src + i, d - i), a), d - i);
+        }
+    }
+}
+
+// TileKernels::rowdot: a vector of products a row (two chains past two vectors), summed
+// across lanes at the end.
+void rowdot(float* dst, const float* x, int64_t ldx, const float* y, int64_t ldy, int64_t n, int64_t d) {
+    const int64_t dv = d / kW * kW;
+    for (int64_t i = 0; i < n; i++) {
+        const float* a = x + i * ldx;
+        const float* b = y + i * ldy;
+        vec s0 = vset1(0.0f), s1 = vset1(0.0f);
+        int64_t p = 0;
+        for (; p + 2 * kW <= dv; p += 2 * kW) {
+            s0 = vfmadd(vload(a + p), vload(b + p), s0);
+            s1 = vfmadd(vload(a + p + kW), vload(b + p + kW), s1);
+        }
+        if (p < dv) s0 = vfmadd(vload(a + p), vload(b + p), s0);
+        if (dv < d) s1 = vfmadd(vload_tail(a + dv, d - dv), vload_tail(b + dv, d - dv), s1);
+        dst[i] = hsum(vadd(s0, s1));
     }
 }
 

@@ -14,8 +14,13 @@
 //     g++ $F cpp/dev/attention_harness.cpp cpp/cpu/attention_flash.cpp cpp/cpu/attention_standard.cpp
 //       cpp/cpu/isa.cpp cpp/cpu/matmul.cpp cpp/cpu/matmul_reference.cpp cpp/cpu/matmul_kernel_generic.cpp
 //       cpp/pool.cpp /tmp/ah/*.o -o /tmp/attention_harness
-//   run: [B=1 H=8 D=64 BQ=64 BK=64 REPS=n CPUTIME=1 NOVALIDATE=1 STANDARD=1] /tmp/attention_harness [T ...]
-//   (OMP_NUM_THREADS and FEMTOGPT_ISA apply; T defaults to 1024 4096)
+//   run: [B=1 H=8 D=64 BQ=64 BK=64 REPS=n CPUTIME=1 NOVALIDATE=1 STANDARD=1 FUSED=1] /tmp/attention_harness [T ...]
+//   (OMP_NUM_THREADS and FEMTOGPT_ISA apply; T defaults to 1024 4096). FUSED=1 also times the
+//   heads read in place from a (B,T,3C) projection, as the training step calls them (the
+//   femto preset: B=32 H=4 D=16 FUSED=1 ... 64).
+//   At T=64 use REPS in the hundreds. CPUTIME=1 undercounts multi-thread runs of calls this
+//   short (a running thread's CPU time reaches the process clock only at a scheduler tick):
+//   quote wall time for 2 threads.
 #include <algorithm>
 #include <ctime>
 #include <cmath>
@@ -130,6 +135,40 @@ int main(int argc, char** argv) {
                     "(%5.1f GFLOP/s)\n",
                     (long long)B, (long long)H, (long long)D, (long long)T, (long long)bq, (long long)bk, tf * 1e3,
                     flops / tf / 1e9, tb * 1e3, 2.5 * flops / tb / 1e9, (tf + tb) * 1e3, 3.5 * flops / (tf + tb) / 1e9);
+        if (std::getenv("FUSED")) {  // the same on a GPT's fused projection, as attention_qkv_* call it
+            // qkv (B,T,3,H,D) from q, k, v (B,H,T,D); y and dout (B,T,H,D); dqkv like qkv
+            const int64_t C = H * D;
+            std::vector<float> qkv(3 * n), y(n), dy(n), dqkv(3 * n), lse2(size_t(B * H * T));
+            for (int64_t b = 0; b < B; b++)
+                for (int64_t h = 0; h < H; h++)
+                    for (int64_t t = 0; t < T; t++)
+                        for (int64_t d = 0; d < D; d++) {
+                            const size_t src = size_t(((b * H + h) * T + t) * D + d);
+                            const size_t row = size_t(b * T + t);
+                            qkv[row * 3 * C + h * D + d] = q[src];
+                            qkv[row * 3 * C + C + h * D + d] = k[src];
+                            qkv[row * 3 * C + 2 * C + h * D + d] = v[src];
+                            dy[row * C + h * D + d] = dout[src];
+                        }
+            auto part = [&](float* x, int which) { return cpu::Heads<float>{x + which * C, T * 3 * C, D, 3 * C}; };
+            auto cpart = [&](const float* x, int which) {
+                return cpu::Heads<const float>{x + which * C, T * 3 * C, D, 3 * C};
+            };
+            const cpu::Heads<float> yh{y.data(), T * C, D, C};
+            const cpu::Heads<const float> ych{y.data(), T * C, D, C}, dyh{dy.data(), T * C, D, C};
+            const float* x = qkv.data();
+            double ff = median_time([&] {
+                cpu::attention_flash_forward<float>(yh, lse2.data(), cpart(x, 0), cpart(x, 1), cpart(x, 2), B, H, T, T,
+                                                    D, true, scale, bq, bk);
+            }, reps);
+            double fb = median_time([&] {
+                cpu::attention_flash_backward<float>(part(dqkv.data(), 0), part(dqkv.data(), 1), part(dqkv.data(), 2),
+                                                     dyh, cpart(x, 0), cpart(x, 1), cpart(x, 2), ych, lse2.data(), B,
+                                                     H, T, T, D, true, scale, bq, bk);
+            }, reps);
+            std::printf("  fused (B,T,3C): fwd %8.4f ms  bwd %8.4f ms  (lse %s the contiguous run's)\n", ff * 1e3,
+                        fb * 1e3, lse2 == lse ? "equals" : "DIFFERS from");
+        }
         if (validate && T <= 1024) {  // validate against the standard path
             std::vector<float> out2(n), P(size_t(B * H * T * T)), dq2(n), dk2(n), dv2(n);
             cpu::attention_standard_forward<float>(out2.data(), P.data(), q.data(), k.data(), v.data(), B, H, T, T,
