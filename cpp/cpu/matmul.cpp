@@ -160,21 +160,42 @@ inline void add_bias(float* c, int64_t ldc, const float* bias, int64_t mr, int64
         for (int64_t j = 0; j < nr; j++) c[i * ldc + j] += bias[j];
 }
 
+// sums (R) = the row sums of one packed A panel (kc, R): each row summed over p in order,
+// R rows side by side (a fixed R vectorizes across the rows)
+template <int R>
+void sum_panel_rows(float* sums, const float* panel, int64_t kc) {
+    float acc[R] = {};
+    for (int64_t p = 0; p < kc; p++)
+        for (int r = 0; r < R; r++) acc[r] += panel[p * R + r];
+    for (int r = 0; r < R; r++) sums[r] = acc[r];
+}
+
 // sums (mc) (=|+=) the rows of an A block (mc, kc): rows [0, direct) read in place at
 // a[i*rs + p*cs], the rest from the packed panels (kc, MR) at Ap. One sum per k block,
 // in k order, so a row's total does not depend on how the rows were shared out.
 void sum_a_rows(float* sums, const float* a, int64_t rs, int64_t cs, int64_t direct, const float* Ap, int64_t mc,
                 int64_t MR, int64_t kc, bool first) {
-    for (int64_t i = 0; i < mc; i++) {
+    auto put = [&](int64_t i, float s) { sums[i] = first ? s : sums[i] + s; };
+    for (int64_t i = 0; i < direct; i++) {
         float s = 0.0f;
-        if (i < direct) {
-            for (int64_t p = 0; p < kc; p++) s += a[i * rs + p * cs];
-        } else {
-            const int64_t r = i - direct;
-            const float* panel = Ap + (r / MR) * MR * kc + r % MR;
-            for (int64_t p = 0; p < kc; p++) s += panel[p * MR];
+        for (int64_t p = 0; p < kc; p++) s += a[i * rs + p * cs];
+        put(i, s);
+    }
+    float panel_sums[kMaxTile];
+    for (int64_t r0 = 0; r0 < mc - direct; r0 += MR) {  // one packed panel (padded rows sum to 0)
+        const float* panel = Ap + r0 * kc;
+        switch (MR) {
+            case 4: sum_panel_rows<4>(panel_sums, panel, kc); break;
+            case 6: sum_panel_rows<6>(panel_sums, panel, kc); break;
+            case 14: sum_panel_rows<14>(panel_sums, panel, kc); break;
+            default:
+                for (int64_t r = 0; r < MR; r++) {
+                    float s = 0.0f;
+                    for (int64_t p = 0; p < kc; p++) s += panel[p * MR + r];
+                    panel_sums[r] = s;
+                }
         }
-        sums[i] = first ? s : sums[i] + s;
+        for (int64_t r = 0; r < std::min(MR, mc - direct - r0); r++) put(direct + r0 + r, panel_sums[r]);
     }
 }
 
