@@ -132,10 +132,10 @@ SgemmPlan plan_sgemm(float* C, int64_t ldc, const float* A, int64_t lda, const f
     P.ncb = std::min(NC, round_up(N, P.NR));
     P.mtiles = ceil_div(M, P.MR);
     // Packing A pays off when each A panel meets many B panels; with few (small N)
-    // the kernel reads A's rows in place (same FMAs, same order, same bits).
-    // (A with a GELU on it must go through the packed copy, where the GELU is applied.)
-    P.direct_a = kr.kernel_strided && !fusion.gelu_a &&
-                 (ov.direct_a >= 0 ? ov.direct_a > 0 : N <= (ta ? kDirectATransMaxN : kDirectAMaxN));
+    // the kernel reads A's rows in place (same FMAs, same order, same bits), or, with a
+    // GELU on A, from a GELU'd copy of the rows in the scratch (see sgemm_item).
+    P.direct_a =
+        kr.kernel_strided && (ov.direct_a >= 0 ? ov.direct_a > 0 : N <= (ta ? kDirectATransMaxN : kDirectAMaxN));
     P.rs_a = ta ? 1 : lda;
     P.cs_a = ta ? lda : 1;
     // Work items of a (jc, pc) step: M blocks (about MC rows, whole MR tiles, as many
@@ -213,16 +213,37 @@ void sgemm_item(const SgemmPlan& P, int64_t item, int64_t jc, int64_t nc, int64_
     if (mc <= 0 || q1 <= q0) return;
     const float beff = pc == 0 ? P.beta : 1.0f;
     const float* ablock = P.A + ic * P.rs_a + pc * P.cs_a;
-    // Rows [0, direct_rows) of the block are read in place, the rest packed.
+    // Rows [0, direct_rows) of the block are read without packing, the rest packed. They are
+    // read in place, at adirect[i*rs + p*cs]; with a GELU on A they are first copied, GELU'd,
+    // row by row into the scratch (a map, not a transpose into panels), and the packed rest
+    // follows them there.
     const int64_t direct_rows = P.direct_a ? mc / MR * MR : 0;
+    const float* adirect = ablock;
+    int64_t rs = P.rs_a, cs = P.cs_a;
+    float* Apacked = Ap;
+    if (direct_rows > 0 && P.fusion.gelu_a) {
+        for (int64_t i = 0; i < direct_rows; i++) {
+            const float* row = ablock + i * P.rs_a;
+            if (P.cs_a == 1)
+                std::copy(row, row + kc, Ap + i * kc);
+            else
+                for (int64_t p = 0; p < kc; p++) Ap[i * kc + p] = row[p * P.cs_a];
+        }
+        gelu_inplace_serial(Ap, direct_rows * kc, P.fusion.approx);
+        adirect = Ap;
+        rs = kc;
+        cs = 1;
+        Apacked = Ap + direct_rows * kc;
+    }
     if (direct_rows < mc) {
-        kr.pack_a(Ap, ablock + direct_rows * P.rs_a, P.lda, !P.ta, mc - direct_rows, kc);
-        if (P.fusion.gelu_a) gelu_inplace_serial(Ap, ceil_div(mc - direct_rows, MR) * MR * kc, P.fusion.approx);
+        kr.pack_a(Apacked, ablock + direct_rows * P.rs_a, P.lda, !P.ta, mc - direct_rows, kc);
+        if (P.fusion.gelu_a)
+            gelu_inplace_serial(Apacked, ceil_div(mc - direct_rows, MR) * MR * kc, P.fusion.approx);
     }
     // Row sums: once per (rows, k block), by the item of the first column block and group
     // (the others pack the same rows again); k blocks come in order, a barrier apart.
     if (P.fusion.a_row_sums && jc == 0 && g == 0)
-        sum_a_rows(P.fusion.a_row_sums + ic, ablock, P.rs_a, P.cs_a, direct_rows, Ap, mc, MR, kc, pc == 0);
+        sum_a_rows(P.fusion.a_row_sums + ic, adirect, rs, cs, direct_rows, Apacked, mc, MR, kc, pc == 0);
     // the bias goes on once a tile's sum is complete, after its last k block
     const float* bias = pc + kc == P.K ? P.fusion.bias : nullptr;
     alignas(64) float tile[kMaxTile];
@@ -237,9 +258,9 @@ void sgemm_item(const SgemmPlan& P, int64_t item, int64_t jc, int64_t nc, int64_
             const int64_t ldd = full ? ldc : NR;
             const float bdst = full ? beff : 0.0f;
             if (ir < direct_rows)
-                kr.kernel_strided(kc, ablock + ir * P.rs_a, P.rs_a, P.cs_a, bpanel, dst, ldd, P.alpha, bdst);
+                kr.kernel_strided(kc, adirect + ir * rs, rs, cs, bpanel, dst, ldd, P.alpha, bdst);
             else
-                kr.kernel(kc, Ap + (ir - direct_rows) * kc, bpanel, dst, ldd, P.alpha, bdst);
+                kr.kernel(kc, Apacked + (ir - direct_rows) * kc, bpanel, dst, ldd, P.alpha, bdst);
             if (!full)
                 for (int64_t i = 0; i < mr; i++)
                     for (int64_t j = 0; j < nr; j++) {
