@@ -140,9 +140,12 @@ SgemmPlan plan_sgemm(float* C, int64_t ldc, const float* A, int64_t lda, const f
     P.cs_a = ta ? lda : 1;
     // Work items of a (jc, pc) step: M blocks (about MC rows, whole MR tiles, as many
     // as a multiple of the threads) times groups of B panels (more than one only when
-    // there are too few M blocks to go round). Threads take items dynamically, which
-    // keeps them busy when the machine is shared; an item's arithmetic does not
-    // depend on the thread that runs it.
+    // there are too few M blocks to go round). Each thread takes a contiguous run of
+    // items (static schedule), so thread t always gets the same rows of C, as it does the
+    // same rows in the elementwise kernels around the product: consecutive ops of a
+    // training step find their rows in their own core's L2 (femto training: +5 to 7%
+    // over taking items dynamically, small +3%). An item's arithmetic does not depend
+    // on the thread that runs it.
     P.mblocks = std::min(P.mtiles, ceil_div(P.mtiles * P.MR, MC));
     if (nt > 1) P.mblocks = std::min(P.mtiles, round_up(P.mblocks, nt));
     const int64_t npanels_max = ceil_div(P.ncb, P.NR);
@@ -299,7 +302,7 @@ void sgemm_run(const SgemmPlan& P, float* Bp, float* Ap, int tid, int team) {
                 if (!P.private_b) {
 #pragma omp barrier
                 }
-#pragma omp for schedule(dynamic, 1) nowait
+#pragma omp for schedule(static) nowait
                 for (int64_t item = 0; item < P.items; item++) sgemm_item(P, item, jc, nc, pc, kc, Bp, Ap);
                 if (!P.private_b) {  // before the B block is packed again (or the region's end)
 #pragma omp barrier
@@ -347,7 +350,7 @@ void sgemm_split_k(float* C, int64_t ldc, const float* A, int64_t lda, const flo
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         float* ws = scratch + per_thread * thread_id();
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(static)  // a contiguous run of K (token) chunks a thread, as above
         for (int64_t c = 0; c < nchunks; c++) {
             const int64_t k0 = c * chunk, kc = std::min(chunk, K - k0);
             const float* a = ta ? A + k0 * lda : A + k0;
