@@ -79,7 +79,6 @@ inline float hmax(vec v) {
 constexpr float kRoundMagic = 12582912.0f;
 constexpr int kRoundBias = 0x4B400000 - 127;
 constexpr int kSqrtHalfBits = 0x3F3504F3;  // float sqrt(1/2)
-constexpr float k2OverLn2 = 2.8853900817779268f;
 
 inline vec exp2v(vec x) {
     x = _mm512_max_ps(x, vset1(-127.0f));  // callers pass x <= 0 (scores minus their max or lse)
@@ -99,22 +98,13 @@ inline vec exp2v(vec x) {
     return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
 }
 
-// log2 of positive normal x: x = 2^e m with m in [sqrt(1/2), sqrt(2)) (e from the bits of
-// x over those of sqrt(1/2)), log2(m) = 2/ln(2) atanh(s) with s = (m-1)/(m+1), |s| <= 0.172,
-// by its series to s^9 (truncation 2e-9 relative). Within 6e-7 of log2 on [1, 4096).
-inline vec log2v(vec x) {
+// x = 2^e m with m in [sqrt(1/2), sqrt(2)), for positive normal x: e, as a float, from the
+// bits of x over those of sqrt(1/2); m in *mant (for log2v in attention_cols.h)
+inline vec vsplit_exponent(vec x, vec* mant) {
     const __m512i bits = _mm512_castps_si512(x);
     const __m512i e = _mm512_srai_epi32(_mm512_sub_epi32(bits, _mm512_set1_epi32(kSqrtHalfBits)), 23);
-    const vec m = _mm512_castsi512_ps(_mm512_sub_epi32(bits, _mm512_slli_epi32(e, 23)));
-    const vec t = vsub(m, vset1(1.0f));
-    const vec s = vdiv(t, vadd(t, vset1(2.0f)));
-    const vec z = vmul(s, s);
-    vec p = vset1(1.0f / 9);
-    p = vfmadd(p, z, vset1(1.0f / 7));
-    p = vfmadd(p, z, vset1(1.0f / 5));
-    p = vfmadd(p, z, vset1(1.0f / 3));
-    p = vfmadd(p, z, vset1(1.0f));
-    return vadd(_mm512_cvtepi32_ps(e), vmul(vmul(s, vset1(k2OverLn2)), p));
+    *mant = _mm512_castsi512_ps(_mm512_sub_epi32(bits, _mm512_slli_epi32(e, 23)));
+    return _mm512_cvtepi32_ps(e);
 }
 
 // C (MR, NV*kW) = [C +] A (MR, K) B (K, NV*kW). The accumulators are named variables, not

@@ -1,16 +1,11 @@
 #include "backend.h"
 #include "cpu/matmul.h"
+#include "ops/nn_common.h"
 #include "ops/ops.h"
 
 namespace femtogpt::ops {
 
 namespace {
-
-cpu::GeluApprox parse_gelu(const std::string& s, const char* which) {
-    if (s == "tanh") return cpu::GeluApprox::tanh;
-    if (s == "none") return cpu::GeluApprox::none;
-    throw ValueError(fmt("matmul: unknown ", which, "='", s, "': expected 'tanh' or 'none' (GELU's approximate)"));
-}
 
 template <typename T>
 void run_gemm(const Tensor& a, const Tensor& b, Tensor& out, int64_t batch, int64_t M, int64_t N, int64_t K,
@@ -24,9 +19,9 @@ void run_gemm(const Tensor& a, const Tensor& b, Tensor& out, int64_t batch, int6
     cpu::GemmFusion<T> f;
     f.gelu_a = bool(fusion.gelu_a);
     f.gelu_b = bool(fusion.gelu_b);
-    if (fusion.gelu_a) f.approx = parse_gelu(*fusion.gelu_a, "gelu_a");
+    if (fusion.gelu_a) f.approx = nn_detail::parse_gelu_approx(*fusion.gelu_a, "matmul", "gelu_a");
     if (fusion.gelu_b) {
-        f.approx = parse_gelu(*fusion.gelu_b, "gelu_b");
+        f.approx = nn_detail::parse_gelu_approx(*fusion.gelu_b, "matmul", "gelu_b");
         FG_CHECK(!fusion.gelu_a || *fusion.gelu_a == *fusion.gelu_b, "matmul: gelu_a='", *fusion.gelu_a,
                  "' and gelu_b='", *fusion.gelu_b, "' differ; one GELU form per product");
     }
@@ -63,20 +58,16 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb, const std::opt
     if (fusion.any())
         FG_CHECK(a.dim() == 2 && b.dim() == 2, "matmul: bias, gelu_a, gelu_b and a_row_sums need 2-D a and b, ",
                  "got shapes ", shape_str(a.shape()), " and ", shape_str(b.shape()));
-    if (fusion.bias) {
-        const Tensor& bias = *fusion.bias;
-        check_same_dtype(a, bias, "matmul: bias");
-        check_same_device(a, bias, "matmul: bias");
-        FG_CHECK(bias.dim() == 1 && bias.size(0) == N, "matmul: bias has shape ", shape_str(bias.shape()),
-                 ", expected (", N, ",)");
-    }
-    if (fusion.a_row_sums) {
-        const Tensor& sums = *fusion.a_row_sums;
-        check_same_dtype(a, sums, "matmul: a_row_sums");
-        check_same_device(a, sums, "matmul: a_row_sums");
-        FG_CHECK(sums.dim() == 1 && sums.size(0) == M, "matmul: a_row_sums has shape ", shape_str(sums.shape()),
-                 ", expected (", M, ",): one sum per row of op(a)");
-    }
+    // bias (N) and a_row_sums (M): vectors of a's dtype and device
+    auto check_vector = [&](const std::optional<Tensor>& t, const char* what, int64_t n, const char* meaning) {
+        if (!t) return;
+        check_same_dtype(a, *t, what);
+        check_same_device(a, *t, what);
+        FG_CHECK(t->dim() == 1 && t->size(0) == n, what, " has shape ", shape_str(t->shape()), ", expected (", n,
+                 ",)", meaning);
+    };
+    check_vector(fusion.bias, "matmul: bias", N, "");
+    check_vector(fusion.a_row_sums, "matmul: a_row_sums", M, ": one sum per row of op(a)");
     Shape oshape = a.dim() == 3 ? Shape{batch, M, N} : Shape{M, N};
     Tensor result;
     if (out) {

@@ -86,19 +86,9 @@ std::tuple<Tensor, OptTensor, OptTensor> layernorm_backward(const Tensor& dout, 
 
 // ---------------------------------------------------------------- activations
 
-namespace {
-
-cpu::GeluApprox parse_approx(const std::string& s, const char* op) {
-    if (s == "tanh") return cpu::GeluApprox::tanh;
-    if (s == "none") return cpu::GeluApprox::none;
-    throw ValueError(fmt(op, ": unknown approximate='", s, "': expected 'tanh' or 'none'"));
-}
-
-}  // namespace
-
 Tensor gelu_forward(const Tensor& x, const std::string& approximate, bool reference) {
     check_float(x, "gelu_forward: x");
-    auto approx = parse_approx(approximate, "gelu_forward");
+    auto approx = parse_gelu_approx(approximate, "gelu_forward");
     check_cpu(x, "gelu_forward");
     Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
     dispatch_float(x.dtype(), [&](auto tag) {
@@ -117,7 +107,7 @@ void gelu_backward_into(Tensor& dx, const Tensor& dout, const Tensor& x, const s
     check_float(x, "gelu_backward: x");
     check_float_like(dout, x, op, "dout");
     check_same_shape(dout, x, op, "dout", "x");
-    auto approx = parse_approx(approximate, op);
+    auto approx = parse_gelu_approx(approximate, op);
     check_cpu(x, op);
     dispatch_float(x.dtype(), [&](auto tag) {
         using T = decltype(tag);
@@ -148,7 +138,7 @@ Tensor gelu_linear_backward_input_(Tensor& h, const Tensor& g, const Tensor& w, 
                  w.size(1) == h.size(1),
              op, ": expected h (N,K), g (N,O), w (O,K), got h ", shape_str(h.shape()), ", g ", shape_str(g.shape()),
              ", w ", shape_str(w.shape()));
-    auto approx = parse_approx(approximate, op);
+    auto approx = parse_gelu_approx(approximate, op);
     check_cpu(h, op);
     const int64_t N = h.size(0), K = h.size(1), O = g.size(1);
     if (h.numel() == 0) return h;

@@ -1,9 +1,10 @@
-// Helpers shared by the nn op files (nn.cpp, nn_loss.cpp): argument checks and
+// Helpers shared by the nn op files (nn.cpp, nn_loss.cpp, and matmul.cpp's GELU fusion): argument checks and
 // dtype dispatch. Internal to cpp/ops.
 #pragma once
 
 #include <string>
 
+#include "cpu/activation.h"
 #include "tensor.h"
 
 namespace femtogpt::ops::nn_detail {
@@ -24,6 +25,14 @@ void dispatch_index(DType dt, F&& f) {
         f(int32_t{});
     else
         f(int64_t{});
+}
+
+// GELU's form from its Python spelling (F.gelu's `approximate`); `arg` names the argument in
+// the error, which lists the forms.
+inline cpu::GeluApprox parse_gelu_approx(const std::string& s, const char* op, const char* arg = "approximate") {
+    if (s == "tanh") return cpu::GeluApprox::tanh;
+    if (s == "none") return cpu::GeluApprox::none;
+    throw ValueError(fmt(op, ": unknown ", arg, "='", s, "': expected 'tanh' or 'none' (GELU's approximate)"));
 }
 
 inline void check_cpu(const Tensor& t, const char* op) {
