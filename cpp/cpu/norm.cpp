@@ -86,7 +86,9 @@ template <typename T>
 void layernorm_forward(T* out, T* mean, T* rstd, const T* x, const T* weight, const T* bias, int64_t N, int64_t C,
                        double eps) {
     if constexpr (std::is_same_v<T, float>) {
-        if (active_isa() != Isa::generic) return layernorm_forward_avx2(out, mean, rstd, x, weight, bias, N, C, eps);
+        if (active_isa() == Isa::avx512)
+            return layernorm_forward_avx512(out, mean, rstd, x, weight, bias, N, C, eps);
+        if (active_isa() == Isa::avx2) return layernorm_forward_avx2(out, mean, rstd, x, weight, bias, N, C, eps);
     }
 #pragma omp parallel for schedule(static) if (N * C > kParallelElems)
     for (int64_t n = 0; n < N; n++) {
@@ -128,7 +130,9 @@ template <typename T>
 void layernorm_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* weight, const T* mean,
                         const T* rstd, int64_t N, int64_t C) {
     if constexpr (std::is_same_v<T, float>) {
-        if (active_isa() != Isa::generic)
+        if (active_isa() == Isa::avx512)
+            return layernorm_backward_avx512(dx, dweight, dbias, dout, x, weight, mean, rstd, N, C);
+        if (active_isa() == Isa::avx2)
             return layernorm_backward_avx2(dx, dweight, dbias, dout, x, weight, mean, rstd, N, C);
     }
     const int64_t R = layernorm_rows_per_chunk(N);

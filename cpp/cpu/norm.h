@@ -50,4 +50,10 @@ void layernorm_forward_avx2(float* out, float* mean, float* rstd, const float* x
 void layernorm_backward_avx2(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                              const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C);
 
+// AVX-512 float32 kernels (norm_avx512.cpp); same contract.
+void layernorm_forward_avx512(float* out, float* mean, float* rstd, const float* x, const float* weight,
+                              const float* bias, int64_t N, int64_t C, double eps);
+void layernorm_backward_avx512(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
+                               const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C);
+
 }  // namespace femtogpt::cpu
