@@ -28,6 +28,11 @@ SHAPES = ["512x512x512", "2048x256x768", "2048x768x256", "4096x512x2048", "2048x
 THREADS = [1, 2]
 
 
+# Seconds to wait before switching between numpy and femtogpt in an interleaved measurement
+# (see MatmulNumpy.track_ratio_vs_numpy).
+_SWITCH_PAUSE = 0.3
+
+
 def _dims(shape):
     return tuple(int(x) for x in shape.split("x"))
 
@@ -120,14 +125,16 @@ class MatmulNumpy(_MatmulData):
     def track_ratio_vs_numpy(self, shape, threads):
         """femtogpt GFLOP/s / numpy GFLOP/s (> 1: femtogpt faster), interleaved medians.
 
-        With 2 threads on a 2-core machine, interleaving makes each library run while the
-        other's idle threads are still spinning (OpenMP's and OpenBLAS's), which can slow
-        either side many times over (seen: ratios of 0.05 to 0.5 for shapes whose separate
-        GFLOP/s tracks agree within 10%). Read the 2-thread ratio together with
-        track_gflops_femtogpt and track_gflops_numpy, which are measured separately."""
+        Each library's idle threads spin for a while after its last call (OpenMP's, and
+        OpenBLAS's for up to about 2^28 cycles); with 2 threads on 2 cores the other library
+        would run against them and slow many times over (seen without the pause: ratios of
+        0.02 to 0.5 for shapes whose separate GFLOP/s tracks agree within 10%). So each
+        switch waits _SWITCH_PAUSE seconds first, long enough for both to go to sleep."""
         ours, theirs = [], []
         for _ in range(5):
+            time.sleep(_SWITCH_PAUSE)
             ours.append(_median_seconds(self._femtogpt, min_time=0.05, min_reps=3))
+            time.sleep(_SWITCH_PAUSE)
             theirs.append(_median_seconds(self._numpy, min_time=0.05, min_reps=3))
         return float(np.median(theirs) / np.median(ours))
 
