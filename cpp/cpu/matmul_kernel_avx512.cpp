@@ -88,8 +88,15 @@ void kernel_strided(int64_t kc, const float* A, int64_t rs, int64_t cs, const fl
     kernel_14x32<false>(kc, A, rs, cs, Bp, C, ldc, alpha, beta);
 }
 
-// B panel (kc=192, 32) = 24 KiB stays in a 32 KiB L1; A block (168, 192) = 126 KiB in L2.
-const KernelF32 kAvx512 = {"avx512", MR, NR, 168, 192, 4064, kernel_packed, kernel_strided, pack_avx2<MR>, pack_avx2<NR>};
+// A block (168, 512) = 336 KiB in L2. kc = 512 rather than a B panel that fits L1 (kc = 192:
+// (192, 32) = 24 KiB): each k block past the first reads and writes all of C once more, and
+// for products the size of a GPT's layers (C of 6 to 32 MB) that traffic cost more than
+// streaming the B panel from L2. On the 2-core AVX-512 Xeon (48 KiB L1d, 2 MiB L2), medians
+// of 3x9 runs of the dev harness, 2 threads, GFLOP/s at kc 192 / 512: 4096x384x1536 281 / 310,
+// 4096x1536x384 322 / 347, 384x4096x1536 (A^T, a weight gradient) 261 / 283, 4096x512x2048
+// 265 / 321, 4096x384x1152 303 / 293 (the one loss); 1 thread 4096x512x2048 141 / 174;
+// kc 768 and 1024 were no better than 512.
+const KernelF32 kAvx512 = {"avx512", MR, NR, 168, 512, 4064, kernel_packed, kernel_strided, pack_avx2<MR>, pack_avx2<NR>};
 
 }  // namespace
 
