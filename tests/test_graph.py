@@ -60,12 +60,15 @@ def test_gelu_linear_reusing_its_input(rng, approximate):
 
 
 @pytest.mark.parametrize("dtype, N, O, K", [
-    (np.float32, 600, 29, 4099), (np.float64, 600, 29, 2053),  # 3 chunks of 200 rows
+    # O within one k block: tile by tile over h (the product's GELU-gradient epilogue); the femto
+    # MLP's shape reads g in place; O = 512 is one k block on AVX-512 only, 513 on none
+    (np.float32, 300, 64, 256), (np.float32, 257, 512, 100), (np.float32, 257, 513, 100),
+    (np.float32, 600, 29, 4099), (np.float64, 600, 29, 2053),  # 3 chunks of 200 rows where chunked
     # a long inner sum (O >= 1024, where the product may cut it into chunks for a small result):
     # no row chunk is small enough to sum in another order than the whole product does
     (np.float32, 257, 1024, 4096), (np.float32, 4100, 1024, 256)])
 def test_gelu_linear_backward_input_in_row_chunks(each_isa, threads, dtype, N, O, K):  # noqa: N803
-    """dh over h, made ~4 MiB of rows at a time in equal chunks: bitwise gelu_backward(g @ w, h)."""
+    """dh over h, tile by tile or ~4 MiB of rows at a time in equal chunks: bitwise gelu_backward(g @ w, h)."""
     h = np.random.default_rng(3).standard_normal((N, K)).astype(dtype)
     g = np.random.default_rng(4).standard_normal((N, O)).astype(dtype)
     w = (np.random.default_rng(5).standard_normal((O, K)) / np.sqrt(O)).astype(dtype)

@@ -1,5 +1,6 @@
-"""_core.matmul with fused work (bias=, gelu_a=, gelu_b=): bitwise the values of the unfused
-ops (gelu_forward, then the product, then add_ of the bias), on every ISA, 1 and 2 threads,
+"""_core.matmul with fused work (bias=, gelu_a=, gelu_b=, a_row_sums=, gelu_grad=): bitwise the
+values of the unfused ops (gelu_forward, then the product, then add_ of the bias, or then
+gelu_backward), on every ISA, 1 and 2 threads,
 every transpose, and shapes that take each path of the driver: edge tiles, several k blocks,
 A read in place (small N: the GELU forces the packed copy), and a long K split into chunks.
 float64 (used by gradient checks) against numpy. Bad input is a clear error."""
@@ -172,3 +173,91 @@ def test_row_sums_bad_input():
         _core.matmul(a, b, a_row_sums=T(np.ones(3, np.float64)))
     with pytest.raises(ValueError, match="need 2-D a and b"):
         _core.matmul(T(np.ones((2, 3, 4), np.float32)), b, a_row_sums=T(np.ones(3, np.float32)))
+
+
+# ---- gelu_grad: a GELU's input gradient, the product times gelu'(G), applied tile by tile
+
+# (M, K, N): one element; edge tiles; the femto MLP's dh (one k block, A read in place); K = 512,
+# the deepest product the AVX-512 kernel makes in one k block; K past one k block; a long K into
+# a small C (split into chunks)
+GELU_GRAD_SHAPES = [(1, 1, 1), (129, 65, 257), (300, 64, 256), (37, 512, 53), (37, 600, 53), (61, 2053, 7)]
+
+
+def in_place_allowed(K, dtype=np.float32):
+    """Where out may be gelu_grad_of itself: float64 always; float32 for a product made in one k
+    block (256 deep on generic and AVX2, 512 on AVX-512; these shapes never split K at K < 1024)."""
+    return dtype == np.float64 or K <= (512 if _core.cpu_isa() == "avx512" else 256)
+
+
+@pytest.mark.parametrize("nt", [1, 2])
+@pytest.mark.parametrize("ta,tb", TRANSPOSES)
+@pytest.mark.parametrize("shape", GELU_GRAD_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_gelu_grad_bitwise_equals_unfused(each_isa, nt, ta, tb, shape):
+    """matmul(..., gelu_grad=, gelu_grad_of=G) is bitwise gelu_backward(matmul(...), G), into a new
+    tensor and, where allowed, written over G itself (dh over h)."""
+    _core.set_num_threads(nt)
+    M, K, N = shape
+    rng = np.random.default_rng(M * 5 + K * 3 + N)
+    a = rng.standard_normal((K, M) if ta else (M, K)).astype(np.float32)
+    b = (rng.standard_normal((N, K) if tb else (K, N)) / np.sqrt(K)).astype(np.float32)
+    g = (rng.standard_normal((M, N)) * 3).astype(np.float32)
+    for approx in ("tanh", "none"):
+        for alpha in (1.0, -0.75):
+            want = np.asarray(_core.gelu_backward(_core.matmul(T(a), T(b), ta, tb, alpha=alpha), T(g), approx))
+            got = _core.matmul(T(a), T(b), ta, tb, alpha=alpha, gelu_grad=approx, gelu_grad_of=T(g))
+            assert np.array_equal(np.asarray(got), want), f"approximate={approx}, alpha={alpha}"
+            g_t = T(g.copy())
+            if in_place_allowed(K):
+                out = _core.matmul(T(a), T(b), ta, tb, out=g_t, alpha=alpha, gelu_grad=approx, gelu_grad_of=g_t)
+                assert out.same_storage(g_t)
+                assert np.array_equal(np.asarray(g_t), want), f"in place, approximate={approx}, alpha={alpha}"
+            else:
+                with pytest.raises(ValueError, match="one pass over K"):
+                    _core.matmul(T(a), T(b), ta, tb, out=g_t, gelu_grad=approx, gelu_grad_of=g_t)
+
+
+@pytest.mark.parametrize("ta,tb", TRANSPOSES)
+def test_gelu_grad_float64(ta, tb):
+    """float64 (gradient checks): bitwise the unfused ops, in place too (any K), and the tanh form
+    against numpy's closed form."""
+    M, K, N = 23, 300, 31
+    rng = np.random.default_rng(8)
+    a, b = rng.standard_normal((K, M) if ta else (M, K)), rng.standard_normal((N, K) if tb else (K, N))
+    g = rng.standard_normal((M, N)) * 3
+    for approx in ("tanh", "none"):
+        want = np.asarray(_core.gelu_backward(_core.matmul(T(a), T(b), ta, tb), T(g), approx))
+        assert np.array_equal(np.asarray(_core.matmul(T(a), T(b), ta, tb, gelu_grad=approx, gelu_grad_of=T(g))), want)
+        g_t = T(g.copy())
+        _core.matmul(T(a), T(b), ta, tb, out=g_t, gelu_grad=approx, gelu_grad_of=g_t)
+        assert np.array_equal(np.asarray(g_t), want)
+    k = np.sqrt(2 / np.pi)
+    t = np.tanh(k * (g + 0.044715 * g**3))
+    dgelu = 0.5 * (1 + t) + 0.5 * g * (1 - t * t) * k * (1 + 3 * 0.044715 * g * g)
+    product = (a.T if ta else a) @ (b.T if tb else b)
+    got = np.asarray(_core.matmul(T(a), T(b), ta, tb, gelu_grad="tanh", gelu_grad_of=T(g)))
+    np.testing.assert_allclose(got, product * dgelu, rtol=1e-12, atol=1e-12)
+
+
+def test_gelu_grad_empty_k_and_bad_input(each_isa):
+    a, b, g = T(np.ones((3, 0), np.float32)), T(np.ones((0, 5), np.float32)), T(np.ones((3, 5), np.float32))
+    assert np.array_equal(np.asarray(_core.matmul(a, b, gelu_grad="tanh", gelu_grad_of=g)), np.zeros((3, 5)))
+    a, b = T(np.ones((3, 4), np.float32)), T(np.ones((4, 5), np.float32))
+    with pytest.raises(ValueError, match="go together"):
+        _core.matmul(a, b, gelu_grad="tanh")
+    with pytest.raises(ValueError, match="go together"):
+        _core.matmul(a, b, gelu_grad_of=g)
+    with pytest.raises(ValueError, match=r"gelu_grad_of has shape \(5, 3\), expected \(3, 5\)"):
+        _core.matmul(a, b, gelu_grad="tanh", gelu_grad_of=T(np.ones((5, 3), np.float32)))
+    with pytest.raises(TypeError):
+        _core.matmul(a, b, gelu_grad="tanh", gelu_grad_of=T(np.ones((3, 5), np.float64)))
+    with pytest.raises(ValueError, match="unknown gelu_grad='relu'"):
+        _core.matmul(a, b, gelu_grad="relu", gelu_grad_of=g)
+    with pytest.raises(ValueError, match="one GELU form"):
+        _core.matmul(a, b, gelu_a="none", gelu_grad="tanh", gelu_grad_of=g)
+    with pytest.raises(ValueError, match="neither beta nor a bias"):
+        _core.matmul(a, b, bias=T(np.ones(5, np.float32)), gelu_grad="tanh", gelu_grad_of=g)
+    with pytest.raises(ValueError, match="neither beta nor a bias"):
+        _core.matmul(a, b, out=T(np.ones((3, 5), np.float32)), beta=1.0, gelu_grad="tanh", gelu_grad_of=g)
+    rows = T(np.ones((6, 5), np.float32))  # out and gelu_grad_of overlapping, not the same tensor
+    with pytest.raises(ValueError, match="shares memory"):
+        _core.matmul(a, b, out=rows.narrow0(0, 3), gelu_grad="tanh", gelu_grad_of=rows.narrow0(1, 3))

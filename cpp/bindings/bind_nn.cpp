@@ -50,8 +50,9 @@ void register_pairs(py::module_& m, bool ref) {
             nogil release;
             return ops::gelu_linear_backward_input_(h, g, w, approximate);
         }, py::arg("h"), py::arg("g"), py::arg("w"), py::arg("approximate") = "tanh",
-           "dh = (g (N,O) @ w (O,K)) * gelu'(h (N,K)) written over h (which the caller gives up), a few rows\n"
-           "at a time: the input gradient of gelu(h) @ w^T without an (N,K) temporary; returns h");
+           "dh = (g (N,O) @ w (O,K)) * gelu'(h (N,K)) written over h (which the caller gives up), tile by\n"
+           "tile or a few rows at a time: the input gradient of gelu(h) @ w^T without an (N,K) temporary;\n"
+           "returns h");
     }
     m.def("softmax_forward", [ref](const Tensor& x) {
         nogil release;

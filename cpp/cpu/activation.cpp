@@ -110,6 +110,29 @@ void gelu_inplace_serial(T* x, int64_t n, GeluApprox approx) {
     }
 }
 
+// dx <- dout, x: rows of n, on the calling thread
+template <typename T>
+void gelu_backward_rows(T* dx, int64_t lddx, const T* dout, int64_t lddout, const T* x, int64_t ldx, int64_t rows,
+                        int64_t n, GeluApprox approx) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (active_isa() == Isa::avx512)
+            return gelu_backward_rows_avx512(dx, lddx, dout, lddout, x, ldx, rows, n, approx);
+        if (active_isa() == Isa::avx2) return gelu_backward_rows_avx2(dx, lddx, dout, lddout, x, ldx, rows, n, approx);
+    }
+    for (int64_t r = 0; r < rows; r++) {
+        T* d = dx + r * lddx;
+        const T* g = dout + r * lddout;
+        const T* v = x + r * ldx;
+        if (approx == GeluApprox::tanh) {
+#pragma omp simd
+            for (int64_t i = 0; i < n; i++) d[i] = g[i] * gelu_tanh_grad<T>(v[i]);
+        } else {
+#pragma omp simd
+            for (int64_t i = 0; i < n; i++) d[i] = g[i] * gelu_erf_grad<T>(v[i]);
+        }
+    }
+}
+
 // dx (n) <- dout (n), x (n)
 template <typename T>
 void gelu_backward(T* dx, const T* dout, const T* x, int64_t n, GeluApprox approx) {
@@ -148,6 +171,8 @@ void relu_backward(T* dx, const T* dout, const T* out, int64_t n) {
     template void gelu_forward_reference<T>(T*, const T*, int64_t, GeluApprox);                 \
     template void gelu_inplace_serial<T>(T*, int64_t, GeluApprox);                              \
     template void gelu_backward<T>(T*, const T*, const T*, int64_t, GeluApprox);                \
+    template void gelu_backward_rows<T>(T*, int64_t, const T*, int64_t, const T*, int64_t, int64_t, int64_t,  \
+                                        GeluApprox);                                                    \
     template void gelu_backward_reference<T>(T*, const T*, const T*, int64_t, GeluApprox);      \
     template void relu_forward<T>(T*, const T*, int64_t);                                       \
     template void relu_backward<T>(T*, const T*, const T*, int64_t);

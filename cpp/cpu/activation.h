@@ -26,6 +26,13 @@ void gelu_inplace_serial(T* x, int64_t n, GeluApprox approx);
 // dx (n) <- dout (n), x (n)
 template <typename T>
 void gelu_backward(T* dx, const T* dout, const T* x, int64_t n, GeluApprox approx);
+
+// The same on `rows` rows of n elements (row strides lddx, lddout, ldx), on the calling thread
+// alone: the matmul's GELU-gradient epilogue on a finished register tile (cpu::GemmFusion).
+// Element for element the values of gelu_backward. dx may be dout or x.
+template <typename T>
+void gelu_backward_rows(T* dx, int64_t lddx, const T* dout, int64_t lddout, const T* x, int64_t ldx, int64_t rows,
+                        int64_t n, GeluApprox approx);
 template <typename T>
 void gelu_backward_reference(T* dx, const T* dout, const T* x, int64_t n, GeluApprox approx);
 
@@ -45,5 +52,9 @@ void gelu_forward_avx512(float* out, const float* x, int64_t n, GeluApprox appro
 void gelu_inplace_serial_avx512(float* x, int64_t n, GeluApprox approx);
 void gelu_backward_avx512(float* dx, const float* dout, const float* x, int64_t n, GeluApprox approx);
 void gelu_backward_avx2(float* dx, const float* dout, const float* x, int64_t n, GeluApprox approx);
+void gelu_backward_rows_avx512(float* dx, int64_t lddx, const float* dout, int64_t lddout, const float* x, int64_t ldx,
+                               int64_t rows, int64_t n, GeluApprox approx);
+void gelu_backward_rows_avx2(float* dx, int64_t lddx, const float* dout, int64_t lddout, const float* x, int64_t ldx,
+                             int64_t rows, int64_t n, GeluApprox approx);
 
 }  // namespace femtogpt::cpu

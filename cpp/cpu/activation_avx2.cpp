@@ -109,19 +109,26 @@ void map1(float* out, const float* x, int64_t n, F f) {
     }
 }
 
-// dx (n) <- dout (n), x (n), f(dout8, x8) per vector, masked tail
+// dx (n) <- dout (n), x (n) on the calling thread, f(dout8, x8) per vector, masked tail;
+// dx may be dout or x (each vector is read before it is written)
+template <typename F>
+void map2_serial(float* dx, const float* dout, const float* x, int64_t n, F f) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dx + i, f(_mm256_loadu_ps(dout + i), _mm256_loadu_ps(x + i)));
+    if (i < n) {
+        const __m256i m = avx2::tail_mask(n - i);
+        _mm256_maskstore_ps(dx + i, m, f(_mm256_maskload_ps(dout + i, m), _mm256_maskload_ps(x + i, m)));
+    }
+}
+
+// The same, over OpenMP blocks of kBlock elements
 template <typename F>
 void map2(float* dx, const float* dout, const float* x, int64_t n, F f) {
     const int64_t nblocks = (n + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(static) if (n > kParallelElems)
     for (int64_t b = 0; b < nblocks; b++) {
-        const int64_t end = std::min(n, (b + 1) * kBlock);
-        int64_t i = b * kBlock;
-        for (; i + 8 <= end; i += 8) _mm256_storeu_ps(dx + i, f(_mm256_loadu_ps(dout + i), _mm256_loadu_ps(x + i)));
-        if (i < end) {
-            const __m256i m = avx2::tail_mask(end - i);
-            _mm256_maskstore_ps(dx + i, m, f(_mm256_maskload_ps(dout + i, m), _mm256_maskload_ps(x + i, m)));
-        }
+        const int64_t begin = b * kBlock;
+        map2_serial(dx + begin, dout + begin, x + begin, std::min(kBlock, n - begin), f);
     }
 }
 
@@ -150,6 +157,19 @@ void gelu_backward_avx2(float* dx, const float* dout, const float* x, int64_t n,
         map2(dx, dout, x, n, [](__m256 g, __m256 v) { return gelu_grad8(g, v); });
     else
         map2(dx, dout, x, n, [](__m256 g, __m256 v) { return gelu_erf_grad8(g, v); });
+}
+
+// dx <- dout, x: rows of n, on the calling thread
+void gelu_backward_rows_avx2(float* dx, int64_t lddx, const float* dout, int64_t lddout, const float* x, int64_t ldx,
+                             int64_t rows, int64_t n, GeluApprox approx) {
+    for (int64_t r = 0; r < rows; r++) {
+        if (approx == GeluApprox::tanh)
+            map2_serial(dx + r * lddx, dout + r * lddout, x + r * ldx, n,
+                        [](__m256 g, __m256 v) { return gelu_grad8(g, v); });
+        else
+            map2_serial(dx + r * lddx, dout + r * lddout, x + r * ldx, n,
+                        [](__m256 g, __m256 v) { return gelu_erf_grad8(g, v); });
+    }
 }
 
 }  // namespace femtogpt::cpu

@@ -101,4 +101,11 @@ void gelu_backward_avx512(float* dx, const float* dout, const float* x, int64_t 
         gelu_grad_rows(dx + b * kBlock, dout + b * kBlock, x + b * kBlock, std::min(kBlock, n - b * kBlock));
 }
 
+// dx <- dout, x: rows of n, on the calling thread
+void gelu_backward_rows_avx512(float* dx, int64_t lddx, const float* dout, int64_t lddout, const float* x, int64_t ldx,
+                               int64_t rows, int64_t n, GeluApprox approx) {
+    if (approx != GeluApprox::tanh) return gelu_backward_rows_avx2(dx, lddx, dout, lddout, x, ldx, rows, n, approx);
+    for (int64_t r = 0; r < rows; r++) gelu_grad_rows(dx + r * lddx, dout + r * lddout, x + r * ldx, n);
+}
+
 }  // namespace femtogpt::cpu

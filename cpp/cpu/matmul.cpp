@@ -42,6 +42,7 @@ Blocking g_blocking_override;
 // Below this many flops per thread a second thread costs more than it saves.
 constexpr int64_t kMinFlopsPerThread = int64_t(1) << 19;
 constexpr int kMaxTile = 1024;  // floats in the edge-tile scratch (>= MR*NR of every kernel)
+constexpr int64_t kFloatsPerLine = 16;  // floats in a 64-byte cache line
 // A B of at most this many floats that fits one block is packed by every thread for
 // itself: a few microseconds of copying instead of two barriers, which cost far more
 // when a thread has lost its core to another process.
@@ -249,6 +250,10 @@ void sgemm_item(const SgemmPlan& P, int64_t item, int64_t jc, int64_t nc, int64_
         sum_a_rows(P.fusion.a_row_sums + ic, adirect, rs, cs, direct_rows, Apacked, mc, MR, kc, pc == 0);
     // the bias goes on once a tile's sum is complete, after its last k block
     const float* bias = pc + kc == P.K ? P.fusion.bias : nullptr;
+    // so does the GELU gradient, whose products are made in one k block (gelu_grad_in_tiles): a
+    // tile is computed into the scratch, then written as gelu'(G) times it, each row of G read
+    // before the row of C is written (G may be C)
+    const float* ggrad = pc + kc == P.K ? P.fusion.gelu_grad : nullptr;
     alignas(64) float tile[kMaxTile];
     for (int64_t jr = q0; jr < q1; jr++) {
         const int64_t nr = std::min(NR, nc - jr * NR);
@@ -256,15 +261,22 @@ void sgemm_item(const SgemmPlan& P, int64_t item, int64_t jc, int64_t nc, int64_
         for (int64_t ir = 0; ir < mc; ir += MR) {
             const int64_t mr = std::min(MR, mc - ir);
             float* c = P.C + (ic + ir) * ldc + jc + jr * NR;
-            const bool full = mr == MR && nr == NR;
+            const bool full = mr == MR && nr == NR && !ggrad;
             float* dst = full ? c : tile;  // edge tile: compute in full, write the valid part
             const int64_t ldd = full ? ldc : NR;
             const float bdst = full ? beff : 0.0f;
+            const float* gtile = ggrad ? ggrad + (ic + ir) * P.fusion.ld_gelu_grad + jc + jr * NR : nullptr;
+            if (ggrad)  // G's rows (an activation, often in memory) arrive while the kernel runs
+                for (int64_t i = 0; i < mr; i++)
+                    for (int64_t j = 0; j < nr; j += kFloatsPerLine)
+                        __builtin_prefetch(gtile + i * P.fusion.ld_gelu_grad + j, 0, 3);
             if (ir < direct_rows)
                 kr.kernel_strided(kc, adirect + ir * rs, rs, cs, bpanel, dst, ldd, P.alpha, bdst);
             else
                 kr.kernel(kc, Apacked + (ir - direct_rows) * kc, bpanel, dst, ldd, P.alpha, bdst);
-            if (!full)
+            if (ggrad)
+                gelu_backward_rows(c, ldc, tile, NR, gtile, P.fusion.ld_gelu_grad, mr, nr, P.fusion.approx);
+            else if (!full)
                 for (int64_t i = 0; i < mr; i++)
                     for (int64_t j = 0; j < nr; j++) {
                         float& cij = c[i * ldc + j];
@@ -402,12 +414,30 @@ void row_sums_direct(T* sums, const T* A, int64_t lda, int64_t M, int64_t K, boo
     }
 }
 
+// Whether a product's tiles are finished in one pass over K by sgemm_item (one k block, no
+// split), so that its GELU-gradient epilogue can work tile by tile (GemmFusion::gelu_grad).
+bool gelu_grad_in_tiles(int64_t M, int64_t N, int64_t K) {
+    const int64_t KC = g_blocking_override.kc > 0 ? g_blocking_override.kc : active_kernel_f32().kc;
+    return K > 0 && K <= KC && !split_k(M, N, K);
+}
+
 // Single-precision GEMM on at most `nthreads` threads.
 void sgemm(float* C, int64_t ldc, const float* A, int64_t lda, const float* B, int64_t ldb, int64_t M, int64_t N,
            int64_t K, bool ta, bool tb, float alpha, float beta, int nthreads, const GemmFusion<float>& fusion = {}) {
     if (M <= 0) return;
     if (N <= 0) {
         if (fusion.a_row_sums) row_sums_direct(fusion.a_row_sums, A, lda, M, K, ta, fusion);
+        return;
+    }
+    if (fusion.gelu_grad && !gelu_grad_in_tiles(M, N, K)) {  // the product, then the derivative over it
+        GemmFusion<float> product = fusion;
+        product.gelu_grad = nullptr;
+        sgemm(C, ldc, A, lda, B, ldb, M, N, K, ta, tb, alpha, beta, nthreads, product);
+        const int nt = in_parallel() ? 1 : std::max(1, nthreads);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && M * N > kPrivateBMaxFloats)
+        for (int64_t i = 0; i < M; i++)
+            gelu_backward_rows(C + i * ldc, ldc, C + i * ldc, ldc, fusion.gelu_grad + i * fusion.ld_gelu_grad,
+                               fusion.ld_gelu_grad, 1, N, fusion.approx);
         return;
     }
     if (K <= 0 || alpha == 0.0f) {  // empty sum: A (but for its row sums) and B are not read
@@ -530,7 +560,8 @@ void gemm_fused(T* C, int64_t ldc, const T* A, int64_t lda, const T* B, int64_t 
     if constexpr (std::is_same_v<T, float>) {
         gemm_detail::sgemm(C, ldc, A, lda, B, ldb, M, N, K, trans_a, trans_b, alpha, beta, num_threads(), fusion);
     } else {
-        // float64 (gradient checks): GELU'd copies of the operands, the product, then the bias
+        // float64 (gradient checks): GELU'd copies of the operands, the product (into a scratch
+        // when a GELU gradient follows: G may be C), then the bias or the GELU gradient
         const int64_t a_rows = trans_a ? K : M, b_rows = trans_b ? N : K;
         PoolBuffer abuf(fusion.gelu_a ? size_t(a_rows * lda) * sizeof(T) : 0);
         PoolBuffer bbuf(fusion.gelu_b ? size_t(b_rows * ldb) * sizeof(T) : 0);
@@ -542,7 +573,14 @@ void gemm_fused(T* C, int64_t ldc, const T* A, int64_t lda, const T* B, int64_t 
             gelu_forward(bbuf.data<T>(), B, b_rows * ldb, fusion.approx);
             B = bbuf.data<T>();
         }
-        gemm(C, ldc, A, lda, B, ldb, M, N, K, trans_a, trans_b, alpha, beta);
+        PoolBuffer product(fusion.gelu_grad ? size_t(M * N) * sizeof(T) : 0);
+        if (fusion.gelu_grad) {
+            gemm(product.data<T>(), N, A, lda, B, ldb, M, N, K, trans_a, trans_b, alpha, T(0));
+            gelu_backward_rows(C, ldc, product.data<T>(), N, fusion.gelu_grad, fusion.ld_gelu_grad, M, N,
+                               fusion.approx);
+        } else {
+            gemm(C, ldc, A, lda, B, ldb, M, N, K, trans_a, trans_b, alpha, beta);
+        }
         if (fusion.a_row_sums) {  // of the GELU'd copy already: no second GELU
             GemmFusion<T> plain;
             gemm_detail::row_sums_direct(fusion.a_row_sums, A, lda, M, K, trans_a, plain);
@@ -595,7 +633,16 @@ void gemm_batched(T* C, int64_t stride_c, int64_t ldc, const T* A, int64_t strid
                 alpha, beta, nt);
 }
 
+template <typename T>
+bool gemm_gelu_grad_in_place(int64_t M, int64_t N, int64_t K) {
+    if constexpr (std::is_same_v<T, float>)
+        return gemm_detail::gelu_grad_in_tiles(M, N, K);
+    else
+        return true;  // the float64 path makes the product in a scratch first
+}
+
 #define FG_INSTANTIATE(T)                                                                                     \
+    template bool gemm_gelu_grad_in_place<T>(int64_t, int64_t, int64_t);                                  \
     template void gemm<T>(T*, int64_t, const T*, int64_t, const T*, int64_t, int64_t, int64_t, int64_t, bool, \
                           bool, T, T);                                                                        \
     template void gemm_fused<T>(T*, int64_t, const T*, int64_t, const T*, int64_t, int64_t, int64_t, int64_t,   \

@@ -124,7 +124,8 @@ inline void rows_backward(float* dx, float* pw, float* pb, const float* dout, co
             const __m512 g = load(gr + r * C, c, C);
             const __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(load(xr + r * C, c, C), vm[r]), vs[r]);
             const __m512 dxhat = _mm512_mul_ps(g, w);
-            store(dx + (n + r) * C, c, C, _mm512_mul_ps(vs[r], _mm512_fnmadd_ps(xhat, vb[r], _mm512_sub_ps(dxhat, va[r]))));
+            const __m512 d = _mm512_mul_ps(vs[r], _mm512_fnmadd_ps(xhat, vb[r], _mm512_sub_ps(dxhat, va[r])));
+            store(dx + (n + r) * C, c, C, d);
         }
     }
 }

@@ -25,6 +25,15 @@ void run_gemm(const Tensor& a, const Tensor& b, Tensor& out, int64_t batch, int6
         FG_CHECK(!fusion.gelu_a || *fusion.gelu_a == *fusion.gelu_b, "matmul: gelu_a='", *fusion.gelu_a,
                  "' and gelu_b='", *fusion.gelu_b, "' differ; one GELU form per product");
     }
+    if (fusion.gelu_grad) {
+        f.approx = nn_detail::parse_gelu_approx(*fusion.gelu_grad, "matmul", "gelu_grad");
+        FG_CHECK((!fusion.gelu_a || *fusion.gelu_a == *fusion.gelu_grad) &&
+                     (!fusion.gelu_b || *fusion.gelu_b == *fusion.gelu_grad),
+                 "matmul: gelu_grad='", *fusion.gelu_grad, "' differs from the gelu_a/gelu_b form; one GELU form "
+                 "per product");
+        f.gelu_grad = fusion.gelu_grad_of->data<T>();
+        f.ld_gelu_grad = N;
+    }
     f.bias = fusion.bias ? fusion.bias->data<T>() : nullptr;
     f.a_row_sums = fusion.a_row_sums ? fusion.a_row_sums->data<T>() : nullptr;
     cpu::gemm_fused<T>(out.data<T>(), N, a.data<T>(), lda, b.data<T>(), ldb, M, N, K, ta, tb, T(alpha), T(beta), f);
@@ -69,6 +78,24 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb, const std::opt
     check_vector(fusion.bias, "matmul: bias", N, "");
     check_vector(fusion.a_row_sums, "matmul: a_row_sums", M, ": one sum per row of op(a)");
     Shape oshape = a.dim() == 3 ? Shape{batch, M, N} : Shape{M, N};
+    if (fusion.gelu_grad || fusion.gelu_grad_of) {
+        FG_CHECK(fusion.gelu_grad && fusion.gelu_grad_of, "matmul: gelu_grad (the GELU form) and gelu_grad_of ",
+                 "(where its derivative is taken) go together");
+        const Tensor& g = *fusion.gelu_grad_of;
+        check_same_dtype(a, g, "matmul: gelu_grad_of");
+        check_same_device(a, g, "matmul: gelu_grad_of");
+        FG_CHECK(g.shape() == oshape, "matmul: gelu_grad_of has shape ", shape_str(g.shape()), ", expected ",
+                 shape_str(oshape), " (the product's)");
+        FG_CHECK(beta == 0.0 && !fusion.bias, "matmul: gelu_grad takes neither beta nor a bias (it multiplies the ",
+                 "product alone)");
+        if (out && out->storage() == g.storage()) {
+            FG_CHECK(out->raw_data() == g.raw_data() &&
+                         (a.dtype() == DType::float32 ? cpu::gemm_gelu_grad_in_place<float>(M, N, Ka)
+                                                      : cpu::gemm_gelu_grad_in_place<double>(M, N, Ka)),
+                     "matmul: out shares memory with gelu_grad_of; it may be gelu_grad_of itself only where the "
+                     "product is made in one pass over K, not for (M, N, K) = (", M, ", ", N, ", ", Ka, ")");
+        }
+    }
     Tensor result;
     if (out) {
         result = *out;
@@ -82,7 +109,7 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb, const std::opt
     }
     FG_CHECK(a.device().type == DeviceType::cpu, "matmul: no kernel for device ", a.device().str());
     if (result.numel() == 0 && !fusion.a_row_sums) return result;  // (N == 0 may still have rows of a to sum)
-    if (Ka == 0 && !fusion.bias && !fusion.a_row_sums) {  // empty sum: alpha * 0 + beta * out
+    if (Ka == 0 && !fusion.bias && !fusion.a_row_sums && !fusion.gelu_grad) {  // empty sum: alpha * 0 + beta * out
         if (beta == 0.0) {
             backend_for(result.device()).fill_zero(result.raw_data(), result.nbytes());
         } else if (a.dtype() == DType::float32) {

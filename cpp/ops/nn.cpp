@@ -144,9 +144,18 @@ Tensor gelu_linear_backward_input_(Tensor& h, const Tensor& g, const Tensor& w, 
     if (h.numel() == 0) return h;
     dispatch_float(h.dtype(), [&](auto tag) {
         using T = decltype(tag);
-        // Chunks of equal size, about 4 MiB each: none is so small that the product would take
-        // another summation order than the whole one does (cpu::gemm cuts K into chunks only for
-        // a result of at most 64 Ki elements; every chunk here has over 512 Ki, or is the whole).
+        if (cpu::gemm_gelu_grad_in_place<T>(N, K, O)) {  // each tile of g @ w times gelu'(h), written over h
+            cpu::GemmFusion<T> f;
+            f.approx = approx;
+            f.gelu_grad = h.data<T>();
+            f.ld_gelu_grad = K;
+            cpu::gemm_fused<T>(h.data<T>(), K, g.data<T>(), O, w.data<T>(), K, N, K, O, false, false, T(1), T(0), f);
+            return;
+        }
+        // Otherwise in row chunks through a scratch, of equal size, about 4 MiB each: none is so
+        // small that the product would take another summation order than the whole one does
+        // (cpu::gemm cuts K into chunks only for a result of at most 64 Ki elements; every chunk
+        // here has over 512 Ki, or is the whole).
         const int64_t most = std::max<int64_t>(1, (int64_t(4) << 20) / (K * int64_t(sizeof(T))));
         const int64_t rows = (N + (N + most - 1) / most - 1) / ((N + most - 1) / most);
         PoolBuffer da(size_t(rows * K) * sizeof(T));  // (rows, K): g @ w for the current rows

@@ -37,9 +37,11 @@ Tensor gelu_backward(const Tensor& dout, const Tensor& x, const std::string& app
 // The same, writing dx over dout (which must own its memory alone: the caller's fresh gradient); returns dout.
 Tensor gelu_backward_inplace(Tensor& dout, const Tensor& x, const std::string& approximate);
 // The input gradient of out (N,O) = gelu(h) (N,K) @ w^T, w (O,K): dh = (g (N,O) @ w) * gelu'(h),
-// written over h, which the caller gives up (nothing else may read it). g @ w is made a few
-// rows at a time (about 4 MiB), so no (N,K) temporary ever exists; bitwise the values of
-// gelu_backward(g @ w, h) (rows are independent). Returns h.
+// written over h, which the caller gives up (nothing else may read it). Where the product is
+// made in one pass over O (cpu::gemm_gelu_grad_in_place), each finished tile of g @ w is
+// multiplied by gelu'(h) and written over h's tile at once; otherwise g @ w is made a few
+// rows at a time (about 4 MiB) into a scratch. No (N,K) temporary ever exists; bitwise the
+// values of gelu_backward(g @ w, h) either way. Returns h.
 Tensor gelu_linear_backward_input_(Tensor& h, const Tensor& g, const Tensor& w, const std::string& approximate);
 
 // x (any) -> out (same)

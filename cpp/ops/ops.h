@@ -17,13 +17,17 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, cons
               double alpha, double beta);
 
 // Work fused into a 2-D matmul (cpu::GemmFusion): GELU ("tanh" or "none", as F.gelu's
-// approximate) applied to a and/or b before the product, a bias (N) added after it, and
-// the row sums of op(a) (M) written into a_row_sums.
+// approximate) applied to a and/or b before the product, a bias (N) added after it, the
+// row sums of op(a) (M) written into a_row_sums, and the product multiplied by GELU's
+// derivative (form gelu_grad) at gelu_grad_of (M,N): a GELU's backward, which may write
+// over gelu_grad_of itself (out = gelu_grad_of) where cpu::gemm_gelu_grad_in_place allows.
 struct MatmulFusion {
     std::optional<Tensor> bias;
     std::optional<std::string> gelu_a, gelu_b;
     std::optional<Tensor> a_row_sums;
-    bool any() const { return bias || gelu_a || gelu_b || a_row_sums; }
+    std::optional<std::string> gelu_grad;
+    std::optional<Tensor> gelu_grad_of;
+    bool any() const { return bias || gelu_a || gelu_b || a_row_sums || gelu_grad || gelu_grad_of; }
 };
 
 // out (M,N) = alpha * gelu?(a) @ gelu?(b) + beta * out + bias: matmul's contract, 2-D only.
