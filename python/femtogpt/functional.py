@@ -245,7 +245,7 @@ def causal_self_attention_linear(qkv: Tensor, n_head: int, weight: Tensor, bias:
     Saves qkv and the attention's log-sum-exp (or probabilities, standard), not its output y:
     backward runs the attention forward again (deterministic, so bitwise the same y) for the
     projection's weight gradient and the attention's backward. One more attention forward for
-    (B, T, C) less memory: gradient checkpointing uses it inside the blocks it recomputes.
+    (B, T, C) less memory (the GPT's checkpointed blocks do not use it: see nn.Block.forward).
     """
     if qkv.ndim != 3 or qkv.shape[-1] % 3 or (qkv.shape[-1] // 3) % n_head:
         raise ValueError(f"causal_self_attention_linear: expected qkv (B, T, 3C) with C divisible by n_head "
