@@ -258,6 +258,9 @@ def test_gelu_grad_empty_k_and_bad_input(each_isa):
         _core.matmul(a, b, bias=T(np.ones(5, np.float32)), gelu_grad="tanh", gelu_grad_of=g)
     with pytest.raises(ValueError, match="neither beta nor a bias"):
         _core.matmul(a, b, out=T(np.ones((3, 5), np.float32)), beta=1.0, gelu_grad="tanh", gelu_grad_of=g)
+    with pytest.raises(ValueError, match="need 2-D a and b"):
+        _core.matmul(T(np.ones((2, 3, 4), np.float32)), b, gelu_grad="tanh", gelu_grad_of=T(np.ones((2, 3, 5),
+                                                                                                   np.float32)))
     rows = T(np.ones((6, 5), np.float32))  # out and gelu_grad_of overlapping, not the same tensor
     with pytest.raises(ValueError, match="shares memory"):
         _core.matmul(a, b, out=rows.narrow0(0, 3), gelu_grad="tanh", gelu_grad_of=rows.narrow0(1, 3))

@@ -65,8 +65,8 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb, const std::opt
     FG_CHECK(Ka == Kb, "matmul: inner dimensions differ: a ", shape_str(a.shape()), (ta ? " (transposed)" : ""),
              " has K=", Ka, ", b ", shape_str(b.shape()), (tb ? " (transposed)" : ""), " has K=", Kb);
     if (fusion.any())
-        FG_CHECK(a.dim() == 2 && b.dim() == 2, "matmul: bias, gelu_a, gelu_b and a_row_sums need 2-D a and b, ",
-                 "got shapes ", shape_str(a.shape()), " and ", shape_str(b.shape()));
+        FG_CHECK(a.dim() == 2 && b.dim() == 2, "matmul: bias, gelu_a, gelu_b, a_row_sums and gelu_grad need 2-D a ",
+                 "and b, got shapes ", shape_str(a.shape()), " and ", shape_str(b.shape()));
     // bias (N) and a_row_sums (M): vectors of a's dtype and device
     auto check_vector = [&](const std::optional<Tensor>& t, const char* what, int64_t n, const char* meaning) {
         if (!t) return;
