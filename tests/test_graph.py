@@ -80,6 +80,9 @@ def test_gelu_linear_backward_input_in_row_chunks(each_isa, threads, dtype, N, O
         got = fg._core.gelu_linear_backward_input_(h_t, fg._core.from_numpy(g), fg._core.from_numpy(w), "tanh")
         assert got.same_storage(h_t)
         np.testing.assert_array_equal(np.asarray(h_t), want)
+    h_t = fg._core.from_numpy(np.ones((8, 8), dtype))
+    with pytest.raises(ValueError, match="must not share memory with h"):  # g is h: the result would overwrite it
+        fg._core.gelu_linear_backward_input_(h_t, h_t, fg._core.from_numpy(np.ones((8, 8), dtype)))
     with pytest.raises(ValueError, match=r"expected h \(N,K\), g \(N,O\), w \(O,K\)"):
         fg._core.gelu_linear_backward_input_(fg._core.from_numpy(h[:5].copy()), fg._core.from_numpy(g),
                                              fg._core.from_numpy(w))

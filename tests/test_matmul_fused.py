@@ -238,6 +238,26 @@ def test_gelu_grad_float64(ta, tb):
     np.testing.assert_allclose(got, product * dgelu, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("K", [0, 8, 600])  # empty; one k block (in place allowed); past one k block
+def test_gelu_grad_alpha_zero_and_empty_k(each_isa, K):
+    """An empty product gives 0 * gelu'(G) element by element, as the unfused ops: -0.0 where the
+    derivative is negative, NaN where G is not finite; in place too where allowed."""
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((4, K)).astype(np.float32), rng.standard_normal((K, 5)).astype(np.float32)
+    g = np.full((4, 5), -2.0, np.float32)
+    g[0, 0], g[1, 1], g[2, 2] = np.nan, np.inf, 3.0
+    for alpha in (0.0, 1.0):
+        want = np.asarray(_core.gelu_backward(_core.matmul(T(a), T(b), alpha=alpha), T(g), "tanh"))
+        got = np.asarray(_core.matmul(T(a), T(b), alpha=alpha, gelu_grad="tanh", gelu_grad_of=T(g)))
+        np.testing.assert_array_equal(got, want)
+        assert np.array_equal(np.signbit(got), np.signbit(want))
+        if K and in_place_allowed(K):
+            g_t = T(g.copy())
+            _core.matmul(T(a), T(b), out=g_t, alpha=alpha, gelu_grad="tanh", gelu_grad_of=g_t)
+            np.testing.assert_array_equal(np.asarray(g_t), want)
+            assert np.array_equal(np.signbit(np.asarray(g_t)), np.signbit(want))
+
+
 def test_gelu_grad_empty_k_and_bad_input(each_isa):
     a, b, g = T(np.ones((3, 0), np.float32)), T(np.ones((0, 5), np.float32)), T(np.ones((3, 5), np.float32))
     assert np.array_equal(np.asarray(_core.matmul(a, b, gelu_grad="tanh", gelu_grad_of=g)), np.zeros((3, 5)))

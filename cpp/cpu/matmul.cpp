@@ -429,6 +429,13 @@ void sgemm(float* C, int64_t ldc, const float* A, int64_t lda, const float* B, i
         if (fusion.a_row_sums) row_sums_direct(fusion.a_row_sums, A, lda, M, K, ta, fusion);
         return;
     }
+    if (fusion.gelu_grad && (K <= 0 || alpha == 0.0f)) {  // an empty product: C = 0 * gelu'(G), as unfused
+        PoolBuffer zeros(size_t(N) * sizeof(float));  // one row of zeros, read for every row (stride 0)
+        std::fill_n(zeros.data<float>(), N, 0.0f);
+        gelu_backward_rows(C, ldc, zeros.data<float>(), 0, fusion.gelu_grad, fusion.ld_gelu_grad, M, N, fusion.approx);
+        if (fusion.a_row_sums) row_sums_direct(fusion.a_row_sums, A, lda, M, std::max<int64_t>(K, 0), ta, fusion);
+        return;
+    }
     if (fusion.gelu_grad && !gelu_grad_in_tiles(M, N, K)) {  // the product, then the derivative over it
         GemmFusion<float> product = fusion;
         product.gelu_grad = nullptr;

@@ -138,6 +138,8 @@ Tensor gelu_linear_backward_input_(Tensor& h, const Tensor& g, const Tensor& w, 
                  w.size(1) == h.size(1),
              op, ": expected h (N,K), g (N,O), w (O,K), got h ", shape_str(h.shape()), ", g ", shape_str(g.shape()),
              ", w ", shape_str(w.shape()));
+    FG_CHECK(g.storage() != h.storage() && w.storage() != h.storage(), op,
+             ": g and w must not share memory with h, which the result overwrites");
     auto approx = parse_gelu_approx(approximate, op);
     check_cpu(h, op);
     const int64_t N = h.size(0), K = h.size(1), O = g.size(1);
