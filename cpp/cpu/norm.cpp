@@ -177,17 +177,7 @@ void layernorm_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, 
             }
         }
     }
-    if (!dweight && !dbias) return;
-#pragma omp parallel for schedule(static) if (nchunks * C > kParallelElems)
-    for (int64_t c = 0; c < C; c++) {
-        T w = 0, b = 0;
-        for (int64_t k = 0; k < nchunks; k++) {
-            w += part[k * 2 * C + c];
-            b += part[k * 2 * C + C + c];
-        }
-        if (dweight) dweight[c] = w;
-        if (dbias) dbias[c] = b;
-    }
+    sum_chunk_partials(dweight, dbias, part, nchunks, C, 2 * C, C);
 }
 
 #define FG_INSTANTIATE(T)                                                                                         \

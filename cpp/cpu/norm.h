@@ -27,6 +27,25 @@ inline int64_t layernorm_rows_per_chunk(int64_t N) {
     return spread > kLayerNormRowsPerChunk ? spread : kLayerNormRowsPerChunk;
 }
 
+// dweight (C), dbias (C) (either may be null) <- the backward's per-chunk partial sums: chunk k's
+// dweight partials at part + k*stride, its dbias partials `offset` further; each column summed
+// over the chunks in chunk order (shared by every ISA's backward).
+template <typename T>
+void sum_chunk_partials(T* dweight, T* dbias, const T* part, int64_t nchunks, int64_t C, int64_t stride,
+                        int64_t offset) {
+    if (!dweight && !dbias) return;
+#pragma omp parallel for schedule(static) if (nchunks * C > 32768)
+    for (int64_t c = 0; c < C; c++) {
+        T w = 0, b = 0;
+        for (int64_t k = 0; k < nchunks; k++) {
+            w += part[k * stride + c];
+            b += part[k * stride + offset + c];
+        }
+        if (dweight) dweight[c] = w;
+        if (dbias) dbias[c] = b;
+    }
+}
+
 // out (N,C), mean (N), rstd (N) <- x (N,C), weight (C) | null, bias (C) | null
 template <typename T>
 void layernorm_forward(T* out, T* mean, T* rstd, const T* x, const T* weight, const T* bias, int64_t N, int64_t C,

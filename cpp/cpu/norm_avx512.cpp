@@ -176,16 +176,7 @@ void layernorm_backward_avx512(float* dx, float* dweight, float* dbias, const fl
             }
         }
     }
-    if (!dweight && !dbias) return;
-    for (int64_t c = 0; c < C; c++) {  // chunk partials summed in chunk order
-        float w = 0, b = 0;
-        for (int64_t k = 0; k < nchunks; k++) {
-            w += part[k * 2 * Cp + c];
-            b += part[k * 2 * Cp + Cp + c];
-        }
-        if (dweight) dweight[c] = w;
-        if (dbias) dbias[c] = b;
-    }
+    sum_chunk_partials(dweight, dbias, part, nchunks, C, 2 * Cp, Cp);
 }
 
 }  // namespace femtogpt::cpu
