@@ -30,25 +30,35 @@ void* os_allocate(size_t nbytes) {
     return p;
 }
 
-// A large tier segment is mapped from the OS directly, so that releasing it gives its pages
-// back at once (glibc keeps freed chunks of up to 32 MiB in its heap once its mmap threshold
-// has risen, and the process would keep them resident).
-void* os_map_segment(size_t nbytes) {
+// Reserves `nbytes` of address space for the large tier: readable and writable, but holding
+// no memory until a page is first touched (MAP_NORESERVE: not counted against the commit
+// limit either). nullptr when the OS refuses.
+char* os_reserve_region(size_t nbytes) {
 #if defined(__unix__) || defined(__APPLE__)
-    void* p = mmap(nullptr, nbytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) throw std::bad_alloc();
-    return p;  // page aligned
+    int flags = MAP_PRIVATE | MAP_ANONYMOUS;
+#ifdef MAP_NORESERVE
+    flags |= MAP_NORESERVE;
+#endif
+    void* p = mmap(nullptr, nbytes, PROT_READ | PROT_WRITE, flags, -1, 0);
+    return p == MAP_FAILED ? nullptr : static_cast<char*>(p);  // page aligned
 #else
-    return os_allocate(nbytes);
+    return static_cast<char*>(std::aligned_alloc(Pool::kAlignment, nbytes));  // holds its memory at once
 #endif
 }
 
-void os_unmap_segment(void* p, size_t nbytes) {
 #if defined(__unix__) || defined(__APPLE__)
-    munmap(p, nbytes);
+constexpr bool kReservesAddressSpace = true;
 #else
+constexpr bool kReservesAddressSpace = false;  // a region is memory at once: exactly the request
+#endif
+
+// Gives the pages of [p, p + nbytes) back to the OS; the range stays usable and reads as zeros.
+void os_release_pages(char* p, size_t nbytes) {
+#if defined(__unix__) || defined(__APPLE__)
+    madvise(p, nbytes, MADV_DONTNEED);
+#else
+    (void)p;
     (void)nbytes;
-    std::free(p);
 #endif
 }
 
@@ -79,30 +89,30 @@ void* Pool::allocate(size_t nbytes) {
     // Guard against sizes whose class computation would overflow.
     if (nbytes > (size_t(1) << 56)) throw std::bad_alloc();
     const size_t cls = size_class(nbytes);
-    const bool large = cls >= kLargeBytes;
-    {
+    if (caching_) {
         std::lock_guard<std::mutex> lock(mutex_);
         stats_.alloc_requests++;
-        if (caching_) {
-            void* p = nullptr;
-            if (large) {
-                p = take_large(cls);
-            } else {
-                auto it = free_lists_.find(cls);
-                if (it != free_lists_.end() && !it->second.empty()) {
-                    p = it->second.back();
-                    it->second.pop_back();
-                    stats_.current_bytes += int64_t(cls);
-                }
-            }
-            if (p) {
+        void* p = nullptr;
+        if (cls >= kLargeBytes) {
+            p = take_large(cls);
+            if (!p) p = grow_large(cls);  // address space, not memory: no system call once a region is reserved
+        } else {
+            auto it = free_lists_.find(cls);
+            if (it != free_lists_.end() && !it->second.empty()) {
+                p = it->second.back();
+                it->second.pop_back();
+                stats_.current_bytes += int64_t(cls);
                 stats_.pool_hits++;
-                if (stats_.current_bytes > stats_.peak_bytes) stats_.peak_bytes = stats_.current_bytes;
-                return p;
             }
         }
+        if (p) {
+            if (stats_.current_bytes > stats_.peak_bytes) stats_.peak_bytes = stats_.current_bytes;
+            return p;
+        }
+    } else {
+        std::lock_guard<std::mutex> lock(mutex_);
+        stats_.alloc_requests++;
     }
-    if (caching_ && large) return new_segment(cls);
     void* p = os_allocate(cls);  // outside the lock: the OS call may be slow
     std::lock_guard<std::mutex> lock(mutex_);
     stats_.os_allocations++;
@@ -112,140 +122,134 @@ void* Pool::allocate(size_t nbytes) {
     return p;
 }
 
-void* Pool::new_segment(size_t size) {
-    // No free block fits the request.
-    // - When the free blocks add up to less than it, their pages (free blocks hold no data)
-    //   are all moved into the new segment with Linux's mremap, so that the pool
-    //   grows by what is missing only, however fragmented it is: a free 18 MiB block and
-    //   6 MiB of fresh pages become one 24 MiB block. A moved block leaves a gap in its old
-    //   segment, whose two sides become segments of their own.
-    // - Otherwise a whole segment is mapped and the free blocks stay as they are. Moving them
-    //   here too kept a repeated workload re-splitting and re-gathering the same pages step
-    //   after step; as it is, every miss makes the pool larger, so a repeated workload settles
-    //   after a step or two and then maps nothing.
-    // Without mremap (not Linux), the wholly free segments, which could not serve the request,
-    // are unmapped before a new one is mapped.
-    std::vector<std::pair<void*, size_t>> moved, released;
-    size_t gathered = 0;
-    {
-        std::lock_guard<std::mutex> lock(mutex_);
-        size_t free_total = 0;
-        for (const auto& fb : free_large_) free_total += fb.first;
-#ifdef __linux__
-        if (free_total < size) gathered = take_free_blocks(moved);
-#else
-        take_free_segments(released);
-#endif
-    }
-    for (auto [q, n] : released) os_unmap_segment(q, n);  // outside the lock: the OS calls may be slow
-    const size_t total = std::max(size, gathered);
-    char* p = nullptr;
-    try {
-        p = static_cast<char*>(os_map_segment(total));
-    } catch (...) {  // out of memory: the free blocks stay the pool's, each a segment of its own
-        std::lock_guard<std::mutex> lock(mutex_);
-        keep_as_free_segments(moved);
-        throw;
-    }
-    std::vector<std::pair<void*, size_t>> unmoved;  // where mremap failed: fresh pages stand in
-#ifdef __linux__
-    size_t offset = 0;
-    for (auto [q, n] : moved) {
-        if (mremap(q, n, n, MREMAP_MAYMOVE | MREMAP_FIXED, p + offset) == MAP_FAILED) unmoved.emplace_back(q, n);
-        offset += n;
-    }
-#endif
-    std::lock_guard<std::mutex> lock(mutex_);
-    size_t kept = 0;
-    for (auto [q, n] : unmoved) kept += n;
-    keep_as_free_segments(unmoved);  // still the pool's (and counted), now beside the new segment
-    stats_.os_allocations++;
-    stats_.reserved_bytes += int64_t(total - gathered + kept);
-    large_blocks_.emplace(p, new Block{p, total, false, nullptr, nullptr});  // wholly in use
-    stats_.current_bytes += int64_t(total);
-    if (stats_.current_bytes > stats_.peak_bytes) stats_.peak_bytes = stats_.current_bytes;
-    return p;
-}
-
-size_t Pool::take_free_blocks(std::vector<std::pair<void*, size_t>>& pieces) {
-    size_t got = 0;
-    for (const auto& [size, ptr] : free_large_) {
-        Block* b = large_blocks_.at(ptr);
-        // b leaves its segment: the pieces on either side become the ends of two segments
-        if (b->prev) b->prev->next = nullptr;
-        if (b->next) b->next->prev = nullptr;
-        pieces.emplace_back(b->ptr, size);
-        got += size;
-        large_blocks_.erase(ptr);
-        delete b;
-    }
-    free_large_.clear();
-    return got;
-}
-
-void Pool::keep_as_free_segments(const std::vector<std::pair<void*, size_t>>& pieces) {
-    for (auto [q, n] : pieces) {
-        char* ptr = static_cast<char*>(q);
-        large_blocks_.emplace(ptr, new Block{ptr, n, true, nullptr, nullptr});
-        free_large_.insert({n, ptr});
-    }
-}
-
-void Pool::take_free_segments(std::vector<std::pair<void*, size_t>>& release) {
-    for (auto it = free_large_.begin(); it != free_large_.end();) {
-        Block* b = large_blocks_.at(it->second);
-        if (b->prev || b->next) {  // a piece of a segment that is partly in use
-            ++it;
-            continue;
-        }
-        stats_.reserved_bytes -= int64_t(b->size);
-        stats_.os_frees++;
-        release.emplace_back(b->ptr, b->size);
-        large_blocks_.erase(b->ptr);
-        delete b;
-        it = free_large_.erase(it);
-    }
-}
-
 void* Pool::take_large(size_t size) {
-    auto it = free_large_.lower_bound({size, nullptr});  // best fit: the smallest free block that fits
-    if (it == free_large_.end()) return nullptr;
-    Block* block = large_blocks_.at(it->second);
-    free_large_.erase(it);
-    if (block->size - size >= kLargeBytes) {  // split off the rest as a free block of its own
-        Block* rest = new Block{block->ptr + size, block->size - size, true, block, block->next};
-        if (block->next) block->next->prev = rest;
-        block->next = rest;
-        block->size = size;
-        large_blocks_.emplace(rest->ptr, rest);
-        free_large_.insert({rest->size, rest->ptr});
+    // First fit by address. The free blocks are few (a training step leaves one, plus the holes
+    // between blocks still in use), so a scan is cheap beside the memory it hands out.
+    for (const auto& [ptr, free_size] : free_large_) {
+        if (free_size >= size) {
+            char* p = ptr;
+            carve(p, size);
+            return p;
+        }
     }
-    block->free = false;
-    stats_.current_bytes += int64_t(block->size);
-    return block->ptr;
+    return nullptr;
 }
 
-void Pool::give_back_large(Block* block) {
-    stats_.current_bytes -= int64_t(block->size);
-    block->free = true;
-    // Merge with free neighbours (they are in free_large_ under their old sizes).
-    auto absorb_next = [&](Block* b) {
-        Block* n = b->next;
-        free_large_.erase({n->size, n->ptr});
-        large_blocks_.erase(n->ptr);
-        b->size += n->size;
-        b->next = n->next;
-        if (n->next) n->next->prev = b;
-        delete n;
-    };
-    if (block->next && block->next->free) absorb_next(block);
-    if (block->prev && block->prev->free) {
-        Block* p = block->prev;
-        free_large_.erase({p->size, p->ptr});
-        absorb_next(p);
-        block = p;
+void Pool::carve(char* ptr, size_t size) {
+    Block& block = large_blocks_.at(ptr);
+    free_large_.erase(ptr);
+    if (block.size - size >= kLargeBytes) {  // split off the rest as a free block of its own
+        large_blocks_.emplace(ptr + size, Block{block.size - size, block.region, true, block.released});
+        free_large_.emplace(ptr + size, block.size - size);
+        block.size = size;
     }
-    free_large_.insert({block->size, block->ptr});
+    if (block.released) {  // its pages come back from the OS as they are touched
+        stats_.reserved_bytes += int64_t(block.size);
+        stats_.os_allocations++;
+    } else {
+        stats_.pool_hits++;
+    }
+    block.free = false;
+    block.released = false;
+    stats_.current_bytes += int64_t(block.size);
+}
+
+void* Pool::grow_large(size_t size) {
+    // Extend the first region with room: by what is missing when it ends in a free block.
+    for (size_t r = 0; r < regions_.size(); r++) {
+        Region& region = regions_[r];
+        char* end = region.base + region.used;
+        auto last = large_blocks_.end();
+        if (region.used > 0) {
+            last = std::prev(large_blocks_.lower_bound(end));
+            if (!last->second.free) last = large_blocks_.end();
+        }
+        const size_t have = last != large_blocks_.end() ? last->second.size : 0;
+        if (region.capacity - region.used < size - have) continue;
+        region.used += size - have;
+        stats_.reserved_bytes += int64_t(size - have);
+        stats_.os_allocations++;
+        if (last != large_blocks_.end()) {
+            char* p = last->first;
+            Block& block = last->second;
+            if (block.released) stats_.reserved_bytes += int64_t(block.size);  // touched again
+            free_large_.erase(p);
+            block = Block{size, r, false, false};
+            stats_.current_bytes += int64_t(size);
+            return p;
+        }
+        large_blocks_.emplace(end, Block{size, r, false, false});
+        stats_.current_bytes += int64_t(size);
+        return end;
+    }
+    // A new region: kRegionBytes of address space, or the request itself when it is larger;
+    // smaller where the OS refuses that much (a limit on the address space), down to the request.
+    size_t capacity = kReservesAddressSpace ? std::max(size, kRegionBytes) : size;
+    char* base = os_reserve_region(capacity);
+    while (!base && capacity / 2 >= size) {
+        capacity /= 2;
+        base = os_reserve_region(capacity);
+    }
+    if (!base) throw std::bad_alloc();
+    regions_.push_back(Region{base, capacity, size});
+    large_blocks_.emplace(base, Block{size, regions_.size() - 1, false, false});
+    stats_.reserved_bytes += int64_t(size);
+    stats_.os_allocations++;
+    stats_.current_bytes += int64_t(size);
+    return base;
+}
+
+void Pool::give_back_large(char* ptr) {
+    auto it = large_blocks_.find(ptr);
+    stats_.current_bytes -= int64_t(it->second.size);
+    it->second.free = true;
+    // Merge with free neighbours in the same region. A merged block that is partly released
+    // counts as held again (the released pages come back as the block is used).
+    auto adjacent_free = [&](std::map<char*, Block>::iterator a, std::map<char*, Block>::iterator b) {
+        return b != large_blocks_.end() && a->second.free && b->second.free &&
+               a->second.region == b->second.region && a->first + a->second.size == b->first;
+    };
+    auto absorb = [&](std::map<char*, Block>::iterator a, std::map<char*, Block>::iterator b) {  // a takes b
+        if (a->second.released != b->second.released) {
+            stats_.reserved_bytes += int64_t(a->second.released ? a->second.size : b->second.size);
+            a->second.released = false;
+        }
+        a->second.size += b->second.size;
+        free_large_.erase(b->first);
+        large_blocks_.erase(b);
+    };
+    if (auto next = std::next(it); adjacent_free(it, next)) absorb(it, next);
+    if (it != large_blocks_.begin()) {
+        if (auto prev = std::prev(it); adjacent_free(prev, it)) {
+            absorb(prev, it);
+            it = prev;
+        }
+    }
+    free_large_[it->first] = it->second.size;
+}
+
+void Pool::release_free_large() {
+    // A free block at the end of its region gives its address space back to the region; any
+    // other free block keeps its place, released.
+    std::vector<char*> tails;
+    for (auto& [ptr, size] : free_large_) {
+        Block& block = large_blocks_.at(ptr);
+        Region& region = regions_[block.region];
+        if (!block.released) {
+            os_release_pages(ptr, size);
+            stats_.reserved_bytes -= int64_t(size);
+            stats_.os_frees++;
+        }
+        block.released = true;
+        if (ptr + size == region.base + region.used) {
+            region.used -= size;
+            tails.push_back(ptr);
+        }
+    }
+    for (char* ptr : tails) {
+        free_large_.erase(ptr);
+        large_blocks_.erase(ptr);
+    }
 }
 
 void Pool::deallocate(void* ptr, size_t nbytes) {
@@ -255,7 +259,7 @@ void Pool::deallocate(void* ptr, size_t nbytes) {
         std::lock_guard<std::mutex> lock(mutex_);
         if (caching_) {
             if (cls >= kLargeBytes) {
-                give_back_large(large_blocks_.at(ptr));
+                give_back_large(static_cast<char*>(ptr));
             } else {
                 stats_.current_bytes -= int64_t(cls);
                 free_lists_[cls].push_back(ptr);
@@ -271,7 +275,6 @@ void Pool::deallocate(void* ptr, size_t nbytes) {
 
 void Pool::empty_cache() {
     std::vector<void*> release;
-    std::vector<std::pair<void*, size_t>> segments;
     {
         std::lock_guard<std::mutex> lock(mutex_);
         for (auto& [cls, blocks] : free_lists_) {
@@ -280,10 +283,9 @@ void Pool::empty_cache() {
         }
         stats_.os_frees += int64_t(release.size());
         free_lists_.clear();
-        take_free_segments(segments);  // a segment can go back only when it is one free block
+        release_free_large();
     }
     for (void* p : release) std::free(p);
-    for (auto [p, n] : segments) os_unmap_segment(p, n);
 }
 
 PoolStats Pool::stats() const {
