@@ -30,35 +30,65 @@ void* os_allocate(size_t nbytes) {
     return p;
 }
 
-// Reserves `nbytes` of address space for the large tier: readable and writable, but holding
-// no memory until a page is first touched (MAP_NORESERVE: not counted against the commit
-// limit either). nullptr when the OS refuses.
-char* os_reserve_region(size_t nbytes) {
-#if defined(__unix__) || defined(__APPLE__)
-    int flags = MAP_PRIVATE | MAP_ANONYMOUS;
-#ifdef MAP_NORESERVE
-    flags |= MAP_NORESERVE;
-#endif
-    void* p = mmap(nullptr, nbytes, PROT_READ | PROT_WRITE, flags, -1, 0);
-    return p == MAP_FAILED ? nullptr : static_cast<char*>(p);  // page aligned
-#else
-    return static_cast<char*>(std::aligned_alloc(Pool::kAlignment, nbytes));  // holds its memory at once
-#endif
-}
-
 #if defined(__unix__) || defined(__APPLE__)
 constexpr bool kReservesAddressSpace = true;
 #else
 constexpr bool kReservesAddressSpace = false;  // a region is memory at once: exactly the request
 #endif
 
-// Gives the pages of [p, p + nbytes) back to the OS; the range stays usable and reads as zeros.
-void os_release_pages(char* p, size_t nbytes) {
+// Reserves `nbytes` of address space for the large tier: inaccessible and holding no memory
+// (not even commit charge, under any overcommit policy) until os_commit. nullptr when the OS
+// refuses (a limit on the address space, or no room).
+char* os_reserve_region(size_t nbytes) {
 #if defined(__unix__) || defined(__APPLE__)
+    int flags = MAP_PRIVATE | MAP_ANONYMOUS;
+#ifdef MAP_NORESERVE
+    flags |= MAP_NORESERVE;
+#endif
+    void* p = mmap(nullptr, nbytes, PROT_NONE, flags, -1, 0);
+    return p == MAP_FAILED ? nullptr : static_cast<char*>(p);  // page aligned
+#else
+    return static_cast<char*>(std::aligned_alloc(Pool::kAlignment, nbytes));
+#endif
+}
+
+void os_release_region(char* p, size_t nbytes) {
+#if defined(__unix__) || defined(__APPLE__)
+    munmap(p, nbytes);
+#else
+    (void)nbytes;
+    std::free(p);
+#endif
+}
+
+// Makes [p, p + nbytes) of a reserved region usable; its pages appear as they are touched.
+// False when the OS refuses (strict overcommit accounting out of memory).
+bool os_commit(char* p, size_t nbytes) {
+#if defined(__unix__) || defined(__APPLE__)
+    return mprotect(p, nbytes, PROT_READ | PROT_WRITE) == 0;
+#else
+    (void)p;
+    (void)nbytes;
+    return true;
+#endif
+}
+
+// Gives the pages of [p, p + nbytes) back to the OS. uncommit: the range returns to reserved
+// address space (a region's end); otherwise it stays usable and reads as zeros.
+void os_release_pages(char* p, size_t nbytes, bool uncommit) {
+#if defined(__unix__) || defined(__APPLE__)
+    if (uncommit) {
+        int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
+#ifdef MAP_NORESERVE
+        flags |= MAP_NORESERVE;
+#endif
+        if (mmap(p, nbytes, PROT_NONE, flags, -1, 0) != MAP_FAILED) return;
+    }
     madvise(p, nbytes, MADV_DONTNEED);
 #else
     (void)p;
     (void)nbytes;
+    (void)uncommit;
 #endif
 }
 
@@ -166,6 +196,7 @@ void* Pool::grow_large(size_t size) {
         }
         const size_t have = last != large_blocks_.end() ? last->second.size : 0;
         if (region.capacity - region.used < size - have) continue;
+        if (!os_commit(end, size - have)) throw std::bad_alloc();
         region.used += size - have;
         stats_.reserved_bytes += int64_t(size - have);
         stats_.os_allocations++;
@@ -191,6 +222,10 @@ void* Pool::grow_large(size_t size) {
         base = os_reserve_region(capacity);
     }
     if (!base) throw std::bad_alloc();
+    if (!os_commit(base, size)) {
+        os_release_region(base, capacity);
+        throw std::bad_alloc();
+    }
     regions_.push_back(Region{base, capacity, size});
     large_blocks_.emplace(base, Block{size, regions_.size() - 1, false, false});
     stats_.reserved_bytes += int64_t(size);
@@ -229,21 +264,24 @@ void Pool::give_back_large(char* ptr) {
 }
 
 void Pool::release_free_large() {
-    // A free block at the end of its region gives its address space back to the region; any
-    // other free block keeps its place, released.
+    // A free block at the end of its region leaves it (its range goes back to reserved address
+    // space); any other free block keeps its place, its pages given back (released).
     std::vector<char*> tails;
     for (auto& [ptr, size] : free_large_) {
         Block& block = large_blocks_.at(ptr);
         Region& region = regions_[block.region];
+        const bool tail = ptr + size == region.base + region.used;
         if (!block.released) {
-            os_release_pages(ptr, size);
             stats_.reserved_bytes -= int64_t(size);
             stats_.os_frees++;
         }
-        block.released = true;
-        if (ptr + size == region.base + region.used) {
+        if (tail) {
+            os_release_pages(ptr, size, true);
             region.used -= size;
             tails.push_back(ptr);
+        } else if (!block.released) {
+            os_release_pages(ptr, size, false);
+            block.released = true;
         }
     }
     for (char* ptr : tails) {

@@ -172,6 +172,27 @@ def test_a_request_too_large_to_map_leaves_the_free_blocks_usable():
     assert s["reserved_bytes"] == s["current_bytes"]
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS is enforced on Linux")
+def test_a_limit_on_address_space_gives_a_smaller_region():
+    """Under a 4 GiB address-space limit the pool cannot reserve its usual 64 GiB region: it reserves less,
+    tensors keep their contents, and a request beyond the limit is a MemoryError."""
+    script = (
+        "import resource; resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))\n"
+        "import numpy as np, femtogpt as fg\n"
+        "ts = [fg.empty(n << 18) for n in (8, 3, 5)]\n"
+        "for i, t in enumerate(ts): fg._core.fill_(t._impl, float(i))\n"
+        "assert all(np.all(t.numpy() == i) for i, t in enumerate(ts))\n"
+        "try:\n"
+        "    fg.empty(1 << 31)\n"
+        "    print('no error')\n"
+        "except MemoryError:\n"
+        "    print('MemoryError')\n"
+        "del ts[1]; big = fg.empty(20 << 18); fg._core.fill_(big._impl, 9.0)\n"
+        "print(bool(np.all(big.numpy() == 9.0) and np.all(ts[0].numpy() == 0) and np.all(ts[1].numpy() == 2)))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["MemoryError", "True"]
+
+
 @pytest.mark.parametrize("checkpoint_every", [0, 1])
 @pytest.mark.parametrize("n_layer, n_embd, n_head, T, B", [(4, 64, 4, 64, 16), (2, 384, 6, 128, 4)])
 def test_training_steps_with_large_activations_settle_after_two_steps(checkpoint_every, n_layer, n_embd, n_head,
