@@ -125,7 +125,7 @@ void* Pool::allocate(size_t nbytes) {
         void* p = nullptr;
         if (cls >= kLargeBytes) {
             p = take_large(cls);
-            if (!p) p = grow_large(cls);  // address space, not memory: no system call once a region is reserved
+            if (!p) p = grow_large(cls);  // extends the region (its pages come as they are touched)
         } else {
             auto it = free_lists_.find(cls);
             if (it != free_lists_.end() && !it->second.empty()) {
