@@ -4,10 +4,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <stdexcept>
 #include <string>
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <sys/mman.h>
+#include <sys/resource.h>
 #endif
 
 namespace femtogpt {
@@ -37,15 +39,13 @@ constexpr bool kReservesAddressSpace = false;  // a region is memory at once: ex
 #endif
 
 // Reserves `nbytes` of address space for the large tier: inaccessible and holding no memory
-// (not even commit charge, under any overcommit policy) until os_commit. nullptr when the OS
-// refuses (a limit on the address space, or no room).
+// (nor commit charge: an inaccessible private mapping is never charged) until os_commit.
+// Not MAP_NORESERVE: that would exempt the later commits from the OS's overcommit check, and a
+// request larger than memory would succeed, to be OOM-killed when touched, instead of failing.
+// nullptr when the OS refuses (a limit on the address space, or no room).
 char* os_reserve_region(size_t nbytes) {
 #if defined(__unix__) || defined(__APPLE__)
-    int flags = MAP_PRIVATE | MAP_ANONYMOUS;
-#ifdef MAP_NORESERVE
-    flags |= MAP_NORESERVE;
-#endif
-    void* p = mmap(nullptr, nbytes, PROT_NONE, flags, -1, 0);
+    void* p = mmap(nullptr, nbytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     return p == MAP_FAILED ? nullptr : static_cast<char*>(p);  // page aligned
 #else
     return static_cast<char*>(std::aligned_alloc(Pool::kAlignment, nbytes));
@@ -59,6 +59,19 @@ void os_release_region(char* p, size_t nbytes) {
     (void)nbytes;
     std::free(p);
 #endif
+}
+
+// The largest region to reserve at a time: kRegionBytes, or an eighth of the process's limit
+// on address space (RLIMIT_AS, as `ulimit -v` and some batch schedulers set it), so that a
+// region leaves room for everything else the process maps.
+size_t region_bytes_cap() {
+    size_t cap = Pool::kRegionBytes;
+#if defined(__unix__) || defined(__APPLE__)
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_AS, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY)
+        cap = std::min(cap, size_t(limit.rlim_cur / 8) / Pool::kLargeGranule * Pool::kLargeGranule);
+#endif
+    return cap;
 }
 
 // Makes [p, p + nbytes) of a reserved region usable; its pages appear as they are touched.
@@ -78,11 +91,7 @@ bool os_commit(char* p, size_t nbytes) {
 void os_release_pages(char* p, size_t nbytes, bool uncommit) {
 #if defined(__unix__) || defined(__APPLE__)
     if (uncommit) {
-        int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
-#ifdef MAP_NORESERVE
-        flags |= MAP_NORESERVE;
-#endif
-        if (mmap(p, nbytes, PROT_NONE, flags, -1, 0) != MAP_FAILED) return;
+        if (mmap(p, nbytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != MAP_FAILED) return;
     }
     madvise(p, nbytes, MADV_DONTNEED);
 #else
@@ -185,7 +194,8 @@ void Pool::carve(char* ptr, size_t size) {
 }
 
 void* Pool::grow_large(size_t size) {
-    // Extend the first region with room: by what is missing when it ends in a free block.
+    // Extend the first region with room: by what is missing when it ends in a free block (never
+    // a released one: empty_cache takes a free block at a region's end out of the region).
     for (size_t r = 0; r < regions_.size(); r++) {
         Region& region = regions_[r];
         char* end = region.base + region.used;
@@ -195,30 +205,29 @@ void* Pool::grow_large(size_t size) {
             if (!last->second.free) last = large_blocks_.end();
         }
         const size_t have = last != large_blocks_.end() ? last->second.size : 0;
-        if (region.capacity - region.used < size - have) continue;
+        if (region.capacity - region.used < size - have) continue;  // also skips unmapped regions
         if (!os_commit(end, size - have)) throw std::bad_alloc();
+        char* p = end;
+        if (last != large_blocks_.end()) {
+            p = last->first;
+            free_large_.erase(p);
+            last->second = Block{size, r, false, false};
+        } else {
+            large_blocks_.emplace(p, Block{size, r, false, false});
+        }
         region.used += size - have;
         stats_.reserved_bytes += int64_t(size - have);
         stats_.os_allocations++;
-        if (last != large_blocks_.end()) {
-            char* p = last->first;
-            Block& block = last->second;
-            if (block.released) stats_.reserved_bytes += int64_t(block.size);  // touched again
-            free_large_.erase(p);
-            block = Block{size, r, false, false};
-            stats_.current_bytes += int64_t(size);
-            return p;
-        }
-        large_blocks_.emplace(end, Block{size, r, false, false});
         stats_.current_bytes += int64_t(size);
-        return end;
+        return p;
     }
-    // A new region: kRegionBytes of address space, or the request itself when it is larger;
-    // smaller where the OS refuses that much (a limit on the address space), down to the request.
-    size_t capacity = kReservesAddressSpace ? std::max(size, kRegionBytes) : size;
+    // A new region: kRegionBytes of address space (less under a limit on the address space), or
+    // the request itself when it is larger; halved where the OS refuses that much, and at last
+    // exactly the request.
+    size_t capacity = kReservesAddressSpace ? std::max(size, region_bytes_cap()) : size;
     char* base = os_reserve_region(capacity);
-    while (!base && capacity / 2 >= size) {
-        capacity /= 2;
+    while (!base && capacity > size) {
+        capacity = std::max(size, capacity / 2 / kLargeGranule * kLargeGranule);
         base = os_reserve_region(capacity);
     }
     if (!base) throw std::bad_alloc();
@@ -226,8 +235,16 @@ void* Pool::grow_large(size_t size) {
         os_release_region(base, capacity);
         throw std::bad_alloc();
     }
-    regions_.push_back(Region{base, capacity, size});
-    large_blocks_.emplace(base, Block{size, regions_.size() - 1, false, false});
+    size_t r = 0;  // an unmapped region's slot, or a new one
+    while (r < regions_.size() && regions_[r].base) r++;
+    try {
+        if (r == regions_.size()) regions_.push_back(Region{nullptr, 0, 0});
+        large_blocks_.emplace(base, Block{size, r, false, false});
+    } catch (...) {
+        os_release_region(base, capacity);
+        throw;
+    }
+    regions_[r] = Region{base, capacity, size};
     stats_.reserved_bytes += int64_t(size);
     stats_.os_allocations++;
     stats_.current_bytes += int64_t(size);
@@ -236,6 +253,8 @@ void* Pool::grow_large(size_t size) {
 
 void Pool::give_back_large(char* ptr) {
     auto it = large_blocks_.find(ptr);
+    if (it == large_blocks_.end() || it->second.free)
+        throw std::logic_error("Pool: freeing a large block it did not hand out, or twice");
     stats_.current_bytes -= int64_t(it->second.size);
     it->second.free = true;
     // Merge with free neighbours in the same region. A merged block that is partly released
@@ -287,6 +306,12 @@ void Pool::release_free_large() {
     for (char* ptr : tails) {
         free_large_.erase(ptr);
         large_blocks_.erase(ptr);
+    }
+    for (Region& region : regions_) {  // an empty region gives its address space back too
+        if (region.base && region.used == 0) {
+            os_release_region(region.base, region.capacity);
+            region = Region{nullptr, 0, 0};
+        }
     }
 }
 

@@ -69,7 +69,8 @@ class Pool {
 
   private:
     // A range of address space the large tier carves blocks from: [base, base + used) is
-    // covered by blocks, the rest up to capacity is untouched.
+    // covered by blocks, the rest up to capacity is reserved but inaccessible. base == nullptr:
+    // a slot whose region went back to the OS (empty_cache of an empty region).
     struct Region {
         char* base;
         size_t capacity;

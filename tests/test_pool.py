@@ -176,23 +176,52 @@ def test_a_request_too_large_to_map_leaves_the_free_blocks_usable():
 @pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
                     reason="AddressSanitizer maps terabytes of shadow memory: no address-space limit leaves room")
 def test_a_limit_on_address_space_gives_a_smaller_region():
-    """Under a 4 GiB address-space limit the pool cannot reserve its usual 64 GiB region: it reserves less,
-    tensors keep their contents, and a request beyond the limit is a MemoryError."""
+    """Under a 4 GiB address-space limit the pool reserves a region of an eighth of it rather than its
+    usual 64 GiB: tensors keep their contents, numpy still finds room, a request beyond the limit is a
+    MemoryError, one of 3 GiB gets a region of its own (exactly its size), and empty_cache gives that
+    region's address space back."""
     script = (
         "import resource; resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))\n"
         "import numpy as np, femtogpt as fg\n"
+        "out = []\n"
         "ts = [fg.empty(n << 18) for n in (8, 3, 5)]\n"
         "for i, t in enumerate(ts): fg._core.fill_(t._impl, float(i))\n"
-        "assert all(np.all(t.numpy() == i) for i, t in enumerate(ts))\n"
         "try:\n"
         "    fg.empty(1 << 31)\n"
-        "    print('no error')\n"
+        "    out.append('no error')\n"
         "except MemoryError:\n"
-        "    print('MemoryError')\n"
-        "del ts[1]; big = fg.empty(20 << 18); fg._core.fill_(big._impl, 9.0)\n"
-        "print(bool(np.all(big.numpy() == 9.0) and np.all(ts[0].numpy() == 0) and np.all(ts[1].numpy() == 2)))\n")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["MemoryError", "True"]
+        "    out.append('MemoryError')\n"
+        "a = np.ones(1 << 28, np.float32); out.append(float(a[-1])); del a\n"
+        "big = fg.empty(3 << 28); del big; fg.empty_cache()\n"
+        "b = np.empty(3 << 28, np.float32); del b\n"
+        "del ts[1]; t = fg.empty(20 << 18); fg._core.fill_(t._impl, 9.0)\n"
+        "out.append(bool(np.all(t.numpy() == 9.0) and np.all(ts[0].numpy() == 0) and np.all(ts[1].numpy() == 2)))\n"
+        "print(out)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert eval(out) == ["MemoryError", 1.0, True]
+
+
+def _overcommit_checks_requests():
+    try:
+        with open("/proc/sys/vm/overcommit_memory") as f:
+            return f.read().strip() in ("0", "2")
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _overcommit_checks_requests(),
+                    reason="needs Linux with overcommit_memory 0 or 2, where the OS refuses a request beyond memory")
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""), reason="AddressSanitizer allows any allocation")
+def test_a_request_beyond_memory_is_a_memory_error():
+    """Four times the machine's memory (and swap), within the address space: a MemoryError at once, not a
+    tensor that the OS would kill the process for touching."""
+    with open("/proc/meminfo") as f:
+        kib = sum(int(line.split()[1]) for line in f if line.startswith(("MemTotal:", "SwapTotal:")))
+    s0 = fg.memory_stats()
+    with pytest.raises(MemoryError):
+        fg.empty(kib * 1024)  # float32 elements: 4x the bytes
+    s1 = fg.memory_stats()
+    assert (s1["reserved_bytes"], s1["current_bytes"]) == (s0["reserved_bytes"], s0["current_bytes"])
 
 
 @pytest.mark.parametrize("checkpoint_every", [0, 1])
