@@ -37,8 +37,7 @@ def main(preset: str, threads: int, checkpoint_every: int, steps: int, block_siz
         if i == 2:
             fg.reset_peak_memory_stats()
         t0 = time.perf_counter()
-        _, loss = model(x, y)
-        loss.backward()
+        model(x, y)[1].backward()  # the logits go with the step, as in femtogpt.train.Trainer.train_step
         opt.step()
         opt.zero_grad()
         if i >= 2:
