@@ -76,13 +76,11 @@ def test_atomic_write_failure_midway_through_writer(tmp_path, monkeypatch):
     save_safetensors(p, {"w": np.arange(6, dtype=np.float32)})
     before = p.read_bytes()
 
-    def half_then_fail(tensors, filename, metadata=None):
-        with open(filename, "wb") as f:
-            f.write(b"\x10\x00\x00\x00\x00\x00\x00\x00{partial")
+    def half_then_fail(f, arrays, metadata):
+        f.write(b"\x10\x00\x00\x00\x00\x00\x00\x00{partial")
         raise KeyboardInterrupt  # even an interrupt must not leave a half-written file
 
-    import safetensors.numpy
-    monkeypatch.setattr(safetensors.numpy, "save_file", half_then_fail)
+    monkeypatch.setattr(ckpt, "_write_safetensors", half_then_fail)
     with pytest.raises(KeyboardInterrupt):
         save_safetensors(p, {"w": np.zeros(1000, dtype=np.float32)})
     assert p.read_bytes() == before
@@ -321,3 +319,29 @@ def test_is_hf_gpt2_dir(tmp_path):
     sd = normalize_hf_state_dict(tensors)
     validate_gpt2_state_dict(sd, dict(hf_gpt2_config_to_dict(
         dict(GPT2_CONFIG, vocab_size=11, n_positions=5, n_layer=2, n_head=2, n_embd=8))))
+
+
+def test_our_safetensors_writer_is_read_back_by_the_safetensors_library(tmp_path):
+    """save_safetensors writes the format itself (tensor by tensor, no whole-file copy): the reference
+    reader gets every dtype, 0-d, empty and big-endian arrays, and the metadata back exactly."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+
+    rng = np.random.default_rng(0)
+    tensors = {f"t_{np.dtype(dt).name}": (rng.standard_normal((3, 5)) * 100).astype(dt)
+               for dt in (np.float64, np.float32, np.float16, np.int64, np.int32, np.int16, np.int8,
+                          np.uint64, np.uint32, np.uint16, np.uint8)}
+    tensors["mask"] = rng.random(7) > 0.5
+    tensors["scalar"] = np.array(42, dtype=np.int64)
+    tensors["empty"] = np.zeros((0, 4), dtype=np.float32)
+    tensors["big_endian"] = np.arange(6, dtype=">f4").reshape(2, 3)
+    tensors["strided"] = np.arange(20, dtype=np.float32).reshape(4, 5)[:, ::2]
+    p = tmp_path / "t.safetensors"
+    save_safetensors(p, tensors, metadata={"note": "hello"})
+    back = load_file(str(p))
+    assert set(back) == set(tensors)
+    for name, arr in tensors.items():
+        assert back[name].dtype == arr.dtype.newbyteorder("=") and back[name].shape == arr.shape, name
+        np.testing.assert_array_equal(back[name], arr)
+    with safe_open(str(p), framework="numpy") as f:
+        assert f.metadata() == {"note": "hello"}

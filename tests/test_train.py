@@ -89,14 +89,11 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(corpus, tmp_path, m
         raise OSError("disk full (simulated)")
 
     monkeypatch.setattr(checkpoint, "atomic_write_bytes", failing)
-    import safetensors.numpy
-
-    def half_write(tensors, filename, metadata=None):
-        with open(filename, "wb") as f:
-            f.write(b"\x00" * 10)
+    def half_write(f, arrays, metadata):
+        f.write(b"\x00" * 10)
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(safetensors.numpy, "save_file", half_write)
+    monkeypatch.setattr(checkpoint, "_write_safetensors", half_write)
     with pytest.raises(OSError, match="disk full"):
         t.save(str(tmp_path / "run"))
     monkeypatch.setattr(checkpoint, "atomic_write_bytes", real_write)

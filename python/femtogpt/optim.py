@@ -50,12 +50,13 @@ class AdamW:
                          [self.exp_avg[i] for i in live], [self.exp_avg_sq[i] for i in live],
                          float(self.lr), self.betas[0], self.betas[1], float(self.eps), decays, self.step_count)
 
-    def state_dict(self) -> dict:
-        """Moments as numpy arrays (copies) and the step count."""
+    def state_dict(self, copy: bool = True) -> dict:
+        """Moments as numpy arrays and the step count. copy=False: views of the moments themselves
+        (valid until the next step changes them), for writing a checkpoint without a second copy."""
         state = {"step": np.array(self.step_count, dtype=np.int64)}
         for i in range(len(self.params)):
-            state[f"exp_avg.{i}"] = np.array(self.exp_avg[i])
-            state[f"exp_avg_sq.{i}"] = np.array(self.exp_avg_sq[i])
+            state[f"exp_avg.{i}"] = np.array(self.exp_avg[i], copy=copy)
+            state[f"exp_avg_sq.{i}"] = np.array(self.exp_avg_sq[i], copy=copy)
         return state
 
     def load_state_dict(self, state: dict) -> None:

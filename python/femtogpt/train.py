@@ -216,7 +216,7 @@ class Trainer:
             "data": json.dumps(self.dataset.state_dict()),
             "dropout_calls": json.dumps(self._dropout_counters()),
         }
-        checkpoint.save_safetensors(os.path.join(out, "training_state.safetensors"), self.opt.state_dict(), meta)
+        checkpoint.save_safetensors(os.path.join(out, "training_state.safetensors"), self.opt.state_dict(copy=False), meta)
 
     def _load_state(self, state: dict) -> None:
         tensors, meta = state["tensors"], state["meta"]
