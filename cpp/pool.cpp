@@ -128,29 +128,28 @@ void* Pool::allocate(size_t nbytes) {
     // Guard against sizes whose class computation would overflow.
     if (nbytes > (size_t(1) << 56)) throw std::bad_alloc();
     const size_t cls = size_class(nbytes);
-    if (caching_) {
+    {
         std::lock_guard<std::mutex> lock(mutex_);
         stats_.alloc_requests++;
-        void* p = nullptr;
-        if (cls >= kLargeBytes) {
-            p = take_large(cls);
-            if (!p) p = grow_large(cls);  // extends the region (its pages come as they are touched)
-        } else {
-            auto it = free_lists_.find(cls);
-            if (it != free_lists_.end() && !it->second.empty()) {
-                p = it->second.back();
-                it->second.pop_back();
-                stats_.current_bytes += int64_t(cls);
-                stats_.pool_hits++;
+        if (caching_) {
+            void* p = nullptr;
+            if (cls >= kLargeBytes) {
+                p = take_large(cls);
+                if (!p) p = grow_large(cls);  // extends the region (its pages come as they are touched)
+            } else {
+                auto it = free_lists_.find(cls);
+                if (it != free_lists_.end() && !it->second.empty()) {
+                    p = it->second.back();
+                    it->second.pop_back();
+                    stats_.current_bytes += int64_t(cls);
+                    stats_.pool_hits++;
+                }
+            }
+            if (p) {
+                if (stats_.current_bytes > stats_.peak_bytes) stats_.peak_bytes = stats_.current_bytes;
+                return p;
             }
         }
-        if (p) {
-            if (stats_.current_bytes > stats_.peak_bytes) stats_.peak_bytes = stats_.current_bytes;
-            return p;
-        }
-    } else {
-        std::lock_guard<std::mutex> lock(mutex_);
-        stats_.alloc_requests++;
     }
     void* p = os_allocate(cls);  // outside the lock: the OS call may be slow
     std::lock_guard<std::mutex> lock(mutex_);

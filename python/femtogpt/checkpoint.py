@@ -116,11 +116,8 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8
 
 # ---------------------------------------------------------------------------- safetensors
 
-# numpy dtypes safetensors stores (bfloat16 has no numpy dtype and is not written here).
-_SAFETENSORS_DTYPES = {
-    np.dtype(t) for t in (np.float64, np.float32, np.float16, np.int64, np.int32, np.int16,
-                          np.int8, np.uint64, np.uint32, np.uint16, np.uint8, np.bool_)
-}
+# numpy dtypes safetensors stores, with their header names (bfloat16 has no numpy dtype and is
+# not written here).
 _SAFETENSORS_NAMES = {
     np.dtype(np.float64): "F64", np.dtype(np.float32): "F32", np.dtype(np.float16): "F16",
     np.dtype(np.int64): "I64", np.dtype(np.int32): "I32", np.dtype(np.int16): "I16", np.dtype(np.int8): "I8",
@@ -155,10 +152,10 @@ def save_safetensors(path: str | os.PathLike, tensors: Mapping[str, Any],
         arr = np.asarray(value)
         if not arr.flags.c_contiguous:  # (np.ascontiguousarray would make 0-d arrays 1-d)
             arr = arr.copy(order="C")
-        if arr.dtype.newbyteorder("=") not in _SAFETENSORS_DTYPES:
+        if arr.dtype.newbyteorder("=") not in _SAFETENSORS_NAMES:
             raise TypeError(f"tensor {name!r} has dtype {arr.dtype}, which safetensors cannot "
                             f"store; use a float, int, uint or bool dtype")
-        arrays[name] = arr
+        arrays[name] = arr.astype(arr.dtype.newbyteorder("<"), copy=False)  # the file is little-endian
     meta = None
     if metadata is not None:
         meta = {}
@@ -174,7 +171,7 @@ def save_safetensors(path: str | os.PathLike, tensors: Mapping[str, Any],
 def _write_safetensors(f, arrays: dict[str, np.ndarray], metadata: dict[str, str] | None) -> None:
     """The safetensors layout: an 8-byte little-endian header length, the JSON header (name ->
     dtype, shape, byte offsets; padded with spaces to a multiple of 8), then each tensor's bytes,
-    little-endian, in header order. Written tensor by tensor from the arrays themselves:
+    in header order (the arrays C-contiguous and little-endian). Written tensor by tensor from the arrays themselves:
     safetensors.numpy.save_file first copies every array into bytes, which doubled a checkpoint's
     memory for a moment (the small preset's training state is 86 MB of AdamW moments)."""
     header: dict[str, Any] = {}
@@ -190,8 +187,6 @@ def _write_safetensors(f, arrays: dict[str, np.ndarray], metadata: dict[str, str
     f.write(struct.pack("<Q", len(text)))
     f.write(text)
     for arr in arrays.values():
-        if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and not np.little_endian):
-            arr = arr.astype(arr.dtype.newbyteorder("<"))
         f.write(arr.reshape(-1).view(np.uint8).data)
 
 

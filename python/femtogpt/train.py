@@ -216,7 +216,8 @@ class Trainer:
             "data": json.dumps(self.dataset.state_dict()),
             "dropout_calls": json.dumps(self._dropout_counters()),
         }
-        checkpoint.save_safetensors(os.path.join(out, "training_state.safetensors"), self.opt.state_dict(copy=False), meta)
+        state = self.opt.state_dict(copy=False)  # views: written at once, no second copy of the moments
+        checkpoint.save_safetensors(os.path.join(out, "training_state.safetensors"), state, meta)
 
     def _load_state(self, state: dict) -> None:
         tensors, meta = state["tensors"], state["meta"]
