@@ -108,6 +108,78 @@ def test_causal_self_attention_linear(rng, impl):
         F.causal_self_attention_linear(qkv, 3, t32(13, 23))
 
 
+def _mid_block(x, qkv, w, b, lw, lb, wf, bf, p=0.0, seed=None, impl="flash", n_head=2):
+    """x2 + layer_norm_linear(x2), x2 = x + dropout(linear(attention(qkv))): a GPT block's shape,
+    with the second op recomputing x2 in backward (what nn.Block does under recompute_attention)."""
+    x2, x2_again = F.residual_attention_linear(x, qkv, n_head, w, b, p, seed, impl)
+    return x2 + F.layer_norm_linear(x2, lw, lb, wf, bf, x_again=x2_again)
+
+
+@pytest.mark.parametrize("impl", ["flash", "standard"])
+@pytest.mark.parametrize("T, p", [(1, 0.0), (5, 0.0), (7, 0.3)])
+def test_residual_attention_linear(rng, impl, T, p):
+    """float64 gradients against finite differences, through both of x2's uses (the residual path and
+    the op that recomputes it), with and without dropout (its mask comes from the seed)."""
+    C = 6  # noqa: N806 - 2 heads of 3
+    ins = [t64(rng, 2, T, C), t64(rng, 2, T, 3 * C), t64(rng, C, C), t64(rng, C), t64(rng, C), t64(rng, C),
+           t64(rng, C, C), t64(rng, C)]
+    gradcheck(lambda *a: _mid_block(*a, p=p, seed=11, impl=impl), ins)
+    # alone (nothing calls x2_again: backward recomputes y itself), and without bias
+    gradcheck(lambda x, qkv, w: F.residual_attention_linear(x, qkv, 2, w, None, p, 11, impl)[0], ins[:3])
+
+
+@pytest.mark.parametrize("impl", ["flash", "standard"])
+@pytest.mark.parametrize("p", [0.0, 0.25])
+def test_residual_attention_linear_equals_the_unfused_ops_bitwise(rng, impl, p, each_isa, threads):
+    def t32(*shape):
+        return fg.tensor(rng.standard_normal(shape).astype(np.float32), requires_grad=True)
+
+    C = 24  # noqa: N806 - 3 heads of 8
+    ins = [t32(3, 37, C), t32(3, 37, 3 * C), t32(C, C), t32(C), t32(C), t32(C), t32(29, C), t32(29)]
+
+    def plain(x, qkv, w, b, lw, lb, wf, bf):
+        x2 = x + F.dropout(F.linear(F.causal_self_attention(qkv, 3, impl=impl), w, b), p, True, seed=5)
+        return F.cat([x2, F.layer_norm_linear(x2, lw, lb, wf, bf)], dim=-1)
+
+    def lean(x, qkv, w, b, lw, lb, wf, bf):
+        x2, again = F.residual_attention_linear(x, qkv, 3, w, b, p, 5 if p else None, impl)
+        return F.cat([x2, F.layer_norm_linear(x2, lw, lb, wf, bf, x_again=again)], dim=-1)
+
+    for nt in (1, 2):
+        fg.set_num_threads(nt)
+        want, got = _values_and_grads(plain, ins), _values_and_grads(lean, ins)
+        for a, b in zip([got[0], *got[1]], [want[0], *want[1]]):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_residual_attention_linear_runs_the_attention_once_in_backward(rng, monkeypatch):
+    """y recomputed for x2 in backward is handed to the op's own backward, not computed twice."""
+    C = 6  # noqa: N806
+    ins = [t64(rng, 2, 5, C), t64(rng, 2, 5, 3 * C), t64(rng, C, C), t64(rng, C), t64(rng, C), t64(rng, C),
+           t64(rng, C, C), t64(rng, C)]
+    calls = []
+    real = fg._core.attention_qkv_forward
+    monkeypatch.setattr(fg._core, "attention_qkv_forward", lambda *a: calls.append(1) or real(*a))
+    out = _mid_block(*ins)
+    assert len(calls) == 1
+    out.sum().backward()
+    assert len(calls) == 2
+
+
+def test_residual_attention_linear_bad_input(rng):
+    x, qkv, w = t64(rng, 2, 5, 6), t64(rng, 2, 5, 18), t64(rng, 6, 6)
+    with pytest.raises(ValueError, match=r"x has shape \(2, 4, 6\).*expected \(2, 5, 6\)"):
+        F.residual_attention_linear(t64(rng, 2, 4, 6), qkv, 2, w)
+    with pytest.raises(ValueError, match=r"expected qkv \(B, T, 3C\) with C divisible by n_head 4"):
+        F.residual_attention_linear(x, qkv, 4, w)
+    with pytest.raises(ValueError, match=r"must be \(6, 6\) and \(6,\)"):
+        F.residual_attention_linear(x, qkv, 2, t64(rng, 5, 6))
+    with pytest.raises(ValueError, match="needs the dropout_seed"):
+        F.residual_attention_linear(x, qkv, 2, w, None, 0.1)
+    with pytest.raises(ValueError, match="dtype float32"):
+        F.residual_attention_linear(fg.tensor(np.zeros((2, 5, 6), np.float32)), qkv, 2, w)
+
+
 def _values_and_grads(fn, inputs):
     out = fn(*inputs)
     (out * out).sum().backward()

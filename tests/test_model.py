@@ -115,6 +115,8 @@ def test_dropout_is_seeded_and_off_in_eval(rng):
     (dict(attention="sparse"), "attention"),
     (dict(device="tpu"), "device"),
     (dict(dropout=1.0), "dropout"),
+    (dict(checkpoint_every=-1), "checkpoint_every must be an integer >= 0"),
+    (dict(recompute_attention="yes"), "recompute_attention must be True or False"),
 ])
 def test_config_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -216,6 +218,27 @@ def test_checkpointed_gradients_are_bitwise_equal(rng, every, dropout, attention
         np.testing.assert_array_equal(p.grad.numpy(), q.grad.numpy(), err_msg=n)
 
 
+@pytest.mark.parametrize("every", [0, 2])
+@pytest.mark.parametrize("dropout", [0.0, 0.2])
+@pytest.mark.parametrize("attention", ["flash", "standard"])
+def test_recompute_attention_gives_bitwise_equal_gradients(rng, every, dropout, attention):
+    base = dict(vocab_size=11, block_size=9, n_layer=3, n_head=2, n_embd=8, dropout=dropout, attention=attention,
+                checkpoint_every=every)
+    x, y = batch(rng, GPTConfig(**base), B=3)
+    plain = GPT(GPTConfig(**base), seed=7)
+    lean = GPT(GPTConfig(**base, recompute_attention=True), seed=7)
+    for _ in range(2):  # twice: the dropout counters must advance identically
+        lp, ll = plain(x, y)[1], lean(x, y)[1]
+        assert lp.item() == ll.item()
+        lp.backward()
+        ll.backward()
+    for (n, p), (_, q) in zip(plain.named_parameters(), lean.named_parameters()):
+        np.testing.assert_array_equal(p.grad.numpy(), q.grad.numpy(), err_msg=n)
+    lean.eval()  # and without the graph: the same logits
+    with fg.no_grad():
+        np.testing.assert_array_equal(plain.eval()(x)[0].numpy(), lean(x)[0].numpy())
+
+
 @pytest.mark.parametrize("vocab, every, segments_checkpointed", [
     (11, 1, 2),   # small head: the last of 3 segments keeps its activations
     (40, 1, 3),   # vocab > 4 * n_embd: the head's peak comes first, every segment is checkpointed
@@ -245,3 +268,18 @@ def test_checkpointing_lowers_peak_memory(rng):
         return fg.memory_stats()["peak_bytes"] - base
 
     assert peak(1) < 0.7 * peak(0)
+
+
+def test_recompute_attention_lowers_peak_memory(rng):
+    """Per block it keeps x, qkv and the MLP's h (1 + 3 + 4 widths) instead of also the attention output
+    and the mid-block residual (2 more): about 8/10 of the activations."""
+    def peak(recompute):
+        cfg = GPTConfig(vocab_size=11, block_size=128, n_layer=4, n_head=2, n_embd=64, recompute_attention=recompute)
+        model = GPT(cfg, seed=0)
+        x, y = batch(rng, cfg, B=8)
+        fg.reset_peak_memory_stats()
+        base = fg.memory_stats()["current_bytes"]
+        model(x, y)[1].backward()
+        return fg.memory_stats()["peak_bytes"] - base
+
+    assert peak(True) < 0.9 * peak(False)

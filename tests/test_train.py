@@ -172,9 +172,10 @@ def test_info(capsys):
     assert fg.cpu_isa() in out and "threads" in out and "pool" in out
 
 
-@pytest.mark.parametrize("checkpoint_every", [0, 1])
-def test_a_step_after_warm_up_allocates_nothing_from_the_os(corpus, tmp_path, checkpoint_every):
-    t = Trainer(tiny_cfg(corpus, tmp_path / "w", checkpoint_every=checkpoint_every, grad_accum=2))
+@pytest.mark.parametrize("checkpoint_every, recompute_attention", [(0, False), (1, False), (0, True)])
+def test_a_step_after_warm_up_allocates_nothing_from_the_os(corpus, tmp_path, checkpoint_every, recompute_attention):
+    t = Trainer(tiny_cfg(corpus, tmp_path / "w", checkpoint_every=checkpoint_every, grad_accum=2,
+                         recompute_attention=recompute_attention))
     t.train_step()
     t.train_step()
     before = fg.memory_stats()
@@ -184,6 +185,21 @@ def test_a_step_after_warm_up_allocates_nothing_from_the_os(corpus, tmp_path, ch
     assert after["os_allocations"] == before["os_allocations"]
     requests = after["alloc_requests"] - before["alloc_requests"]
     assert requests > 0 and after["pool_hits"] - before["pool_hits"] == requests
+
+
+def test_recompute_attention_from_the_command_line_gives_the_same_run(corpus, tmp_path):
+    """--recompute-attention changes what backward keeps, not what it computes: identical losses and weights."""
+    runs = []
+    for flag in ([], ["--recompute-attention"]):
+        out = tmp_path / ("lean" if flag else "plain")
+        assert main(["train", "--data", corpus, "--steps", "3", "--batch-size", "4", "--block-size", "16",
+                     "--dropout", "0.1", "--out", str(out), "--no-progress", "--sample-tokens", "0", *flag]) == 0
+        runs.append((json.loads((out / "history.json").read_text()), GPT.load(out)))
+    (h0, m0), (h1, m1) = runs
+    assert h0["train"] == h1["train"]
+    assert m1.config.recompute_attention and not m0.config.recompute_attention
+    for (n, p), (_, q) in zip(m0.named_parameters(), m1.named_parameters()):
+        np.testing.assert_array_equal(p.numpy(), q.numpy(), err_msg=n)
 
 
 def test_memory_report(corpus, tmp_path, capsys):

@@ -92,6 +92,43 @@ class CheckpointOverhead:
     track_step_time_ratio.unit = "ratio"
 
 
+class RecomputeAttention:
+    """Selective recomputation (recompute_attention: blocks keep neither their attention output nor the
+    residual after it) against none, in the same run: peak RSS and activation memory of each, and the
+    step time ratio from two models stepped alternately. Target: small preset peak RSS <= 500 MB
+    without gradient checkpointing."""
+
+    params = (["small", "long"], ["off", "on"])
+    param_names = ["config", "recompute_attention"]
+    timeout = 900
+
+    def _r(self, config, on):
+        kw = dict(preset="small", threads=2, checkpoint_every=0, recompute_attention=on == "on")
+        if config == "small":
+            return run(steps=3, **kw)
+        return run(steps=2, block_size=1024, batch=4, n_layer=4, n_embd=256, n_head=4, **kw)
+
+    def track_activation_bytes(self, config, on):
+        return self._r(config, on)["activation_bytes"]
+
+    track_activation_bytes.unit = "bytes"
+
+    def track_peak_rss(self, config, on):
+        return self._r(config, on)["peak_rss_bytes"]
+
+    track_peak_rss.unit = "bytes"
+
+    def track_step_time_ratio(self, config, on):
+        if on == "off":
+            return 1.0
+        if config == "small":
+            return run(mode="overhead", feature="recompute_attention", threads=2, steps=4, batch=16)["ratio"]
+        return run(mode="overhead", feature="recompute_attention", threads=2, steps=4, batch=4, block_size=1024,
+                   n_layer=4, n_embd=256, n_head=4)["ratio"]
+
+    track_step_time_ratio.unit = "ratio"
+
+
 class ContextLength:
     """With flash attention, activation memory grows linearly in T (fixed batch 4, width 256, 4 layers)."""
 

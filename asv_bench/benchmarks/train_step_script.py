@@ -18,9 +18,10 @@ from femtogpt.model import PRESETS
 
 
 def main(preset: str, threads: int, checkpoint_every: int, steps: int, block_size: int | None = None,
-         batch: int | None = None, n_layer: int | None = None, n_embd: int | None = None, n_head=None) -> dict:
+         batch: int | None = None, n_layer: int | None = None, n_embd: int | None = None, n_head=None,
+         recompute_attention: bool = False) -> dict:
     fg.set_num_threads(threads)
-    over = {"vocab_size": 76, "checkpoint_every": checkpoint_every}
+    over = {"vocab_size": 76, "checkpoint_every": checkpoint_every, "recompute_attention": recompute_attention}
     for k, v in (("block_size", block_size), ("n_layer", n_layer), ("n_embd", n_embd), ("n_head", n_head)):
         if v:
             over[k] = v
@@ -54,13 +55,18 @@ def main(preset: str, threads: int, checkpoint_every: int, steps: int, block_siz
     }
 
 
-def checkpoint_overhead(threads: int, steps: int, batch: int, **over) -> dict:
-    """Step time with checkpoint_every=1 over without, from two models stepped alternately in one
-    process, so that a noisy machine slows both alike; medians of `steps` steps after one warm-up."""
+# What each memory feature changes in the config (overhead mode's "feature").
+FEATURES = {"checkpoint": {"checkpoint_every": 1}, "recompute_attention": {"recompute_attention": True}}
+
+
+def checkpoint_overhead(threads: int, steps: int, batch: int, feature: str = "checkpoint", **over) -> dict:
+    """Step time with a memory feature (checkpoint_every=1, or recompute_attention) over without, from two
+    models stepped alternately in one process, so that a noisy machine slows both alike; medians of
+    `steps` steps after one warm-up."""
     fg.set_num_threads(threads)
     runs = []
-    for every in (0, 1):
-        cfg = GPTConfig.from_preset("small", vocab_size=76, checkpoint_every=every, **over)
+    for on in (False, True):
+        cfg = GPTConfig.from_preset("small", vocab_size=76, **(FEATURES[feature] if on else {}), **over)
         model = GPT(cfg, seed=0)
         runs.append((model, AdamW(model.parameters(), lr=1e-3), []))
     rng = np.random.default_rng(0)

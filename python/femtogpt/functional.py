@@ -18,7 +18,7 @@ from .graph import Tensor, is_grad_enabled, make_result, tensor
 __all__ = [
     "linear", "matmul", "gelu", "relu", "layer_norm", "softmax", "log_softmax", "cross_entropy",
     "embedding", "dropout", "scaled_dot_product_attention", "causal_self_attention",
-    "causal_self_attention_linear", "layer_norm_linear",
+    "causal_self_attention_linear", "residual_attention_linear", "layer_norm_linear",
     "gelu_linear", "add", "sub", "mul", "scale", "neg",
     "reshape", "permute", "transpose", "split", "chunk", "cat", "sum", "mean",
 ]
@@ -274,6 +274,76 @@ def causal_self_attention_linear(qkv: Tensor, n_head: int, weight: Tensor, bias:
     return make_result(out.view(out_shape), (qkv, weight, bias), backward)
 
 
+def residual_attention_linear(x: Tensor, qkv: Tensor, n_head: int, weight: Tensor, bias: Tensor | None = None,
+                              dropout_p: float = 0.0, dropout_seed: int | None = None, impl: str = "flash",
+                              block_q: int = 64, block_k: int = 64, hand_on_y: bool = True):
+    """x + dropout(linear(causal_self_attention(qkv, n_head), weight, bias)), and a function that gives
+    that sum's data back in backward: x (B, T, C), qkv (B, T, 3C), weight (C, C) -> x2 (B, T, C), x2_again.
+
+    The mid-block residual of a GPT block, for selective recomputation (GPTConfig.recompute_attention).
+    Saves only qkv and the attention's log-sum-exp: not the attention output y, nor x2. The op after
+    it (the MLP's layer_norm_linear, given x2_again) keeps nothing of x2 either: in backward, x2_again
+    runs the attention forward, the projection, the dropout and the sum again from x and qkv, which
+    the block keeps for its first half anyway (the same kernels on the same data: bitwise the same
+    x2), and leaves y for this op's backward, which runs next (hand_on_y=False: it does not, and
+    that backward computes y again; for the block that backward reaches first, while every other
+    block's activations are still held, where keeping y in between would add it to the step's peak).
+    Without x2_again called, this op's backward computes y itself. Per block: two (B, T, C)
+    activations less, for one more attention forward (two, without hand_on_y) and C x C projection.
+    """
+    if qkv.ndim != 3 or qkv.shape[-1] % 3 or (qkv.shape[-1] // 3) % n_head:
+        raise ValueError(f"residual_attention_linear: expected qkv (B, T, 3C) with C divisible by n_head "
+                         f"{n_head}, got {qkv.shape}")
+    C = qkv.shape[-1] // 3  # noqa: N806
+    if x.shape != qkv.shape[:-1] + (C,) or x.dtype != qkv.dtype:
+        raise ValueError(f"residual_attention_linear: x has shape {x.shape} and dtype {x.dtype}, expected "
+                         f"{qkv.shape[:-1] + (C,)} and {qkv.dtype} to match qkv {qkv.shape}")
+    if weight.ndim != 2 or weight.shape != (C, C) or bias is not None and bias.shape != (C,):
+        raise ValueError(f"residual_attention_linear: weight {weight.shape} and bias "
+                         f"{None if bias is None else bias.shape} must be ({C}, {C}) and ({C},)")
+    dropout_p = float(dropout_p)
+    if dropout_p and dropout_seed is None:
+        raise ValueError("residual_attention_linear: dropout_p > 0 needs the dropout_seed that regenerates "
+                         "its mask in backward")
+    args = (int(n_head), 1.0 / math.sqrt(C // n_head), impl, int(block_q), int(block_k))
+    x_impl, qkv_impl, need_dqkv = x._impl, qkv._impl, qkv.requires_grad
+    ys = []  # y recomputed by x2_again, for the backward that runs after it
+
+    def x2_from(y, in_place: bool):  # x + dropout(y @ weight^T + bias) -> (B, T, C)
+        a = _linear_forward(y.view([-1, C]), weight, bias).view(list(x_impl.shape))
+        if dropout_p:
+            a = _core.dropout_forward(a, dropout_p, int(dropout_seed))
+        if not in_place:
+            return _core.add(x_impl, a)
+        _core.add_(a, x_impl)  # bitwise x + a, over a (ours alone): one (B, T, C) less
+        return a
+
+    y, saved = _core.attention_qkv_forward(qkv_impl, *args)  # (B, T, C), lse (B, H, T)
+    # Forward sums into a new tensor: summing over a there too lowers no peak, and measured on the
+    # small preset it left the pool 12 MiB more fragmented (first fit: 449.9 MiB reserved, 437.9)
+    x2 = x2_from(y, in_place=False)
+    del y
+
+    def x2_again():
+        y2, _ = _core.attention_qkv_forward(qkv_impl, *args)
+        if hand_on_y:
+            ys.append(y2)
+        return x2_from(y2, in_place=True)
+
+    def backward(g):
+        ga = _core.dropout_backward(g, dropout_p, int(dropout_seed)) if dropout_p else g
+        g2 = ga.view([-1, C])
+        y2 = ys.pop() if ys else _core.attention_qkv_forward(qkv_impl, *args)[0]
+        dw, db = _linear_param_grads(g2, y2.view([-1, C]), weight, bias)
+        dqkv = None
+        if need_dqkv:
+            dy = _core.matmul(g2, weight._impl).view(list(y2.shape))
+            dqkv = _core.attention_qkv_backward(dy, qkv_impl, y2, saved, *args)
+        return g, dqkv, dw, db
+
+    return make_result(x2, (x, qkv, weight, bias), backward), x2_again
+
+
 # ---- fused ops that save less for backward -----------------------------------------------
 #
 # A GPT block keeps, for backward, the inputs of its matmuls. Two of those are
@@ -313,10 +383,12 @@ def _linear_forward(a2, weight: Tensor, bias: Tensor | None, gelu: str | None = 
 
 
 def layer_norm_linear(x: Tensor, ln_weight: Tensor | None, ln_bias: Tensor | None, weight: Tensor,
-                      bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+                      bias: Tensor | None = None, eps: float = 1e-5, x_again=None) -> Tensor:
     """linear(layer_norm(x), weight, bias): x (..., C), ln_weight/ln_bias (C,), weight (out, C) -> (..., out).
 
-    Saves x and the per-row mean and rstd, not the normalized copy of x.
+    Saves x and the per-row mean and rstd, not the normalized copy of x. x_again: a function that
+    gives x's data (a _core.Tensor) back bitwise, from what other ops keep anyway; the op then
+    saves that instead of x, and backward calls it (see residual_attention_linear).
     """
     C = _check_linear("layer_norm_linear", x, weight, bias)  # noqa: N806
     lw = None if ln_weight is None else ln_weight._impl
@@ -325,12 +397,13 @@ def layer_norm_linear(x: Tensor, ln_weight: Tensor | None, ln_bias: Tensor | Non
     out = _linear_forward(xn.view([-1, C]), weight, bias)  # (N, out)
     del xn
     out_shape = list(x.shape[:-1]) + [weight.shape[0]]
-    x_impl, x_shape = x._impl, list(x.shape)
+    x_saved, x_shape = (x._impl if x_again is None else None), list(x.shape)
     need_dx = x.requires_grad or ln_weight is not None and ln_weight.requires_grad or \
         ln_bias is not None and ln_bias.requires_grad
 
     def backward(g):
         g2 = g.view([-1, out_shape[-1]])
+        x_impl = x_again() if x_again is not None else x_saved
         xn2 = _core.layernorm_forward(x_impl, lw, lb, float(eps))[0].view([-1, C])  # recomputed
         dw, db = _linear_param_grads(g2, xn2, weight, bias)
         del xn2  # before dxn is made: the two never coexist

@@ -37,6 +37,8 @@ class GPTConfig:
     device: str = "cpu"
     checkpoint_every: int = 0  # gradient checkpointing: keep the input of every k-th block only (0: off);
     # see GPT.forward for when the last of several segments keeps its activations
+    recompute_attention: bool = False  # selective recomputation: blocks keep neither their attention output
+    # nor their mid-block residual, and backward recomputes both (nn.Block.forward)
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -49,6 +51,8 @@ class GPTConfig:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
         if self.attention not in ATTENTION_IMPLS:
             raise ValueError(f"GPTConfig.attention must be one of {ATTENTION_IMPLS}, got {self.attention!r}")
+        if not isinstance(self.recompute_attention, (bool, np.bool_)):
+            raise ValueError(f"GPTConfig.recompute_attention must be True or False, got {self.recompute_attention!r}")
         if not isinstance(self.checkpoint_every, (int, np.integer)) or self.checkpoint_every < 0:
             raise ValueError(f"GPTConfig.checkpoint_every must be an integer >= 0, got {self.checkpoint_every!r}")
         if self.device not in DEVICES:
@@ -83,8 +87,10 @@ class GPT(Module):
         c = config
         self.wte = Embedding(c.vocab_size, c.n_embd, rng)
         self.wpe = Embedding(c.block_size, c.n_embd, rng)
-        self.h = [Block(c.n_embd, c.n_head, c.bias, c.dropout, c.attention, rng, c.n_layer, seed=seed * 1000 + i)
+        self.h = [Block(c.n_embd, c.n_head, c.bias, c.dropout, c.attention, rng, c.n_layer, seed=seed * 1000 + i,
+                        recompute_attention=bool(c.recompute_attention))
                   for i in range(c.n_layer)]
+        self.h[-1].first_in_backward = True
         self.ln_f = LayerNorm(c.n_embd, c.bias)
         self._emb_dropout_seed = seed * 1000 + 999
         self.drop = Dropout(c.dropout, self._emb_dropout_seed)
