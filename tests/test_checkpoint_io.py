@@ -321,9 +321,12 @@ def test_is_hf_gpt2_dir(tmp_path):
         dict(GPT2_CONFIG, vocab_size=11, n_positions=5, n_layer=2, n_head=2, n_embd=8))))
 
 
-def test_our_safetensors_writer_is_read_back_by_the_safetensors_library(tmp_path):
-    """save_safetensors writes the format itself (tensor by tensor, no whole-file copy): the reference
-    reader gets every dtype, 0-d, empty and big-endian arrays, and the metadata back exactly."""
+@pytest.mark.parametrize("chunk_bytes", [1 << 16, 8])  # 8: every strided or big-endian row its own chunk
+def test_our_safetensors_writer_is_read_back_by_the_safetensors_library(tmp_path, monkeypatch, chunk_bytes):
+    """save_safetensors writes the format itself (tensor by tensor, no whole-file copy; arrays not in
+    the file's layout converted a few rows at a time): the reference reader gets every dtype, 0-d,
+    empty, big-endian, strided and transposed arrays, and the metadata back exactly."""
+    monkeypatch.setattr(ckpt, "_CHUNK_BYTES", chunk_bytes)
     from safetensors import safe_open
     from safetensors.numpy import load_file
 
@@ -336,6 +339,9 @@ def test_our_safetensors_writer_is_read_back_by_the_safetensors_library(tmp_path
     tensors["empty"] = np.zeros((0, 4), dtype=np.float32)
     tensors["big_endian"] = np.arange(6, dtype=">f4").reshape(2, 3)
     tensors["strided"] = np.arange(20, dtype=np.float32).reshape(4, 5)[:, ::2]
+    tensors["transposed"] = rng.standard_normal((7, 3)).astype(np.float32).T
+    tensors["big_endian_scalar"] = np.array(3.5, dtype=">f8")
+    tensors["big_endian_strided"] = np.arange(24, dtype=">i4").reshape(4, 6)[::2, 1::2]
     p = tmp_path / "t.safetensors"
     save_safetensors(p, tensors, metadata={"note": "hello"})
     back = load_file(str(p))

@@ -528,3 +528,21 @@ def test_checkpoint_of_a_function_that_returns_its_input(rng):
     x = t64(rng, 2, 3)
     (checkpoint(lambda t: t, x) * 2.0).sum().backward()
     np.testing.assert_array_equal(x.grad.numpy(), np.full((2, 3), 2.0))
+
+
+def test_backward_does_not_hold_a_summed_gradient_into_the_next_node():
+    """y feeds a and the sum: its gradient is g + 3g, a new tensor. The 3g that went into it is garbage
+    from then on and must not stay alive while y's own backward (two N-sized outputs) runs: at most
+    three N-sized gradients at once (g, 3g and their sum), where four meant it was held."""
+    n = 1 << 20  # 4 MiB of float32: the pool's large tier, exact sizes
+    x = fg.tensor(np.ones(n, np.float32), requires_grad=True)
+    w = fg.tensor(np.ones(n, np.float32), requires_grad=True)
+    y = x * w
+    a = y * 3.0
+    out = (y + a).sum()
+    del y, a
+    fg.reset_peak_memory_stats()
+    before = fg.memory_stats()["current_bytes"]
+    out.backward()
+    assert fg.memory_stats()["peak_bytes"] - before < 3.5 * 4 * n
+    np.testing.assert_array_equal(x.grad.numpy(), np.full(n, 4.0, np.float32))

@@ -143,19 +143,18 @@ def save_safetensors(path: str | os.PathLike, tensors: Mapping[str, Any],
                      metadata: Mapping[str, str] | None = None) -> None:
     """Write ``tensors`` (name -> array) to a safetensors file, atomically.
 
-    Arrays are stored bit-exactly in their own dtype; non-contiguous arrays are copied.
-    ``metadata`` is a str -> str mapping kept in the file's header."""
+    Arrays are stored bit-exactly in their own dtype, in C order and little-endian; an array that
+    is neither (a transposed view, say) is converted a few rows at a time as it is written, never
+    copied whole. ``metadata`` is a str -> str mapping kept in the file's header."""
     arrays: dict[str, np.ndarray] = {}
     for name, value in tensors.items():
         if not isinstance(name, str):
             raise TypeError(f"tensor names must be str; got {name!r} ({type(name).__name__})")
         arr = np.asarray(value)
-        if not arr.flags.c_contiguous:  # (np.ascontiguousarray would make 0-d arrays 1-d)
-            arr = arr.copy(order="C")
         if arr.dtype.newbyteorder("=") not in _SAFETENSORS_NAMES:
             raise TypeError(f"tensor {name!r} has dtype {arr.dtype}, which safetensors cannot "
                             f"store; use a float, int, uint or bool dtype")
-        arrays[name] = arr.astype(arr.dtype.newbyteorder("<"), copy=False)  # the file is little-endian
+        arrays[name] = arr
     meta = None
     if metadata is not None:
         meta = {}
@@ -171,9 +170,10 @@ def save_safetensors(path: str | os.PathLike, tensors: Mapping[str, Any],
 def _write_safetensors(f, arrays: dict[str, np.ndarray], metadata: dict[str, str] | None) -> None:
     """The safetensors layout: an 8-byte little-endian header length, the JSON header (name ->
     dtype, shape, byte offsets; padded with spaces to a multiple of 8), then each tensor's bytes,
-    in header order (the arrays C-contiguous and little-endian). Written tensor by tensor from the arrays themselves:
+    in header order, C order and little-endian. Written tensor by tensor from the arrays themselves:
     safetensors.numpy.save_file first copies every array into bytes, which doubled a checkpoint's
-    memory for a moment (the small preset's training state is 86 MB of AdamW moments)."""
+    memory for a moment (the small preset's training state is 86 MB of AdamW moments). An array
+    not already in the file's layout is converted in chunks of about _CHUNK_BYTES."""
     header: dict[str, Any] = {}
     offset = 0
     for name, arr in arrays.items():
@@ -187,7 +187,17 @@ def _write_safetensors(f, arrays: dict[str, np.ndarray], metadata: dict[str, str
     f.write(struct.pack("<Q", len(text)))
     f.write(text)
     for arr in arrays.values():
-        f.write(arr.reshape(-1).view(np.uint8).data)
+        little = arr.dtype.newbyteorder("<")
+        if arr.flags.c_contiguous and arr.dtype == little:
+            f.write(arr.reshape(-1).view(np.uint8).data)
+            continue
+        rows = arr.reshape(1, -1) if arr.ndim == 0 else arr
+        step = max(1, _CHUNK_BYTES // max(1, rows[:1].nbytes))
+        for i in range(0, len(rows), step):
+            f.write(np.ascontiguousarray(rows[i:i + step], dtype=little).reshape(-1).view(np.uint8).data)
+
+
+_CHUNK_BYTES = 1 << 16
 
 
 def _check_safetensors_layout(path: Path) -> dict:

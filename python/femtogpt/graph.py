@@ -303,6 +303,8 @@ def _backward_from(root: Node, seed_box: list) -> None:
                 grads[id(e)] = _accumulate(grads.get(id(e)), ig)
             else:  # a leaf
                 _accumulate_leaf(e, ig, given)
+        # Not held into the next node's backward: a gradient just summed into another is garbage
+        input_grads = inputs = e = ig = None
 
 
 def make_result(impl, inputs: tuple, backward) -> Tensor:

@@ -187,13 +187,13 @@ class GPT(Module):
     # ---- checkpoints (Hugging Face GPT-2 names and layouts) ------------------------------
     def state_dict(self) -> dict:
         """name -> numpy array (a copy), in GPT-2's layout: Conv1D weights are (in, out)."""
-        out = {}
-        for name, p in self.named_parameters():
-            arr = np.array(p.numpy())
-            if name.endswith(_HF_TRANSPOSED):
-                arr = np.ascontiguousarray(arr.T)
-            out[name] = arr
-        return out
+        return {name: np.array(arr, order="C") for name, arr in self._state_views().items()}
+
+    def _state_views(self) -> dict:
+        """state_dict's arrays as views of the parameters (the four Conv1D weights transposed views):
+        what save() writes, so that a checkpoint copies no weight whole."""
+        return {name: p.numpy().T if name.endswith(_HF_TRANSPOSED) else p.numpy()
+                for name, p in self.named_parameters()}
 
     def load_state_dict(self, state: dict, source: str = "state dict") -> None:
         params = dict(self.named_parameters())
@@ -216,7 +216,7 @@ class GPT(Module):
         from . import checkpoint
 
         os.makedirs(path, exist_ok=True)
-        checkpoint.save_safetensors(os.path.join(path, "model.safetensors"), self.state_dict(),
+        checkpoint.save_safetensors(os.path.join(path, "model.safetensors"), self._state_views(),
                                     {"format": "femtogpt"})
         checkpoint.save_json(os.path.join(path, "config.json"), self.config.to_dict())
         if tokenizer is not None:

@@ -118,7 +118,7 @@ class Trainer:
         total = 0.0
         for _ in range(cfg.grad_accum):
             x, y = self.dataset.get_batch("train")
-            _, loss = model(x, y)
+            loss = model(x, y)[1]  # the logits are not kept through backward
             if cfg.grad_accum > 1:
                 loss = loss * (1.0 / cfg.grad_accum)
             loss.backward()
