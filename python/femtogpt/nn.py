@@ -221,7 +221,8 @@ class Block(Module):
         input and qkv, which it keeps anyway (F.residual_attention_linear). Same values and gradients.
         The block backward reaches first (first_in_backward, the model's last) computes y twice there
         rather than hold it from one recomputation to the next: its backward is the step's peak.
-        Measured on the small preset at batch 16: 6 MiB less peak, for about 0.5% of the step."""
+        Measured on the small preset at batch 16: 6 MiB less peak (pool reserved 443.9 vs 437.9 MiB),
+        for one attention forward, under 1% of the step by the profile."""
         if self.recompute_attention:
             # x2 = x + attn(ln_1(x))
             x2, x2_again = self.attn.residual(x, norm=self.ln_1, hand_on_y=not self.first_in_backward)
