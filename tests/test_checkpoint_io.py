@@ -342,6 +342,9 @@ def test_our_safetensors_writer_is_read_back_by_the_safetensors_library(tmp_path
     tensors["transposed"] = rng.standard_normal((7, 3)).astype(np.float32).T
     tensors["big_endian_scalar"] = np.array(3.5, dtype=">f8")
     tensors["big_endian_strided"] = np.arange(24, dtype=">i4").reshape(4, 6)[::2, 1::2]
+    # rows wider than a chunk: one row at a time, each in chunks of its (strided) elements
+    tensors["wide_rows_fortran"] = np.asfortranarray(rng.standard_normal((2, 20000)))
+    tensors["wide_rows_big_endian_3d"] = np.arange(2 * 3 * 9000, dtype=">f4").reshape(2, 3, 9000)
     p = tmp_path / "t.safetensors"
     save_safetensors(p, tensors, metadata={"note": "hello"})
     back = load_file(str(p))

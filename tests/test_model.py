@@ -45,8 +45,9 @@ def test_logits_do_not_see_the_future(rng):
 
 @pytest.mark.parametrize("attention", ["flash", "standard"])
 @pytest.mark.parametrize("bias", [True, False])
-def test_whole_model_gradients_against_finite_differences(rng, attention, bias):
-    cfg = GPTConfig(**TINY, bias=bias, attention=attention)
+@pytest.mark.parametrize("recompute_attention", [False, True])
+def test_whole_model_gradients_against_finite_differences(rng, attention, bias, recompute_attention):
+    cfg = GPTConfig(**TINY, bias=bias, attention=attention, recompute_attention=recompute_attention)
     model = GPT(cfg, seed=2).to_dtype(np.float64)
     x, y = batch(rng, cfg)
     params = model.parameters()
@@ -156,6 +157,34 @@ def test_save_load_round_trip_is_bit_exact(tmp_path, rng):
         np.testing.assert_array_equal(p.numpy(), q.numpy(), err_msg=n)
 
 
+def test_checkpoint_tensors_have_the_gpt2_layouts_on_disk(tmp_path):
+    """save() writes from views, four of them transposed: read the file itself, not through GPT.load."""
+    from safetensors.numpy import load_file
+
+    cfg = GPTConfig(**TINY)
+    model = GPT(cfg, seed=3)
+    model.save(tmp_path / "ck")
+    disk = load_file(str(tmp_path / "ck" / "model.safetensors"))
+    C = cfg.n_embd  # noqa: N806
+    block = model.h[0]
+    for name, want, shape in [("wte.weight", model.wte.weight, (cfg.vocab_size, C)),
+                              ("h.0.attn.c_attn.weight", block.attn.c_attn.weight, (C, 3 * C)),
+                              ("h.0.attn.c_proj.weight", block.attn.c_proj.weight, (C, C)),
+                              ("h.0.mlp.c_fc.weight", block.mlp.c_fc.weight, (C, 4 * C)),
+                              ("h.0.mlp.c_proj.weight", block.mlp.c_proj.weight, (4 * C, C))]:
+        assert disk[name].shape == shape, name
+        got = disk[name] if name == "wte.weight" else disk[name].T  # Conv1D (in, out); ours (out, in)
+        np.testing.assert_array_equal(got, want.numpy(), err_msg=name)
+
+
+def test_config_of_numpy_scalars_saves_as_json(tmp_path):
+    cfg = GPTConfig(**{**TINY, "n_layer": np.int64(2), "dropout": np.float32(0.5),
+                       "recompute_attention": np.bool_(True), "checkpoint_every": np.int32(1)})
+    GPT(cfg).save(tmp_path / "ck")
+    assert GPT.load(tmp_path / "ck").config == cfg
+    assert type(cfg.n_layer) is int and type(cfg.recompute_attention) is bool
+
+
 def test_load_errors(tmp_path):
     cfg = GPTConfig(**TINY)
     GPT(cfg).save(tmp_path / "ck")
@@ -218,12 +247,16 @@ def test_checkpointed_gradients_are_bitwise_equal(rng, every, dropout, attention
         np.testing.assert_array_equal(p.grad.numpy(), q.grad.numpy(), err_msg=n)
 
 
-@pytest.mark.parametrize("every", [0, 2])
+@pytest.mark.parametrize("every, vocab", [
+    (0, 11), (2, 11),  # segments [0, 1] and [2]: the last keeps its activations
+    (1, 11),           # every block a segment, the last one kept
+    (1, 50),           # vocab > 4 * n_embd: the last block too is checkpointed, recomputed in backward
+])
 @pytest.mark.parametrize("dropout", [0.0, 0.2])
 @pytest.mark.parametrize("attention", ["flash", "standard"])
-def test_recompute_attention_gives_bitwise_equal_gradients(rng, every, dropout, attention):
-    base = dict(vocab_size=11, block_size=9, n_layer=3, n_head=2, n_embd=8, dropout=dropout, attention=attention,
-                checkpoint_every=every)
+def test_recompute_attention_gives_bitwise_equal_gradients(rng, every, vocab, dropout, attention):
+    base = dict(vocab_size=vocab, block_size=9, n_layer=3, n_head=2, n_embd=8, dropout=dropout,
+                attention=attention, checkpoint_every=every)
     x, y = batch(rng, GPTConfig(**base), B=3)
     plain = GPT(GPTConfig(**base), seed=7)
     lean = GPT(GPTConfig(**base, recompute_attention=True), seed=7)

@@ -77,6 +77,26 @@ def test_resume_gives_the_losses_of_the_uninterrupted_run(corpus, tmp_path):
         np.testing.assert_array_equal(final_a[k], final_b[k], err_msg=k)
 
 
+def test_resume_may_switch_the_memory_options(corpus, tmp_path):
+    """--checkpoint-every and --recompute-attention change what backward keeps, not what it computes:
+    a run resumed with them switched gives the uninterrupted run's losses, and its configs say so."""
+    common = ["--data", corpus, "--batch-size", "4", "--block-size", "16", "--dropout", "0.1", "--eval-every", "2",
+              "--no-progress", "--sample-tokens", "0"]
+    assert main(["train", *common, "--steps", "4", "--out", str(tmp_path / "full")]) == 0
+    assert main(["train", *common, "--steps", "2", "--out", str(tmp_path / "part")]) == 0
+    assert main(["train", "--resume", str(tmp_path / "part"), "--steps", "4", "--no-progress", "--sample-tokens",
+                 "0", "--recompute-attention", "--checkpoint-every", "1"]) == 0
+    full, part = (json.loads((tmp_path / d / "history.json").read_text()) for d in ("full", "part"))
+    assert part["train"] == full["train"] and len(part["train"]) == 4
+    config = json.loads((tmp_path / "part" / "config.json").read_text())
+    train_config = json.loads((tmp_path / "part" / "train_config.json").read_text())
+    for c in (config, train_config):
+        assert c["recompute_attention"] is True and c["checkpoint_every"] == 1
+    assert main(["train", "--resume", str(tmp_path / "part"), "--steps", "5", "--no-progress", "--sample-tokens",
+                 "0", "--no-recompute-attention"]) == 0
+    assert json.loads((tmp_path / "part" / "config.json").read_text())["recompute_attention"] is False
+
+
 def test_a_failed_save_leaves_the_previous_checkpoint_intact(corpus, tmp_path, monkeypatch):
     t = Trainer(tiny_cfg(corpus, tmp_path / "run", steps=4))
     t.run()

@@ -144,8 +144,8 @@ def save_safetensors(path: str | os.PathLike, tensors: Mapping[str, Any],
     """Write ``tensors`` (name -> array) to a safetensors file, atomically.
 
     Arrays are stored bit-exactly in their own dtype, in C order and little-endian; an array that
-    is neither (a transposed view, say) is converted a few rows at a time as it is written, never
-    copied whole. ``metadata`` is a str -> str mapping kept in the file's header."""
+    is neither (a transposed view, say) is converted piece by piece as it is written (see
+    _write_array), never copied whole. ``metadata`` is a str -> str mapping kept in the file's header."""
     arrays: dict[str, np.ndarray] = {}
     for name, value in tensors.items():
         if not isinstance(name, str):
@@ -187,17 +187,30 @@ def _write_safetensors(f, arrays: dict[str, np.ndarray], metadata: dict[str, str
     f.write(struct.pack("<Q", len(text)))
     f.write(text)
     for arr in arrays.values():
-        little = arr.dtype.newbyteorder("<")
-        if arr.flags.c_contiguous and arr.dtype == little:
-            f.write(arr.reshape(-1).view(np.uint8).data)
-            continue
-        rows = arr.reshape(1, -1) if arr.ndim == 0 else arr
-        step = max(1, _CHUNK_BYTES // max(1, rows[:1].nbytes))
-        for i in range(0, len(rows), step):
-            f.write(np.ascontiguousarray(rows[i:i + step], dtype=little).reshape(-1).view(np.uint8).data)
+        _write_array(f, arr)
 
 
 _CHUNK_BYTES = 1 << 16
+
+
+def _write_array(f, arr: np.ndarray) -> None:
+    """arr's bytes in C order, little-endian: as they are when they already are, else converted
+    about _CHUNK_BYTES at a time (runs of rows, or one row at a time, recursively, when a row is
+    bigger than that)."""
+    little = arr.dtype.newbyteorder("<")
+    if arr.flags.c_contiguous and arr.dtype == little:
+        f.write(arr.reshape(-1).view(np.uint8).data)
+    elif arr.ndim == 0 or arr.nbytes <= _CHUNK_BYTES:
+        f.write(np.ascontiguousarray(arr, dtype=little).reshape(-1).view(np.uint8).data)
+    else:
+        row_bytes = arr[0].nbytes
+        if row_bytes > _CHUNK_BYTES and arr.ndim > 1:
+            for row in arr:
+                _write_array(f, row)
+            return
+        step = max(1, _CHUNK_BYTES // max(1, row_bytes))
+        for i in range(0, len(arr), step):
+            f.write(np.ascontiguousarray(arr[i:i + step], dtype=little).reshape(-1).view(np.uint8).data)
 
 
 def _check_safetensors_layout(path: Path) -> dict:

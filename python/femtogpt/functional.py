@@ -290,6 +290,8 @@ def residual_attention_linear(x: Tensor, qkv: Tensor, n_head: int, weight: Tenso
     block's activations are still held, where keeping y in between would add it to the step's peak).
     Without x2_again called, this op's backward computes y itself. Per block: two (B, T, C)
     activations less, for one more attention forward (two, without hand_on_y) and C x C projection.
+    With impl="standard" each recomputation also builds the (B, H, T, T) probabilities again (and
+    drops them): a transient that can outweigh what the op saves.
     """
     if qkv.ndim != 3 or qkv.shape[-1] % 3 or (qkv.shape[-1] // 3) % n_head:
         raise ValueError(f"residual_attention_linear: expected qkv (B, T, 3C) with C divisible by n_head "

@@ -304,7 +304,7 @@ def _backward_from(root: Node, seed_box: list) -> None:
             else:  # a leaf
                 _accumulate_leaf(e, ig, given)
         # Not held into the next node's backward: a gradient just summed into another is garbage
-        input_grads = inputs = e = ig = None
+        input_grads = inputs = e = ig = box = None
 
 
 def make_result(impl, inputs: tuple, backward) -> Tensor:

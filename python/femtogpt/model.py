@@ -53,10 +53,16 @@ class GPTConfig:
             raise ValueError(f"GPTConfig.attention must be one of {ATTENTION_IMPLS}, got {self.attention!r}")
         if not isinstance(self.recompute_attention, (bool, np.bool_)):
             raise ValueError(f"GPTConfig.recompute_attention must be True or False, got {self.recompute_attention!r}")
-        if not isinstance(self.checkpoint_every, (int, np.integer)) or self.checkpoint_every < 0:
+        if not isinstance(self.checkpoint_every, (int, np.integer)) or isinstance(self.checkpoint_every, bool) \
+                or self.checkpoint_every < 0:
             raise ValueError(f"GPTConfig.checkpoint_every must be an integer >= 0, got {self.checkpoint_every!r}")
         if self.device not in DEVICES:
             raise ValueError(f"GPTConfig.device must be one of {DEVICES}, got {self.device!r}")
+        # numpy scalars pass the checks above; stored as Python's own, config.json can hold them
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "checkpoint_every"):
+            setattr(self, name, int(getattr(self, name)))
+        self.dropout = float(self.dropout)
+        self.recompute_attention = bool(self.recompute_attention)
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "GPTConfig":

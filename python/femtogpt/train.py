@@ -8,6 +8,7 @@ state, the dropout counters). Every file is written atomically.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -100,6 +101,9 @@ class Trainer:
                                               checkpoint_every=cfg.checkpoint_every,
                                               recompute_attention=cfg.recompute_attention), seed=cfg.seed)
         self.model = model
+        # a model given (a resumed run's) decides what its config says: train_config.json agrees with it
+        cfg.checkpoint_every = model.config.checkpoint_every
+        cfg.recompute_attention = model.config.recompute_attention
         self.dataset = data_mod.TokenDataset(ids, model.config.block_size, self.batch_size, val_fraction=0.1,
                                              seed=cfg.seed)
         self.opt = AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=cfg.weight_decay)
@@ -249,7 +253,9 @@ class Trainer:
         cfg = TrainConfig(**{k: v for k, v in saved.items() if k in fields})
         for k, v in overrides.items():
             setattr(cfg, k, v)
-        model = GPT.load(run_dir)
+        # the memory options may change on resume (results are bitwise the same); the rest is the run's
+        model = GPT.load(run_dir, **{k: v for k, v in overrides.items()
+                                     if k in ("checkpoint_every", "recompute_attention")})
         tokenizer = tok_mod.load_tokenizer(run_dir)
         tensors, meta = checkpoint.load_safetensors(os.path.join(run_dir, "training_state.safetensors"))
         history = checkpoint.load_json(os.path.join(run_dir, "history.json"))
@@ -325,11 +331,13 @@ def add_arguments(p) -> None:
     p.add_argument("--grad-accum", type=int, default=d.grad_accum)
     p.add_argument("--dropout", type=float, default=d.dropout)
     p.add_argument("--attention", default=d.attention, help="flash or standard")
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
-                   help="gradient checkpointing: keep only every k-th block's input, recompute the rest (0: off)")
-    p.add_argument("--recompute-attention", action="store_true",
+    p.add_argument("--checkpoint-every", type=int, default=None,
+                   help="gradient checkpointing: keep only every k-th block's input, recompute the rest "
+                        f"(0: off; default {d.checkpoint_every}, or the resumed run's)")
+    p.add_argument("--recompute-attention", action=argparse.BooleanOptionalAction, default=None,
                    help="blocks keep neither their attention output nor the residual after it; backward "
-                        "recomputes both (about a sixth less activation memory for a few %% of step time)")
+                        "recomputes both (with flash attention about a sixth less activation memory, for a "
+                        "few %% of step time; default off, or the resumed run's)")
     p.add_argument("--memory-report", action="store_true",
                    help="print parameter, optimizer, activation and pool memory after the first steps")
     p.add_argument("--tokenizer", default=d.tokenizer, help="char, byte or bpe")
@@ -373,6 +381,9 @@ def main_from_args(args) -> int:
         overrides = {"steps": args.steps} if args.steps is not None else {}
         overrides["out"] = args.resume if args.out == TrainConfig.out else args.out
         overrides["progress"] = not args.no_progress
+        for name in ("checkpoint_every", "recompute_attention"):  # what backward keeps, not what it computes
+            if getattr(args, name) is not None:
+                overrides[name] = getattr(args, name)
         trainer = Trainer.resume(args.resume, **overrides)
         print(f"resuming {args.resume} at step {trainer.step} of {trainer.cfg.steps}")
     else:
@@ -381,8 +392,9 @@ def main_from_args(args) -> int:
             batch_size=args.batch_size,
             block_size=args.block_size, lr=args.lr, min_lr=args.min_lr, warmup_steps=args.warmup_steps,
             weight_decay=args.weight_decay, grad_clip=args.grad_clip, grad_accum=args.grad_accum,
-            dropout=args.dropout, attention=args.attention, checkpoint_every=args.checkpoint_every,
-            recompute_attention=args.recompute_attention,
+            dropout=args.dropout, attention=args.attention,
+            checkpoint_every=TrainConfig.checkpoint_every if args.checkpoint_every is None else args.checkpoint_every,
+            recompute_attention=bool(args.recompute_attention),
             memory_report=args.memory_report, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
             eval_every=args.eval_every, eval_iters=args.eval_iters, out=args.out, seed=args.seed,
             threads=args.threads, plot=args.plot, sample_tokens=args.sample_tokens, progress=not args.no_progress)
