@@ -229,3 +229,4 @@ def test_memory_report(corpus, tmp_path, capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert "memory: parameters" in out and "activations (peak)" in out and "OS allocations" in out
+    assert "process peak RSS" in out

@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -203,6 +204,7 @@ class Trainer:
             "pool_reserved": stats["reserved_bytes"],
             "os_allocations": stats["os_allocations"],
             "pool_hits": stats["pool_hits"],
+            "process_peak_rss": process_peak_rss(),
         }
 
     # ---- checkpoints --------------------------------------------------------------
@@ -269,13 +271,25 @@ def fg_stats_reset() -> None:
     fg.reset_peak_memory_stats()
 
 
+def process_peak_rss() -> int | None:
+    """The process's peak resident memory in bytes so far (None where the OS does not say)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
+
+
 def format_memory_report(r: dict) -> str:
     mib = 1024 * 1024
+    rss = r.get("process_peak_rss")
     return ("memory: parameters {:.1f} MiB, optimizer state {:.1f} MiB, gradients {:.1f} MiB, activations (peak) "
             "{:.1f} MiB; pool current {:.1f} MiB, peak {:.1f} MiB, reserved {:.1f} MiB; {} OS allocations, {} pool hits"
-            ).format(r["parameters"] / mib, r["optimizer_state"] / mib, r["gradients"] / mib,
-                     r["activations_peak"] / mib, r["pool_current"] / mib, r["pool_peak"] / mib,
-                     r["pool_reserved"] / mib, r["os_allocations"], r["pool_hits"])
+            "{}").format(r["parameters"] / mib, r["optimizer_state"] / mib, r["gradients"] / mib,
+                         r["activations_peak"] / mib, r["pool_current"] / mib, r["pool_peak"] / mib,
+                         r["pool_reserved"] / mib, r["os_allocations"], r["pool_hits"],
+                         "" if rss is None else "; process peak RSS {:.1f} MiB".format(rss / mib))
 
 
 def _progress(total: int, initial: int, enabled: bool):
