@@ -74,6 +74,102 @@ def test_read_text_utf8_and_bom(tmp_path):
     assert read_text(tmp_path / "t.txt") == "hé😀\n"
 
 
+TEXTS = {
+    "plain": "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 7,
+    "bom_crlf": "\ufeffline one\r\nline two \r\n\r\n  indented\r\nend",
+    "multibyte": "h\u00e9\u00e9\U0001f600 \u2713\nna\u00efve caf\u00e9\n\U0001f600\U0001f600\n" * 5,
+    "no_breaks": "one long line without any line break at all " * 20,
+    "space_before_breaks": "a \n \n\t\nb\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(TEXTS))
+@pytest.mark.parametrize("read_bytes", [1, 3, 7, 64, 1 << 20])
+def test_iter_text_pieces_make_the_text_and_end_before_a_line_break(tmp_path, name, read_bytes):
+    path = tmp_path / "t.txt"
+    path.write_bytes(TEXTS[name].encode("utf-8"))
+    pieces = list(fdata.iter_text(path, read_bytes=read_bytes))
+    assert "".join(pieces) == read_text(path) == path.read_bytes().decode("utf-8-sig")
+    for piece, following in zip(pieces, pieces[1:]):  # every cut: a non-space, then a line break
+        assert piece and not piece[-1].isspace() and following[0] in "\r\n"
+    if len(path.read_bytes()) <= read_bytes:
+        assert len(pieces) == 1  # the last block read is never cut
+
+
+@pytest.mark.parametrize("read_bytes", [1, 2, 3, 5, 1 << 20])
+@pytest.mark.parametrize("data", [
+    b"ok so far \xff then junk",               # a byte that never starts a character
+    "\ufeffbom then ".encode() + b"\x80 bad",   # offsets count the BOM
+    "ab\u00e9c".encode()[:3] + b"x\n",           # a character cut short, then more text
+    "abc \U0001f600".encode()[:-1],               # a character cut short by the end of the file
+    ("line\n" * 4).encode() + b"\xc3\x28",
+])
+def test_iter_text_names_the_offset_of_invalid_utf8(tmp_path, read_bytes, data):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(data)
+    skip = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    with pytest.raises(UnicodeDecodeError) as want:
+        data[skip:].decode("utf-8")
+    at = skip + want.value.start  # an offset in the file, BOM included
+    with pytest.raises(ValueError, match=rf"bad.txt is not UTF-8 text: byte 0x{data[at]:02x} at "
+                                         rf"offset {at} is invalid"):
+        list(fdata.iter_text(path, read_bytes=read_bytes))
+
+
+def test_read_text_of_only_a_bom(tmp_path):
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbf")
+    with pytest.raises(ValueError, match="only a byte-order mark"):
+        read_text(tmp_path / "bom.txt")
+
+
+@pytest.mark.parametrize("kind", ["char", "byte", "bpe"])
+def test_tokenizing_piece_by_piece_gives_the_whole_texts_ids(tmp_path, monkeypatch, kind):
+    """load_tokens and make_tokenizer read the corpus piece by piece (4 KiB here, so hundreds of
+    pieces): the vocabulary, a BPE's merges and the ids are those of the whole text at once."""
+    from femtogpt.tokenizer import make_tokenizer
+
+    if kind == "bpe":
+        pytest.importorskip("tokenizers")
+    text = read_text(bundled_corpus_path())[:300_000] + "\r\nna\u00efve \U0001f600  \n\n"
+    path = write(tmp_path / "c.txt", text)
+    monkeypatch.setattr(fdata, "READ_BYTES", 4096)
+    assert len(list(fdata.iter_text(path))) > 50
+    vocab = 300 if kind == "bpe" else None
+    whole = make_tokenizer(kind, text, vocab_size=vocab)
+    pieced = make_tokenizer(kind, fdata.iter_text(path), vocab_size=vocab)
+    assert pieced.to_dict() == whole.to_dict()
+    assert pieced.encodes_pieces_alike
+    ids = load_tokens(path, pieced)
+    np.testing.assert_array_equal(ids, whole.encode(text))
+
+
+def test_a_tokenizer_that_may_not_encode_pieces_alike_gets_the_whole_text(tmp_path, monkeypatch):
+    class Whole(CharTokenizer):
+        encodes_pieces_alike = False
+        texts = []
+
+        def encode(self, text):
+            self.texts.append(text)
+            return super().encode(text)
+
+    text = "to be\nor not\nto be\n" * 400
+    path = write(tmp_path / "c.txt", text)
+    monkeypatch.setattr(fdata, "READ_BYTES", 64)
+    ids = load_tokens(path, Whole.from_text(text))
+    assert Whole.texts == [text]
+    np.testing.assert_array_equal(ids, CharTokenizer.from_text(text).encode(text))
+
+
+def test_a_bpe_with_a_prefix_space_is_not_encoded_by_piece():
+    tk = pytest.importorskip("tokenizers")
+    from femtogpt.tokenizer import BPETokenizer
+
+    tok = BPETokenizer.train("hello world\n" * 50, 260)
+    assert tok.encodes_pieces_alike
+    tok.backend.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=True)
+    assert not tok.encodes_pieces_alike
+
+
 def test_user_cache_dir(monkeypatch, tmp_path):
     assert user_cache_dir() == tmp_path / "user-cache"
     monkeypatch.delenv("FEMTOGPT_CACHE")

@@ -10,12 +10,14 @@ tokenizer's full definition, so editing the file or changing tokenizer re-tokeni
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import hashlib
 import os
+import shutil
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -25,6 +27,7 @@ from .tokenizer import tokenizer_fingerprint
 __all__ = [
     "bundled_corpus_path",
     "read_text",
+    "iter_text",
     "load_tokens",
     "token_cache_path",
     "user_cache_dir",
@@ -46,27 +49,85 @@ def bundled_corpus_path() -> Path:
     return path
 
 
+# A text file is read, hashed and tokenized this many bytes at a time, so that a large
+# corpus never sits in memory whole (as bytes, str and ids it took 18x its size).
+READ_BYTES = 1 << 20
+# iter_text cuts its pieces only just before a newline that follows a non-space character;
+# a piece grows past READ_BYTES to reach one, up to this many characters.
+MAX_PIECE_CHARS = 1 << 24
+
+
+def _check_data_file(path: Path) -> None:
+    if not path.exists():
+        raise FileNotFoundError(f"data file {path} does not exist")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory; expected a UTF-8 text file")
+    if path.stat().st_size == 0:
+        raise ValueError(f"data file {path} is empty")
+
+
 def read_text(path: str | os.PathLike) -> str:
     """Read a UTF-8 text file (a leading BOM is dropped).
 
     FileNotFoundError naming the path if it does not exist; ValueError if it is empty
     or is not UTF-8 text."""
+    return "".join(iter_text(path))
+
+
+def iter_text(path: str | os.PathLike, read_bytes: int | None = None) -> Iterator[str]:
+    """read_text(path) in pieces ("".join of them is that text), with its errors, reading
+    about read_bytes (default READ_BYTES) of the file at a time.
+
+    A piece ends only just before a line break (\\n or \\r) that follows a non-space character
+    (or after MAX_PIECE_CHARS without one). So a tokenizer that splits text into words on
+    whitespace first, as byte-level BPE does (GPT-2's pattern, no prefix space), finds the same
+    words in the pieces as in the whole text, and encoding piece by piece gives the same ids."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"data file {path} does not exist")
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a directory; expected a UTF-8 text file")
-    raw = path.read_bytes()
-    if not raw:
-        raise ValueError(f"data file {path} is empty")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"data file {path} is not UTF-8 text: byte 0x{raw[e.start]:02x} at "
-                         f"offset {e.start} is invalid ({e.reason})") from None
-    if not text:
+    _check_data_file(path)
+    step = READ_BYTES if read_bytes is None else max(1, int(read_bytes))
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    carry, offset, produced = "", 0, False  # offset: bytes of the file fed to the decoder so far
+    with open(path, "rb") as f:
+        head = f.read(len(codecs.BOM_UTF8))
+        if head != codecs.BOM_UTF8:
+            f.seek(0)
+        else:
+            offset = len(head)
+        raw = f.read(step)
+        while raw:
+            after = f.read(step)  # read ahead: the last block is never cut, so a small file is one piece
+            pending = len(decoder.getstate()[0])  # bytes of an unfinished character held back
+            try:
+                carry += decoder.decode(raw, final=not after)
+            except UnicodeDecodeError as e:
+                at = offset - pending + e.start
+                raise ValueError(f"data file {path} is not UTF-8 text: byte 0x{e.object[e.start]:02x} at "
+                                 f"offset {at} is invalid ({e.reason})") from None
+            offset += len(raw)
+            raw = after
+            cut = _last_cut(carry) if after else 0
+            if cut == 0 and len(carry) >= MAX_PIECE_CHARS:
+                cut = len(carry)
+            if cut:
+                produced = True
+                yield carry[:cut]
+                carry = carry[cut:]
+    if carry:
+        produced = True
+        yield carry
+    if not produced:
         raise ValueError(f"data file {path} is empty (only a byte-order mark)")
-    return text
+
+
+def _last_cut(text: str) -> int:
+    """The last index i > 0 where text[i] is a line break and text[i - 1] is not a space (0: none)."""
+    i = len(text)
+    while True:
+        i = max(text.rfind("\n", 0, i), text.rfind("\r", 0, i))
+        if i <= 0:
+            return 0
+        if not text[i - 1].isspace():
+            return i
 
 
 # ---------------------------------------------------------------------------- token cache
@@ -85,11 +146,13 @@ def _dir_is_writable(directory: Path) -> bool:
     return os.access(directory, os.W_OK | os.X_OK)
 
 
-def _cache_name(path: Path, raw: bytes, tokenizer: Any) -> tuple[str, str]:
-    """(file name, stale-file glob) of the token cache for ``raw`` (``path``'s content)."""
+def _cache_name(path: Path, tokenizer: Any) -> tuple[str, str]:
+    """(file name, stale-file glob) of the token cache for ``path``'s content under ``tokenizer``."""
     st = path.stat()
     h = hashlib.sha256()
-    h.update(raw)
+    with open(path, "rb") as f:
+        while block := f.read(READ_BYTES):
+            h.update(block)
     h.update(f"|{st.st_size}|{st.st_mtime_ns}".encode())
     tok = tokenizer_fingerprint(tokenizer)
     kind = getattr(tokenizer, "kind", type(tokenizer).__name__)
@@ -100,7 +163,7 @@ def _cache_name(path: Path, raw: bytes, tokenizer: Any) -> tuple[str, str]:
 def token_cache_path(path: str | os.PathLike, tokenizer: Any) -> Path:
     """Where :func:`load_tokens` keeps (or would keep) ``path``'s token ids."""
     path = Path(path).resolve()
-    name, _ = _cache_name(path, path.read_bytes(), tokenizer)
+    name, _ = _cache_name(path, tokenizer)
     directory = path.parent if _dir_is_writable(path.parent) else user_cache_dir()
     return directory / name
 
@@ -119,16 +182,40 @@ def _open_cached(path: Path, dtype: np.dtype) -> np.ndarray | None:
     return arr
 
 
-def _write_cache(target: Path, ids: np.ndarray, dtype: np.dtype) -> None:
+def _encode_pieces(path: Path, tokenizer: Any, dtype: np.dtype) -> Iterator[np.ndarray]:
+    """The token ids of ``path``, a piece of text at a time (see iter_text), as ``dtype``; the
+    whole text at once for a tokenizer that does not say it encodes pieces alike
+    (``encodes_pieces_alike``: ours do, but a BPE loaded from a tokenizer.json with another
+    pre-tokenizer or a normalizer may not)."""
+    pieces = iter_text(path)
+    if not getattr(tokenizer, "encodes_pieces_alike", False):
+        pieces = ["".join(pieces)]
+    for piece in pieces:
+        ids = tokenizer.encode(piece)
+        if ids.size and int(ids.max()) >= tokenizer.vocab_size:  # a broken custom tokenizer
+            raise ValueError(f"tokenizer produced id {int(ids.max())} >= its vocab_size "
+                             f"{tokenizer.vocab_size}")
+        yield ids.astype(dtype, copy=False)
+
+
+def _write_cache(target: Path, path: Path, tokenizer: Any, dtype: np.dtype) -> None:
+    """Tokenize ``path`` piece by piece into the .npy file ``target``, atomically: the ids go
+    to a scratch file first (their count, which the header needs, is known only at the end)."""
     with atomic_path(target) as tmp:
-        if ids.size == 0:
-            with open(tmp, "wb") as f:  # a zero-length memmap is not possible
-                np.save(f, ids.astype(dtype))
-        else:
-            mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=ids.shape)
-            mm[:] = ids
-            mm.flush()
-            del mm
+        scratch = tmp.with_name(tmp.name + ".ids")
+        try:
+            n = 0
+            with open(scratch, "wb") as f:
+                for ids in _encode_pieces(path, tokenizer, dtype):
+                    f.write(ids.tobytes())
+                    n += ids.size
+            with open(tmp, "wb") as out, open(scratch, "rb") as f:
+                np.lib.format.write_array_header_1_0(
+                    out, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (n,)})
+                shutil.copyfileobj(f, out, READ_BYTES)
+        finally:
+            with contextlib.suppress(OSError):
+                scratch.unlink()
 
 
 def load_tokens(path: str | os.PathLike, tokenizer: Any, *,
@@ -140,11 +227,9 @@ def load_tokens(path: str | os.PathLike, tokenizer: Any, *,
     :func:`user_cache_dir` when the file's directory is not writable. The cache is
     written atomically and stale caches of the same file and tokenizer are removed."""
     path = Path(path)
-    if not path.is_file():
-        read_text(path)  # raises the right error for a missing path or a directory
+    _check_data_file(path)
     path = path.resolve()
-    raw = path.read_bytes()
-    name, stale_glob = _cache_name(path, raw, tokenizer)
+    name, stale_glob = _cache_name(path, tokenizer)
     dtype = _token_dtype(tokenizer.vocab_size)
 
     candidates = [Path(cache_dir)] if cache_dir is not None else []
@@ -156,17 +241,12 @@ def load_tokens(path: str | os.PathLike, tokenizer: Any, *,
         if cached is not None:
             return cached
 
-    text = read_text(path)
-    ids = tokenizer.encode(text)
-    if ids.size and int(ids.max()) >= tokenizer.vocab_size:  # a broken custom tokenizer
-        raise ValueError(f"tokenizer produced id {int(ids.max())} >= its vocab_size "
-                         f"{tokenizer.vocab_size}")
     for d in candidates:
         try:
             d.mkdir(parents=True, exist_ok=True)
             if not _dir_is_writable(d):
                 continue
-            _write_cache(d / name, ids, dtype)
+            _write_cache(d / name, path, tokenizer, dtype)
         except OSError:
             continue  # read-only file system, quota, ...: try the next place
         for old in d.glob(stale_glob):
@@ -177,7 +257,7 @@ def load_tokens(path: str | os.PathLike, tokenizer: Any, *,
         if cached is not None:
             return cached
     # Nowhere to cache: work from memory.
-    return ids.astype(dtype)
+    return np.concatenate(list(_encode_pieces(path, tokenizer, dtype)))
 
 
 # ---------------------------------------------------------------------------- batches

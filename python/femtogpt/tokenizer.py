@@ -97,11 +97,17 @@ class CharTokenizer(_TokenizerBase):
         self._lut = np.full(top + 1, -1, dtype=np.int64)
         self._lut[self._cps] = np.arange(len(chars), dtype=np.int64)
 
+    encodes_pieces_alike = True  # encode(a + b) == concat(encode(a), encode(b))
+
     @classmethod
-    def from_text(cls, text: str) -> "CharTokenizer":
-        if not text:
+    def from_text(cls, text: str | Iterable[str]) -> "CharTokenizer":
+        """The vocabulary of ``text``: a str, or an iterable of pieces of it (data.iter_text)."""
+        chars: set[str] = set()
+        for piece in [text] if isinstance(text, str) else text:
+            chars.update(piece)
+        if not chars:
             raise ValueError("cannot build a character vocabulary from empty text")
-        return cls(sorted(set(text)))
+        return cls(sorted(chars))
 
     @property
     def vocab_size(self) -> int:
@@ -141,6 +147,7 @@ class ByteTokenizer(_TokenizerBase):
 
     kind = "byte"
     vocab_size = 256
+    encodes_pieces_alike = True
 
     def encode(self, text: str) -> np.ndarray:
         if not isinstance(text, str):
@@ -184,24 +191,43 @@ class BPETokenizer(_TokenizerBase):
         tok.decoder = tk.decoders.ByteLevel()
         return tok
 
+    @property
+    def encodes_pieces_alike(self) -> bool:
+        """Whether text cut just before a line break that follows a non-space (data.iter_text's
+        pieces) encodes to the same ids piece by piece: so for GPT-2's byte-level pre-tokenizer
+        without a prefix space and no normalizer, which is what train() and from_gpt2_files() make."""
+        pre = self.backend.pre_tokenizer
+        tk = _tokenizers()
+        return (self.backend.normalizer is None and isinstance(pre, tk.pre_tokenizers.ByteLevel)
+                and not pre.add_prefix_space and pre.use_regex)
+
     @classmethod
-    def train(cls, text: str, vocab_size: int = DEFAULT_BPE_VOCAB_SIZE,
+    def train(cls, text: str | Iterable[str], vocab_size: int = DEFAULT_BPE_VOCAB_SIZE,
               min_frequency: int = 2) -> "BPETokenizer":
-        """Train a byte-level BPE on ``text``: the 256 byte tokens plus up to
-        ``vocab_size - 256`` merges (fewer if the text runs out of repeated pairs)."""
+        """Train a byte-level BPE on ``text`` (a str, or an iterable of pieces of it cut as
+        data.iter_text cuts them): the 256 byte tokens plus up to ``vocab_size - 256`` merges
+        (fewer if the text runs out of repeated pairs)."""
         tk = _tokenizers()
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)):
             raise TypeError(f"vocab_size must be an int; got {vocab_size!r}")
         if vocab_size < 256:
             raise ValueError(f"a byte-level BPE vocabulary needs vocab_size >= 256 (the bytes); "
                              f"got {vocab_size}")
-        if not text:
-            raise ValueError("cannot train a BPE tokenizer on empty text")
+        seen = []  # whether any piece had text
+
+        def pieces():
+            for piece in [text] if isinstance(text, str) else text:
+                if piece:
+                    seen.append(True)
+                    yield piece
+
         tok = cls._byte_level(tk.Tokenizer(tk.models.BPE()))
         trainer = tk.trainers.BpeTrainer(
             vocab_size=int(vocab_size), min_frequency=min_frequency, show_progress=False,
             initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet(), special_tokens=[])
-        tok.train_from_iterator([text], trainer=trainer, length=1)
+        tok.train_from_iterator(pieces(), trainer=trainer)
+        if not seen:
+            raise ValueError("cannot train a BPE tokenizer on empty text")
         return cls(tok)
 
     @classmethod
@@ -263,8 +289,9 @@ class BPETokenizer(_TokenizerBase):
 Tokenizer = CharTokenizer | ByteTokenizer | BPETokenizer
 
 
-def make_tokenizer(kind: str, text: str | None = None, vocab_size: int | None = None) -> Tokenizer:
-    """Build a tokenizer of ``kind`` ("char", "byte" or "bpe") for the corpus ``text``.
+def make_tokenizer(kind: str, text: str | Iterable[str] | None = None, vocab_size: int | None = None) -> Tokenizer:
+    """Build a tokenizer of ``kind`` ("char", "byte" or "bpe") for the corpus ``text`` (a str, or
+    its pieces from data.iter_text, so that a large corpus is never read whole).
 
     char: the corpus's distinct characters; byte: fixed 256 (text unused); bpe: trained
     on ``text`` with ``vocab_size`` (default DEFAULT_BPE_VOCAB_SIZE)."""

@@ -90,9 +90,9 @@ class Trainer:
         self.batch_size = cfg.batch_size or preset["batch_size"]
         path = cfg.data or data_mod.bundled_corpus_path()
         if tokenizer is None:
-            text = data_mod.read_text(path)
             vocab = cfg.vocab_size if cfg.tokenizer == "bpe" else None
-            tokenizer = tok_mod.make_tokenizer(cfg.tokenizer, text, vocab_size=vocab)
+            # the corpus piece by piece, never whole (the byte tokenizer does not read it)
+            tokenizer = tok_mod.make_tokenizer(cfg.tokenizer, data_mod.iter_text(path), vocab_size=vocab)
         self.tokenizer = tokenizer
         ids = data_mod.load_tokens(path, tokenizer)
         block_size = cfg.block_size or preset["block_size"]
