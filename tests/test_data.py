@@ -90,8 +90,8 @@ def test_iter_text_pieces_make_the_text_and_end_before_a_line_break(tmp_path, na
     path.write_bytes(TEXTS[name].encode("utf-8"))
     pieces = list(fdata.iter_text(path, read_bytes=read_bytes))
     assert "".join(pieces) == read_text(path) == path.read_bytes().decode("utf-8-sig")
-    for piece, following in zip(pieces, pieces[1:]):  # every cut: a non-space, then a line break
-        assert piece and not piece[-1].isspace() and following[0] in "\r\n"
+    for piece, following in zip(pieces, pieces[1:]):  # every cut: a non-space, then ASCII whitespace
+        assert piece and not piece[-1].isspace() and following[0] in " \t\r\n"
     if len(path.read_bytes()) <= read_bytes:
         assert len(pieces) == 1  # the last block read is never cut
 
@@ -132,7 +132,7 @@ def test_tokenizing_piece_by_piece_gives_the_whole_texts_ids(tmp_path, monkeypat
         pytest.importorskip("tokenizers")
     text = read_text(bundled_corpus_path())[:300_000] + "\r\nna\u00efve \U0001f600  \n\n"
     path = write(tmp_path / "c.txt", text)
-    monkeypatch.setattr(fdata, "READ_BYTES", 4096)
+    monkeypatch.setattr(fdata, "PIECE_BYTES", 4096)
     assert len(list(fdata.iter_text(path))) > 50
     vocab = 300 if kind == "bpe" else None
     whole = make_tokenizer(kind, text, vocab_size=vocab)
@@ -154,20 +154,61 @@ def test_a_tokenizer_that_may_not_encode_pieces_alike_gets_the_whole_text(tmp_pa
 
     text = "to be\nor not\nto be\n" * 400
     path = write(tmp_path / "c.txt", text)
-    monkeypatch.setattr(fdata, "READ_BYTES", 64)
+    monkeypatch.setattr(fdata, "PIECE_BYTES", 64)
     ids = load_tokens(path, Whole.from_text(text))
     assert Whole.texts == [text]
     np.testing.assert_array_equal(ids, CharTokenizer.from_text(text).encode(text))
 
 
-def test_a_bpe_with_a_prefix_space_is_not_encoded_by_piece():
+def test_a_bpe_that_may_encode_pieces_differently_says_so():
     tk = pytest.importorskip("tokenizers")
     from femtogpt.tokenizer import BPETokenizer
 
-    tok = BPETokenizer.train("hello world\n" * 50, 260)
-    assert tok.encodes_pieces_alike
-    tok.backend.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=True)
+    def trained():
+        return BPETokenizer.train("hello world\n" * 50, 260)
+
+    assert trained().encodes_pieces_alike
+    tok = trained()
+    tok.backend.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=True)  # a space before each piece
     assert not tok.encodes_pieces_alike
+    tok = trained()
+    tok.backend.add_special_tokens(["<|endoftext|>"])  # as GPT-2's files have: matched as it is
+    assert tok.encodes_pieces_alike
+    for added in (tk.AddedToken("<sep>", rstrip=True), tk.AddedToken("x\n", special=True)):
+        tok = trained()
+        tok.backend.add_special_tokens([added])  # takes the whitespace after it / holds some
+        assert not tok.encodes_pieces_alike
+
+
+def test_pieces_are_cut_at_word_boundaries_only(tmp_path, monkeypatch):
+    """Lines with trailing spaces cut before the space; whitespace alone is never cut; text with no
+    ASCII whitespace is cut at MAX_PIECE_CHARS; _last_cut searches only from where it is told."""
+    path = write(tmp_path / "a.txt", "word \n" * 100)
+    pieces = list(fdata.iter_text(path, read_bytes=16))
+    assert len(pieces) > 10 and all(p.endswith("word") for p in pieces[:-1])
+    path = write(tmp_path / "b.txt", " \n\t\r\n" * 100)
+    assert list(fdata.iter_text(path, read_bytes=16)) == [" \n\t\r\n" * 100]
+    monkeypatch.setattr(fdata, "MAX_PIECE_CHARS", 50)
+    path = write(tmp_path / "c.txt", "x" * 200)
+    pieces = list(fdata.iter_text(path, read_bytes=16))
+    assert "".join(pieces) == "x" * 200 and all(50 <= len(p) < 80 for p in pieces[:-1])
+    assert fdata._last_cut("ab cd ef", 0) == 5 and fdata._last_cut("ab cd ef", 6) == 0
+    assert fdata._last_cut("ab cd ef", 5) == 5 and fdata._last_cut("  \n  ", 0) == 0
+
+
+def test_read_text_of_a_pipe(tmp_path):
+    """A FIFO (or /dev/stdin) has no size to check: read_text reads it; load_tokens, which reads its
+    file twice, says it needs a regular file."""
+    import threading
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(b"\xef\xbb\xbfpiped text\n"))
+    writer.start()
+    assert read_text(fifo) == "piped text\n"
+    writer.join()
+    with pytest.raises(ValueError, match="not a regular file"):
+        load_tokens(fifo, CharTokenizer("abc"))
 
 
 def test_user_cache_dir(monkeypatch, tmp_path):

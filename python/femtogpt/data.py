@@ -14,6 +14,7 @@ import codecs
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 from importlib import resources
 from pathlib import Path
@@ -49,20 +50,27 @@ def bundled_corpus_path() -> Path:
     return path
 
 
-# A text file is read, hashed and tokenized this many bytes at a time, so that a large
-# corpus never sits in memory whole (as bytes, str and ids it took 18x its size).
+# A corpus is never held in memory whole (as bytes, str and ids it took 18x its size): it is
+# hashed READ_BYTES at a time, and read, tokenized and used for BPE training in pieces of about
+# PIECE_BYTES (tokenizers' train_from_iterator buffers 256 of them).
 READ_BYTES = 1 << 20
-# iter_text cuts its pieces only just before a newline that follows a non-space character;
-# a piece grows past READ_BYTES to reach one, up to this many characters.
+PIECE_BYTES = 1 << 16
+# iter_text cuts pieces only at word boundaries (see there); a piece grows past PIECE_BYTES to
+# reach one, and is cut anyway at this many characters (text with no ASCII whitespace at all).
 MAX_PIECE_CHARS = 1 << 24
+# A cut, searched for in the reversed text: ASCII whitespace with a non-space before it (after, reversed)
+_CUT_REVERSED = re.compile(r"[ \t\r\n](?=\S)")
 
 
-def _check_data_file(path: Path) -> None:
+def _check_data_file(path: Path, regular: bool = False) -> None:
     if not path.exists():
         raise FileNotFoundError(f"data file {path} does not exist")
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a directory; expected a UTF-8 text file")
-    if path.stat().st_size == 0:
+    if regular and not path.is_file():
+        raise ValueError(f"data file {path} is not a regular file (it is read twice: to hash it, "
+                         f"then to tokenize it)")
+    if path.is_file() and path.stat().st_size == 0:
         raise ValueError(f"data file {path} is empty")
 
 
@@ -76,24 +84,26 @@ def read_text(path: str | os.PathLike) -> str:
 
 def iter_text(path: str | os.PathLike, read_bytes: int | None = None) -> Iterator[str]:
     """read_text(path) in pieces ("".join of them is that text), with its errors, reading
-    about read_bytes (default READ_BYTES) of the file at a time.
+    about read_bytes (default PIECE_BYTES) of the file at a time.
 
-    A piece ends only just before a line break (\\n or \\r) that follows a non-space character
-    (or after MAX_PIECE_CHARS without one). So a tokenizer that splits text into words on
-    whitespace first, as byte-level BPE does (GPT-2's pattern, no prefix space), finds the same
-    words in the pieces as in the whole text, and encoding piece by piece gives the same ids."""
+    A piece ends only just before an ASCII space, tab or line break that follows a non-space
+    character (or after MAX_PIECE_CHARS without such a place). That is a word boundary for
+    every tokenizer here: byte-level BPE splits text into words first (GPT-2's pattern, no
+    prefix space), and a word never starts at a space or line break that follows a non-space.
+    So the pieces give the whole text's vocabulary, BPE merges and ids."""
     path = Path(path)
     _check_data_file(path)
-    step = READ_BYTES if read_bytes is None else max(1, int(read_bytes))
+    step = PIECE_BYTES if read_bytes is None else max(1, int(read_bytes))
     decoder = codecs.getincrementaldecoder("utf-8")()
-    carry, offset, produced = "", 0, False  # offset: bytes of the file fed to the decoder so far
+    carry, scanned = "", 0  # carry[:scanned] has been searched for a cut and has none
+    offset, produced = 0, False  # offset: bytes of the file fed to the decoder so far
     with open(path, "rb") as f:
-        head = f.read(len(codecs.BOM_UTF8))
-        if head != codecs.BOM_UTF8:
-            f.seek(0)
-        else:
-            offset = len(head)
-        raw = f.read(step)
+        raw = f.read(len(codecs.BOM_UTF8))
+        if not raw:
+            raise ValueError(f"data file {path} is empty")
+        if raw == codecs.BOM_UTF8:
+            offset, raw = len(raw), b""
+        raw += f.read(step)
         while raw:
             after = f.read(step)  # read ahead: the last block is never cut, so a small file is one piece
             pending = len(decoder.getstate()[0])  # bytes of an unfinished character held back
@@ -105,13 +115,16 @@ def iter_text(path: str | os.PathLike, read_bytes: int | None = None) -> Iterato
                                  f"offset {at} is invalid ({e.reason})") from None
             offset += len(raw)
             raw = after
-            cut = _last_cut(carry) if after else 0
+            if not after:
+                break
+            cut = _last_cut(carry, scanned)
             if cut == 0 and len(carry) >= MAX_PIECE_CHARS:
                 cut = len(carry)
             if cut:
                 produced = True
                 yield carry[:cut]
                 carry = carry[cut:]
+            scanned = len(carry)
     if carry:
         produced = True
         yield carry
@@ -119,15 +132,14 @@ def iter_text(path: str | os.PathLike, read_bytes: int | None = None) -> Iterato
         raise ValueError(f"data file {path} is empty (only a byte-order mark)")
 
 
-def _last_cut(text: str) -> int:
-    """The last index i > 0 where text[i] is a line break and text[i - 1] is not a space (0: none)."""
-    i = len(text)
-    while True:
-        i = max(text.rfind("\n", 0, i), text.rfind("\r", 0, i))
-        if i <= 0:
-            return 0
-        if not text[i - 1].isspace():
-            return i
+def _last_cut(text: str, start: int = 0) -> int:
+    """The last index i >= start, i > 0, where a piece of text may end (see iter_text); 0: none.
+    Searches text[start - 1:] only, so that a growing piece is not searched again from its start:
+    reversed, the last cut is the first match, found in one pass in C."""
+    lo = max(start, 1)
+    tail = text[lo - 1:]
+    m = _CUT_REVERSED.search(tail[::-1])
+    return 0 if m is None else len(text) - 1 - m.start()
 
 
 # ---------------------------------------------------------------------------- token cache
@@ -227,7 +239,7 @@ def load_tokens(path: str | os.PathLike, tokenizer: Any, *,
     :func:`user_cache_dir` when the file's directory is not writable. The cache is
     written atomically and stale caches of the same file and tokenizer are removed."""
     path = Path(path)
-    _check_data_file(path)
+    _check_data_file(path, regular=True)
     path = path.resolve()
     name, stale_glob = _cache_name(path, tokenizer)
     dtype = _token_dtype(tokenizer.vocab_size)

@@ -97,7 +97,9 @@ class CharTokenizer(_TokenizerBase):
         self._lut = np.full(top + 1, -1, dtype=np.int64)
         self._lut[self._cps] = np.arange(len(chars), dtype=np.int64)
 
-    encodes_pieces_alike = True  # encode(a + b) == concat(encode(a), encode(b))
+    # encode(a + b) == concat(encode(a), encode(b)) for the pieces data.iter_text cuts; a subclass
+    # whose encode adds tokens of its own (BOS/EOS) must say False
+    encodes_pieces_alike = True
 
     @classmethod
     def from_text(cls, text: str | Iterable[str]) -> "CharTokenizer":
@@ -193,13 +195,17 @@ class BPETokenizer(_TokenizerBase):
 
     @property
     def encodes_pieces_alike(self) -> bool:
-        """Whether text cut just before a line break that follows a non-space (data.iter_text's
-        pieces) encodes to the same ids piece by piece: so for GPT-2's byte-level pre-tokenizer
-        without a prefix space and no normalizer, which is what train() and from_gpt2_files() make."""
+        """Whether data.iter_text's pieces (cut at word boundaries) encode to the same ids piece by
+        piece: so for GPT-2's byte-level pre-tokenizer without a prefix space, no normalizer, and
+        added tokens (if any) that are matched as they are and hold no whitespace, which is what
+        train() and from_gpt2_files() make."""
         pre = self.backend.pre_tokenizer
         tk = _tokenizers()
-        return (self.backend.normalizer is None and isinstance(pre, tk.pre_tokenizers.ByteLevel)
-                and not pre.add_prefix_space and pre.use_regex)
+        if self.backend.normalizer is not None or not isinstance(pre, tk.pre_tokenizers.ByteLevel) \
+                or pre.add_prefix_space or not pre.use_regex:
+            return False
+        return all(not (t.lstrip or t.rstrip or t.single_word) and not any(c.isspace() for c in t.content)
+                   for t in self.backend.get_added_tokens_decoder().values())
 
     @classmethod
     def train(cls, text: str | Iterable[str], vocab_size: int = DEFAULT_BPE_VOCAB_SIZE,
