@@ -1,0 +1,36 @@
+"""Build a tokenizer for a corpus and tokenize it, in this process, and print JSON: seconds and
+peak RSS. Used by bench_data.py in a subprocess, so that the peak belongs to this one job.
+
+mode "pieces": what femtogpt does (make_tokenizer from data.iter_text, load_tokens into a fresh
+cache directory). mode "whole": the reference, a corpus read whole and encoded at once (as
+nanoGPT's prepare.py does, and femtogpt did before), ids kept as the cache's dtype.
+"""
+
+import json
+import resource
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from femtogpt import data, tokenizer
+
+
+def main(path: str, kind: str, mode: str) -> dict:
+    vocab = 512 if kind == "bpe" else None
+    t0 = time.perf_counter()
+    if mode == "pieces":
+        tok = tokenizer.make_tokenizer(kind, data.iter_text(path), vocab_size=vocab)
+        with tempfile.TemporaryDirectory() as cache:
+            n = len(data.load_tokens(path, tok, cache_dir=cache))
+    else:
+        text = data.read_text(path)
+        tok = tokenizer.make_tokenizer(kind, text, vocab_size=vocab)
+        n = len(tok.encode(text).astype(np.uint16))
+    return {"seconds": time.perf_counter() - t0, "tokens": n,
+            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(*sys.argv[1:4])))
