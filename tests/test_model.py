@@ -236,14 +236,18 @@ def test_checkpointed_gradients_are_bitwise_equal(rng, every, dropout, attention
     base = dict(vocab_size=11, block_size=9, n_layer=4, n_head=2, n_embd=8, dropout=dropout,  # every=3: 3 + 1
                 attention=attention)
     x, y = batch(rng, GPTConfig(**base), B=3)
-    plain = GPT(GPTConfig(**base), seed=7)
-    ckpt = GPT(GPTConfig(**base, checkpoint_every=every), seed=7)
+    _assert_same_losses_and_gradients(GPT(GPTConfig(**base), seed=7),
+                                      GPT(GPTConfig(**base, checkpoint_every=every), seed=7), x, y)
+
+
+def _assert_same_losses_and_gradients(plain, other, x, y):
+    """Two steps' losses and the accumulated gradients of two models are bitwise equal."""
     for _ in range(2):  # twice: the dropout counters must advance identically
-        lp, lc = plain(x, y)[1], ckpt(x, y)[1]
-        assert lp.item() == lc.item()
+        lp, lo = plain(x, y)[1], other(x, y)[1]
+        assert lp.item() == lo.item()
         lp.backward()
-        lc.backward()
-    for (n, p), (_, q) in zip(plain.named_parameters(), ckpt.named_parameters()):
+        lo.backward()
+    for (n, p), (_, q) in zip(plain.named_parameters(), other.named_parameters()):
         np.testing.assert_array_equal(p.grad.numpy(), q.grad.numpy(), err_msg=n)
 
 
@@ -260,13 +264,7 @@ def test_recompute_attention_gives_bitwise_equal_gradients(rng, every, vocab, dr
     x, y = batch(rng, GPTConfig(**base), B=3)
     plain = GPT(GPTConfig(**base), seed=7)
     lean = GPT(GPTConfig(**base, recompute_attention=True), seed=7)
-    for _ in range(2):  # twice: the dropout counters must advance identically
-        lp, ll = plain(x, y)[1], lean(x, y)[1]
-        assert lp.item() == ll.item()
-        lp.backward()
-        ll.backward()
-    for (n, p), (_, q) in zip(plain.named_parameters(), lean.named_parameters()):
-        np.testing.assert_array_equal(p.grad.numpy(), q.grad.numpy(), err_msg=n)
+    _assert_same_losses_and_gradients(plain, lean, x, y)
     lean.eval()  # and without the graph: the same logits
     with fg.no_grad():
         np.testing.assert_array_equal(plain.eval()(x)[0].numpy(), lean(x)[0].numpy())
@@ -290,29 +288,22 @@ def test_which_segments_are_checkpointed(rng, monkeypatch, vocab, every, segment
     assert len(calls) == segments_checkpointed
 
 
-def test_checkpointing_lowers_peak_memory(rng):
-    def peak(every):
-        cfg = GPTConfig(vocab_size=11, block_size=128, n_layer=4, n_head=2, n_embd=64, checkpoint_every=every)
-        model = GPT(cfg, seed=0)
-        x, y = batch(rng, cfg, B=8)
-        fg.reset_peak_memory_stats()
-        base = fg.memory_stats()["current_bytes"]
-        model(x, y)[1].backward()
-        return fg.memory_stats()["peak_bytes"] - base
+def _step_peak_bytes(rng, **config) -> int:
+    """The pool's peak over one forward and backward, above what was in use before it."""
+    cfg = GPTConfig(vocab_size=11, block_size=128, n_layer=4, n_head=2, n_embd=64, **config)
+    model = GPT(cfg, seed=0)
+    x, y = batch(rng, cfg, B=8)
+    fg.reset_peak_memory_stats()
+    base = fg.memory_stats()["current_bytes"]
+    model(x, y)[1].backward()
+    return fg.memory_stats()["peak_bytes"] - base
 
-    assert peak(1) < 0.7 * peak(0)
+
+def test_checkpointing_lowers_peak_memory(rng):
+    assert _step_peak_bytes(rng, checkpoint_every=1) < 0.7 * _step_peak_bytes(rng, checkpoint_every=0)
 
 
 def test_recompute_attention_lowers_peak_memory(rng):
     """Per block it keeps x, qkv and the MLP's h (1 + 3 + 4 widths) instead of also the attention output
     and the mid-block residual (2 more): about 8/10 of the activations."""
-    def peak(recompute):
-        cfg = GPTConfig(vocab_size=11, block_size=128, n_layer=4, n_head=2, n_embd=64, recompute_attention=recompute)
-        model = GPT(cfg, seed=0)
-        x, y = batch(rng, cfg, B=8)
-        fg.reset_peak_memory_stats()
-        base = fg.memory_stats()["current_bytes"]
-        model(x, y)[1].backward()
-        return fg.memory_stats()["peak_bytes"] - base
-
-    assert peak(True) < 0.9 * peak(False)
+    assert _step_peak_bytes(rng, recompute_attention=True) < 0.9 * _step_peak_bytes(rng, recompute_attention=False)

@@ -94,7 +94,7 @@ class GPT(Module):
         self.wte = Embedding(c.vocab_size, c.n_embd, rng)
         self.wpe = Embedding(c.block_size, c.n_embd, rng)
         self.h = [Block(c.n_embd, c.n_head, c.bias, c.dropout, c.attention, rng, c.n_layer, seed=seed * 1000 + i,
-                        recompute_attention=bool(c.recompute_attention))
+                        recompute_attention=c.recompute_attention)
                   for i in range(c.n_layer)]
         self.h[-1].first_in_backward = True
         self.ln_f = LayerNorm(c.n_embd, c.bias)
