@@ -230,3 +230,21 @@ def test_memory_report(corpus, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "memory: parameters" in out and "activations (peak)" in out and "OS allocations" in out
     assert "process peak RSS" in out
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="VmHWM is Linux's")
+def test_process_peak_rss_is_this_programs_own():
+    """A process started from a larger one reports its own peak, not its parent's (Linux carries
+    ru_maxrss across exec, so a `femtogpt train --memory-report` run from a big Python process,
+    or a benchmark script from asv, would have read its parent's peak)."""
+    import subprocess
+    import sys
+
+    from femtogpt.train import process_peak_rss
+
+    held = np.ones(400 * 2**20 // 8)  # 400 MiB, touched: this process's peak is at least that
+    assert process_peak_rss() >= held.nbytes
+    code = "from femtogpt.train import process_peak_rss; print(process_peak_rss())"
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert 0 < int(child.stdout) < 200 * 2**20  # Python, numpy and femtogpt: tens of MiB

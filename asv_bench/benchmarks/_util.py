@@ -1,5 +1,6 @@
 """Helpers shared by the benchmarks."""
 
+import resource
 import statistics
 import time
 
@@ -25,3 +26,15 @@ def numpy_threads(n: int):
 
         return contextlib.nullcontext()
     return threadpool_limits(limits=n, user_api="blas")
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory: VmHWM on Linux (ru_maxrss there is carried across
+    exec, so a script started from a larger process would report its parent's peak), else
+    ru_maxrss. The benchmarks keep their own copy of femtogpt.train.process_peak_rss so that
+    they measure older versions of femtogpt alike."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -7,7 +7,6 @@ nanoGPT's prepare.py does, and femtogpt did before), ids kept as the cache's dty
 """
 
 import json
-import resource
 import sys
 import tempfile
 import time
@@ -15,6 +14,11 @@ import time
 import numpy as np
 
 from femtogpt import data, tokenizer
+
+if __package__:  # imported by asv's discovery, as benchmarks.<this module>
+    from ._util import peak_rss_bytes
+else:  # run as a script: its directory is sys.path[0]
+    from _util import peak_rss_bytes
 
 
 def main(path: str, kind: str, mode: str) -> dict:
@@ -29,7 +33,7 @@ def main(path: str, kind: str, mode: str) -> dict:
         tok = tokenizer.make_tokenizer(kind, text, vocab_size=vocab)
         n = len(tok.encode(text).astype(np.uint16))
     return {"seconds": time.perf_counter() - t0, "tokens": n,
-            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+            "peak_rss_bytes": peak_rss_bytes()}
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ peak resident memory are measured cleanly.
 """
 
 import json
-import resource
 import statistics
 import sys
 import time
@@ -15,6 +14,11 @@ import numpy as np
 import femtogpt as fg
 from femtogpt import GPT, AdamW, GPTConfig
 from femtogpt.model import PRESETS
+
+if __package__:  # imported by asv's discovery, as benchmarks.<this module>
+    from ._util import peak_rss_bytes
+else:  # run as a script: its directory is sys.path[0]
+    from _util import peak_rss_bytes
 
 
 def main(preset: str, threads: int, checkpoint_every: int, steps: int, block_size: int | None = None,
@@ -50,7 +54,7 @@ def main(preset: str, threads: int, checkpoint_every: int, steps: int, block_siz
         "step_seconds": step,
         # peak of the pool less parameters, AdamW moments (2x) and gradients (1x)
         "activation_bytes": stats["peak_bytes"] - 4 * params,
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss_bytes": peak_rss_bytes(),
         "os_allocations": stats["os_allocations"],
     }
 

@@ -272,7 +272,18 @@ def fg_stats_reset() -> None:
 
 
 def process_peak_rss() -> int | None:
-    """The process's peak resident memory in bytes so far (None where the OS does not say)."""
+    """The process's peak resident memory in bytes so far (None where the OS does not say).
+
+    On Linux, VmHWM from /proc/self/status: the peak of this program alone. getrusage's
+    ru_maxrss is the fallback (macOS, BSD), but Linux carries it across exec: a process started
+    from a larger one reports the parent's peak until it exceeds it."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource
     except ImportError:  # not on Windows
