@@ -8,6 +8,10 @@
 
 namespace femtogpt {
 
+// The most threads set_num_threads accepts: far past any core count a user means, and short of
+// what makes the OpenMP runtime fail to create its threads (which ends the process).
+constexpr int kMaxThreads = 1024;
+
 inline int num_threads() {
 #ifdef _OPENMP
     return omp_get_max_threads();

@@ -36,7 +36,7 @@ Device Device::parse(const std::string& s) {
     if (s == "opencl") return Device{DeviceType::opencl, 0};
     if (s.rfind("opencl:", 0) == 0) {
         std::string idx = s.substr(7);
-        bool digits = !idx.empty() && idx.find_first_not_of("0123456789") == std::string::npos;
+        bool digits = !idx.empty() && idx.size() <= 9 && idx.find_first_not_of("0123456789") == std::string::npos;
         FG_CHECK(digits, "unknown device '", s, "': expected 'cpu', 'opencl' or 'opencl:N'");
         return Device{DeviceType::opencl, std::stoi(idx)};
     }
@@ -100,6 +100,10 @@ Tensor Tensor::view(Shape shape) const {
             infer = int64_t(i);
         } else {
             FG_CHECK(shape[i] >= 0, "view: invalid dimension ", shape[i], " in ", shape_str(shape));
+            // bounded as shape_numel bounds a new tensor, so that the product cannot wrap
+            FG_CHECK(shape[i] == 0 || known <= (int64_t(1) << 60) / shape[i], "view: shape ", shape_str(shape),
+                     " has more elements than any tensor (the tensor of shape ", shape_str(shape_), " has ",
+                     numel_, ")");
             known *= shape[i];
         }
     }
@@ -118,8 +122,8 @@ Tensor Tensor::view(Shape shape) const {
 
 Tensor Tensor::narrow0(int64_t start, int64_t len) const {
     FG_CHECK(dim() >= 1, "narrow0: tensor is 0-D");
-    FG_CHECK(start >= 0 && len >= 0 && start + len <= shape_[0], "narrow0: rows [", start, ", ", start + len,
-             ") out of range for leading dimension ", shape_[0]);
+    FG_CHECK(start >= 0 && len >= 0 && start <= shape_[0] && len <= shape_[0] - start, "narrow0: ", len,
+             " rows from row ", start, " are out of range for leading dimension ", shape_[0]);
     Tensor t = *this;
     int64_t row = shape_[0] ? numel_ / shape_[0] : 0;
     t.offset_ += size_t(start * row) * dtype_size(dtype_);

@@ -1,4 +1,5 @@
 // _core.InferenceEngine: cached GPT inference (ops/infer.h), and its kernels for tests.
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -39,28 +40,34 @@ void register_infer(py::module_& m) {
         .def_property_readonly("slide", &InferenceEngine::slide)
         .def("lengths", [](InferenceEngine& e) {
             nogil release;
+            std::lock_guard<std::mutex> one_call(e.calls());
             return e.lengths();
         }, "(B,) int64: tokens in each row's context")
         .def("context", [](InferenceEngine& e) {
             nogil release;
+            std::lock_guard<std::mutex> one_call(e.calls());
             return e.context();
         }, "(B, block_size) int64: each row's context, -1 after its length")
         .def("logits", [](InferenceEngine& e) {
             nogil release;
+            std::lock_guard<std::mutex> one_call(e.calls());
             return e.logits();
         }, "(B, V) float32: logits after each row's last token")
         .def("prefill", [](InferenceEngine& e, const Tensor& tokens, const Tensor& lengths) {
             nogil release;
+            std::lock_guard<std::mutex> one_call(e.calls());
             return e.prefill(tokens, lengths);
         }, py::arg("tokens"), py::arg("lengths"),
            "tokens (B, T) int64 right-padded, lengths (B,) int64 -> logits (B, V); starts every row afresh")
         .def("step", [](InferenceEngine& e, const Tensor& tokens) {
             nogil release;
+            std::lock_guard<std::mutex> one_call(e.calls());
             return e.step(tokens);
         }, py::arg("tokens"), "tokens (B,) int64 appended to the rows -> logits (B, V)")
         .def("generate", [](InferenceEngine& e, int64_t n, double temperature, int64_t top_k, double top_p,
                             std::optional<Tensor> rng_state) {
             nogil release;
+            std::lock_guard<std::mutex> one_call(e.calls());
             return e.generate(n, temperature, top_k, top_p, rng_state);
         }, py::arg("n"), py::arg("temperature") = 1.0, py::arg("top_k") = 0, py::arg("top_p") = 1.0,
            py::arg("rng_state") = py::none(),

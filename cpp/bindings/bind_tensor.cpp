@@ -46,6 +46,7 @@ DType parse_dtype(const py::object& obj) {
 Tensor from_numpy(const py::array& arr, const std::string& device) {
     DType dt = dtype_from_numpy(arr.dtype());
     py::array c = py::array::ensure(arr, py::array::c_style);
+    if (!c) throw std::bad_alloc();  // the contiguous copy failed (ensure clears numpy's error)
     Shape shape(c.shape(), c.shape() + c.ndim());
     Device dev = Device::parse(device);
     Tensor cpu_t = Tensor::empty(shape, dt);
@@ -124,9 +125,9 @@ void register_tensor(py::module_& m) {
     m.def("reset_peak_memory_stats", []() { Pool::instance().reset_peak(); });
     m.def("empty_cache", []() { Pool::instance().empty_cache(); });
 
-    m.def("set_num_threads", [](int n) {
-        FG_CHECK(n >= 1, "set_num_threads: n must be >= 1, got ", n);
-        set_num_threads(n);
+    m.def("set_num_threads", [](int64_t n) {
+        FG_CHECK(n >= 1 && n <= kMaxThreads, "set_num_threads: n must be between 1 and ", kMaxThreads, ", got ", n);
+        set_num_threads(int(n));
     }, py::arg("n"));
     m.def("get_num_threads", &num_threads);
     m.def("openmp_enabled", &openmp_enabled);

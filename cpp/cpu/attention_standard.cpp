@@ -20,6 +20,7 @@ namespace femtogpt::cpu {
 template <typename T>
 void attention_standard_forward(Heads<T> out, T* probs, Heads<const T> q, Heads<const T> k, Heads<const T> v,
                                 int64_t B, int64_t H, int64_t Tq, int64_t Tk, int64_t D, bool causal, T scale) {
+    if (Tq == 0) return;  // nothing to write (and B*H may be any size)
     const int64_t off = Tk - Tq;  // causal: query i sees keys 0..off+i
     auto head = [&](int64_t bh) {
         const int64_t b = bh / H, h = bh % H;
@@ -69,7 +70,8 @@ void attention_standard_backward(Heads<T> dq, Heads<T> dk, Heads<T> dv, Heads<co
                                  int64_t H, int64_t Tq, int64_t Tk, int64_t D, bool causal, T scale) {
     (void)causal;  // masked probabilities are 0, so the mask needs no second look
     const int64_t BH = B * H;
-    if (Tq == 0 || Tk == 0) {
+    if (Tq == 0 || Tk == 0) {  // every gradient is zero; the loop is as long as what it writes
+        if (D == 0 || (Tq == 0 && Tk == 0)) return;
         for (int64_t bh = 0; bh < BH; bh++) {
             const int64_t b = bh / H, h = bh % H;
             for (int64_t i = 0; i < Tq; i++) std::fill_n(dq.at(b, h) + i * dq.row, D, T(0));

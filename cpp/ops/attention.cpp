@@ -121,7 +121,7 @@ QkvDims check_fused(const Tensor& qkv, int64_t n_head, double scale, AttentionIm
     FG_CHECK(qkv.dim() == 3, "attention_qkv: qkv must be 3-D (B, T, 3C), got shape ", shape_str(qkv.shape()));
     FG_CHECK(n_head > 0, "attention_qkv: n_head must be positive, got ", n_head);
     const int64_t C3 = qkv.size(2);
-    FG_CHECK(C3 % (3 * n_head) == 0, "attention_qkv: the last dim of qkv ", shape_str(qkv.shape()),
+    FG_CHECK(C3 % 3 == 0 && (C3 / 3) % n_head == 0, "attention_qkv: the last dim of qkv ", shape_str(qkv.shape()),
              " must be 3 * C with C divisible by n_head=", n_head);
     QkvDims d{qkv.size(0), qkv.size(1), C3 / 3, n_head, C3 / 3 / n_head};
     FG_CHECK(block_q > 0 && block_k > 0, "attention_qkv: block sizes must be positive, got block_q=", block_q,

@@ -330,20 +330,26 @@ Tensor InferenceEngine::prefill(const Tensor& tokens, const Tensor& lengths) {
              shape_str(lengths.shape()), ", expected (", B_, ",)");
     const int64_t T = tokens.size(1);
     const int64_t* tok = tokens.data<int64_t>();
-    const int64_t* lens = lengths.data<int64_t>();
+    // Every number is read once, into memory of the engine's own, and checked there: the GIL is
+    // released, and another Python thread may write to tokens or lengths through numpy views.
+    const std::vector<int64_t> lens(lengths.data<int64_t>(), lengths.data<int64_t>() + B_);
+    for (int64_t b = 0; b < B_; b++)
+        FG_CHECK(lens[size_t(b)] >= 1 && lens[size_t(b)] <= T, "InferenceEngine.prefill: lengths[", b, "] = ",
+                 lens[size_t(b)], " must be in [1, ", T, "] (every row needs at least one token)");
+    std::vector<int64_t> prompts(size_t(B_ * S_), -1);  // each row's last (up to) S tokens, then -1
+    std::vector<int64_t> kept(static_cast<size_t>(B_));
+    for (int64_t b = 0; b < B_; b++) {
+        const int64_t len = lens[size_t(b)], n = std::min(len, S_);  // a longer prompt keeps its last S tokens
+        std::copy(tok + b * T + len - n, tok + b * T + len, prompts.begin() + b * S_);
+        check_tokens(tok + b * T, len - n, "prefill");  // dropped, but still a caller's error
+        check_tokens(prompts.data() + b * S_, n, "prefill");
+        kept[size_t(b)] = n;
+    }
+    std::copy(prompts.begin(), prompts.end(), ctx_.begin());
     std::vector<Chunk> chunks;
     for (int64_t b = 0; b < B_; b++) {
-        FG_CHECK(lens[b] >= 1 && lens[b] <= T, "InferenceEngine.prefill: lengths[", b, "] = ", lens[b],
-                 " must be in [1, ", T, "] (every row needs at least one token)");
-        check_tokens(tok + b * T, lens[b], "prefill");
-    }
-    for (int64_t b = 0; b < B_; b++) {
-        const int64_t n = std::min(lens[b], S_);  // a longer prompt keeps its last S tokens
-        int64_t* ctx = ctx_.data() + b * S_;
-        std::copy(tok + b * T + lens[b] - n, tok + b * T + lens[b], ctx);
-        std::fill(ctx + n, ctx + S_, int64_t(-1));
         len_[size_t(b)] = 0;
-        chunks.push_back({b, 0, n, ctx});
+        chunks.push_back({b, 0, kept[size_t(b)], ctx_.data() + b * S_});
     }
     has_pending_ = false;
     started_ = true;
@@ -358,9 +364,10 @@ Tensor InferenceEngine::step(const Tensor& tokens) {
     check_dtype(tokens, DType::int64, "InferenceEngine.step: tokens");
     FG_CHECK(tokens.shape() == Shape{B_}, "InferenceEngine.step: tokens have shape ", shape_str(tokens.shape()),
              ", expected (", B_, ",): one token per row");
-    check_tokens(tokens.data<int64_t>(), B_, "step");
+    const std::vector<int64_t> ids(tokens.data<int64_t>(), tokens.data<int64_t>() + B_);  // read once (see prefill)
+    check_tokens(ids.data(), B_, "step");
     flush();
-    feed(tokens.data<int64_t>());
+    feed(ids.data());
     return logits();
 }
 

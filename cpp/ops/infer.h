@@ -34,6 +34,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -71,7 +72,12 @@ class InferenceEngine {
     // -> (B, n) int64 drawn tokens; rng_state (B) int64 advances (may be absent when temperature == 0)
     Tensor generate(int64_t n, double temperature, int64_t top_k, double top_p, const std::optional<Tensor>& rng_state);
 
+    // Held by each call from Python (see bind_infer.cpp): the caches and scratch serve one call
+    // at a time, so a second thread's call waits for the first.
+    std::mutex& calls() { return calls_; }
+
   private:
+    std::mutex calls_;
     struct Layer {
         const float *ln1_w, *ln1_b, *attn_w, *attn_b, *proj_w, *proj_b;
         const float *ln2_w, *ln2_b, *fc_w, *fc_b, *mlp_w, *mlp_b;

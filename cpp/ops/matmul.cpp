@@ -2,6 +2,7 @@
 #include "cpu/matmul.h"
 #include "ops/nn_common.h"
 #include "ops/ops.h"
+#include "ops/tensorops_util.h"
 
 namespace femtogpt::ops {
 
@@ -88,12 +89,13 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb, const std::opt
                  shape_str(oshape), " (the product's)");
         FG_CHECK(beta == 0.0 && !fusion.bias, "matmul: gelu_grad takes neither beta nor a bias (it multiplies the ",
                  "product alone)");
-        if (out && out->storage() == g.storage()) {
-            FG_CHECK(out->raw_data() == g.raw_data() &&
-                         (a.dtype() == DType::float32 ? cpu::gemm_gelu_grad_in_place<float>(M, N, Ka)
-                                                      : cpu::gemm_gelu_grad_in_place<double>(M, N, Ka)),
-                     "matmul: out shares memory with gelu_grad_of; it may be gelu_grad_of itself only where the "
-                     "product is made in one pass over K, not for (M, N, K) = (", M, ", ", N, ", ", Ka, ")");
+        if (out && detail::overlap(*out, g)) {
+            FG_CHECK(out->raw_data() == g.raw_data(), "matmul: out shares memory with gelu_grad_of without being the same ",
+                     "tensor (it may be gelu_grad_of itself, or separate memory)");
+            FG_CHECK(a.dtype() == DType::float32 ? cpu::gemm_gelu_grad_in_place<float>(M, N, Ka)
+                                                 : cpu::gemm_gelu_grad_in_place<double>(M, N, Ka),
+                     "matmul: out is gelu_grad_of; that works only where the product is made in one pass over K, ",
+                     "not for (M, N, K) = (", M, ", ", N, ", ", Ka, ")");
         }
     }
     Tensor result;
@@ -103,9 +105,20 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb, const std::opt
         check_same_device(a, result, "matmul: out");
         FG_CHECK(result.shape() == oshape, "matmul: out has shape ", shape_str(result.shape()), ", expected ",
                  shape_str(oshape));
+        // the product is written in tiles while a, b and bias are still being read
+        FG_CHECK(!detail::overlap(result, a) && !detail::overlap(result, b) &&
+                     !(fusion.bias && detail::overlap(result, *fusion.bias)),
+                 "matmul: out shares memory with a, b or bias; it must be a separate tensor");
     } else {
         FG_CHECK(beta == 0.0, "matmul: beta=", beta, " needs an `out` tensor to accumulate into");
         result = Tensor::empty(oshape, a.dtype(), a.device());
+    }
+    if (fusion.a_row_sums) {  // written as a is packed
+        const Tensor& sums = *fusion.a_row_sums;
+        FG_CHECK(!detail::overlap(sums, a) && !detail::overlap(sums, b) && !detail::overlap(sums, result) &&
+                     !(fusion.bias && detail::overlap(sums, *fusion.bias)) &&
+                     !(fusion.gelu_grad_of && detail::overlap(sums, *fusion.gelu_grad_of)),
+                 "matmul: a_row_sums shares memory with another operand; it must be a separate tensor");
     }
     FG_CHECK(a.device().type == DeviceType::cpu, "matmul: no kernel for device ", a.device().str());
     if (result.numel() == 0 && !fusion.a_row_sums) return result;  // (N == 0 may still have rows of a to sum)

@@ -1,4 +1,5 @@
 // Tensor-level ops: cross-entropy (fused with log-softmax) and embedding.
+#include <cstring>
 #include <vector>
 
 #include "cpu/embedding.h"
@@ -53,8 +54,19 @@ int64_t check_indices(const Tensor& idx, int64_t V, bool allow_ignore, int64_t i
     return count;
 }
 
-// logits (N,V), targets (N): the shared checks of forward and backward; returns the non-ignored count.
-int64_t check_ce_args(const Tensor& logits, const Tensor& targets, int64_t ignore_index, const char* op) {
+// A private copy of an index tensor (a few bytes per index, beside a kernel that moves a row of
+// floats per index). The checks and the kernel must read the same indices: the GIL is released
+// while they run, and another Python thread may write to idx's memory through a numpy view.
+Tensor private_indices(const Tensor& idx) {
+    Tensor copy = Tensor::empty(idx.shape(), idx.dtype(), idx.device());
+    if (idx.nbytes()) std::memcpy(copy.raw_data(), idx.raw_data(), idx.nbytes());
+    return copy;
+}
+
+// logits (N,V), targets (N): the shared checks of forward and backward; returns the non-ignored
+// count, and in `checked` the targets that were checked (private_indices).
+int64_t check_ce_args(const Tensor& logits, const Tensor& targets, int64_t ignore_index, const char* op,
+                      Tensor& checked) {
     FG_CHECK_TYPE(is_floating(logits.dtype()), op, ": logits must be a float32 or float64 tensor, got ",
                   dtype_name(logits.dtype()));
     FG_CHECK(logits.dim() == 2, op, ": logits must be 2-D (N, V), got shape ", shape_str(logits.shape()));
@@ -66,18 +78,20 @@ int64_t check_ce_args(const Tensor& logits, const Tensor& targets, int64_t ignor
     check_cpu(logits, op);
     const int64_t N = logits.size(0), V = logits.size(1);
     FG_CHECK(V >= 1 || N == 0, op, ": logits ", shape_str(logits.shape()), " has no classes (V = 0)");
-    return check_indices(targets, V, true, ignore_index, op, "target");
+    checked = private_indices(targets);
+    return check_indices(checked, V, true, ignore_index, op, "target");
 }
 
 }  // namespace
 
 // ---------------------------------------------------------------- cross-entropy
 
-std::pair<Tensor, Tensor> cross_entropy_forward(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+std::pair<Tensor, Tensor> cross_entropy_forward(const Tensor& logits, const Tensor& targets_arg, int64_t ignore_index,
                                                 const std::string& reduction, bool reference) {
     const char* op = "cross_entropy_forward";
     const Reduction red = parse_reduction(reduction, op);
-    const int64_t count = check_ce_args(logits, targets, ignore_index, op);
+    Tensor targets;
+    const int64_t count = check_ce_args(logits, targets_arg, ignore_index, op, targets);
     const int64_t N = logits.size(0), V = logits.size(1);
     Tensor lse = Tensor::empty({N}, logits.dtype(), logits.device());
     Tensor loss = Tensor::empty(red == Reduction::none ? Shape{N} : Shape{}, logits.dtype(), logits.device());
@@ -102,11 +116,12 @@ std::pair<Tensor, Tensor> cross_entropy_forward(const Tensor& logits, const Tens
     return {loss, lse};
 }
 
-Tensor cross_entropy_backward(const Tensor& dloss, const Tensor& logits, const Tensor& targets, const Tensor& lse,
+Tensor cross_entropy_backward(const Tensor& dloss, const Tensor& logits, const Tensor& targets_arg, const Tensor& lse,
                               int64_t ignore_index, const std::string& reduction, bool reference) {
     const char* op = "cross_entropy_backward";
     const Reduction red = parse_reduction(reduction, op);
-    const int64_t count = check_ce_args(logits, targets, ignore_index, op);
+    Tensor targets;
+    const int64_t count = check_ce_args(logits, targets_arg, ignore_index, op, targets);
     const int64_t N = logits.size(0), V = logits.size(1);
     check_float_like(dloss, logits, op, "dloss");
     const Shape dshape = red == Reduction::none ? Shape{N} : Shape{};
@@ -140,15 +155,16 @@ Tensor cross_entropy_backward(const Tensor& dloss, const Tensor& logits, const T
 
 // ---------------------------------------------------------------- embedding
 
-Tensor embedding_forward(const Tensor& idx, const Tensor& weight) {
+Tensor embedding_forward(const Tensor& idx_arg, const Tensor& weight) {
     const char* op = "embedding_forward";
-    check_index_tensor(idx, op, "idx");
+    check_index_tensor(idx_arg, op, "idx");
     FG_CHECK_TYPE(is_floating(weight.dtype()), op, ": weight must be a float32 or float64 tensor, got ",
                   dtype_name(weight.dtype()));
     FG_CHECK(weight.dim() == 2, op, ": weight must be 2-D (V, C), got shape ", shape_str(weight.shape()));
-    check_same_device(idx, weight, op);
+    check_same_device(idx_arg, weight, op);
     check_cpu(weight, op);
-    const int64_t V = weight.size(0), C = weight.size(1), n = idx.numel();
+    const int64_t V = weight.size(0), C = weight.size(1), n = idx_arg.numel();
+    const Tensor idx = private_indices(idx_arg);
     check_indices(idx, V, false, 0, op, "index");
     Shape oshape = idx.shape();
     oshape.push_back(C);
@@ -163,20 +179,21 @@ Tensor embedding_forward(const Tensor& idx, const Tensor& weight) {
     return out;
 }
 
-Tensor embedding_backward(const Tensor& dout, const Tensor& idx, int64_t V, bool reference) {
+Tensor embedding_backward(const Tensor& dout, const Tensor& idx_arg, int64_t V, bool reference) {
     const char* op = "embedding_backward";
-    check_index_tensor(idx, op, "idx");
+    check_index_tensor(idx_arg, op, "idx");
     FG_CHECK_TYPE(is_floating(dout.dtype()), op, ": dout must be a float32 or float64 tensor, got ",
                   dtype_name(dout.dtype()));
     FG_CHECK(V >= 0, op, ": V must be >= 0, got ", V);
-    FG_CHECK(dout.dim() == idx.dim() + 1, op, ": dout has shape ", shape_str(dout.shape()), " but idx has shape ",
-             shape_str(idx.shape()), "; expected dout of shape (*idx.shape, C)");
-    for (int64_t d = 0; d < idx.dim(); d++)
-        FG_CHECK(dout.size(d) == idx.size(d), op, ": dout has shape ", shape_str(dout.shape()),
-                 " but idx has shape ", shape_str(idx.shape()), "; expected dout of shape (*idx.shape, C)");
-    check_same_device(idx, dout, op);
+    FG_CHECK(dout.dim() == idx_arg.dim() + 1, op, ": dout has shape ", shape_str(dout.shape()),
+             " but idx has shape ", shape_str(idx_arg.shape()), "; expected dout of shape (*idx.shape, C)");
+    for (int64_t d = 0; d < idx_arg.dim(); d++)
+        FG_CHECK(dout.size(d) == idx_arg.size(d), op, ": dout has shape ", shape_str(dout.shape()),
+                 " but idx has shape ", shape_str(idx_arg.shape()), "; expected dout of shape (*idx.shape, C)");
+    check_same_device(idx_arg, dout, op);
     check_cpu(dout, op);
-    const int64_t C = dout.size(-1), n = idx.numel();
+    const int64_t C = dout.size(-1), n = idx_arg.numel();
+    const Tensor idx = private_indices(idx_arg);
     check_indices(idx, V, false, 0, op, "index");
     Tensor dweight = Tensor::empty({V, C}, dout.dtype(), dout.device());
     dispatch_float(dout.dtype(), [&](auto ttag) {

@@ -1,4 +1,5 @@
 // Layout ops (permute, slice, slice_backward, concat): validation and dispatch.
+#include <new>
 #include <vector>
 
 #include "cpu/layout.h"
@@ -104,6 +105,8 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
         for (int64_t d = 0; ok && d < x0.dim(); d++) ok = d == dim || x.shape()[size_t(d)] == x0.shape()[size_t(d)];
         FG_CHECK(ok, "concat: tensor ", i, " has shape ", shape_str(x.shape()), ", which differs from tensor 0's ",
                  shape_str(x0.shape()), " outside dim ", dim);
+        if (x.shape()[size_t(dim)] > (int64_t(1) << 60) - oshape[size_t(dim)])
+            throw std::bad_alloc();  // a dimension past any tensor (MemoryError, as Tensor::empty's)
         oshape[size_t(dim)] += x.shape()[size_t(dim)];
     }
     check_cpu(x0, "concat");

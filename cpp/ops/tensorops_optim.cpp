@@ -1,6 +1,8 @@
 // The optimizer step, gradient-clipping helpers and sampling: validation and dispatch.
+#include <algorithm>
 #include <cmath>
-#include <unordered_map>
+#include <initializer_list>
+#include <utility>
 #include <vector>
 
 #include "cpu/elementwise.h"
@@ -30,14 +32,29 @@ void run_adamw(const std::vector<Tensor>& params, const std::vector<Tensor>& gra
     if (!slots.empty()) cpu::adamw_step<T>(slots.data(), int64_t(slots.size()), lr, beta1, beta2, eps, step);
 }
 
-// ValueError when two tensors of the list share their first element: the
-// in-place kernels update pieces in parallel, so a tensor given twice would race.
-void check_distinct(const std::vector<Tensor>& tensors, const char* op, const char* what) {
-    std::unordered_map<const void*, size_t> seen;
-    for (size_t i = 0; i < tensors.size(); i++) {
-        if (tensors[i].numel() == 0) continue;
-        auto [it, fresh] = seen.emplace(tensors[i].raw_data(), i);
-        FG_CHECK(fresh, op, ": ", what, "[", it->second, "] and ", what, "[", i, "] are the same tensor");
+// ValueError when two tensors of the lists share any memory (the same tensor twice, or
+// overlapping views): the kernels update them in place, piece by piece in parallel, so shared
+// memory would be read after it was written, or written by two threads. One sort by address.
+void check_disjoint(std::initializer_list<std::pair<const std::vector<Tensor>*, const char*>> lists, const char* op) {
+    struct Range {
+        const char *begin, *end;
+        const char* list;
+        size_t index;
+    };
+    std::vector<Range> ranges;
+    for (const auto& [tensors, name] : lists)
+        for (size_t i = 0; i < tensors->size(); i++) {
+            const Tensor& t = (*tensors)[i];
+            if (t.nbytes() == 0) continue;
+            const char* p = static_cast<const char*>(t.raw_data());
+            ranges.push_back({p, p + t.nbytes(), name, i});
+        }
+    std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) { return a.begin < b.begin; });
+    const Range* reach = nullptr;  // of the ranges so far, the one that ends last
+    for (const Range& r : ranges) {
+        FG_CHECK(!reach || r.begin >= reach->end, op, ": ", reach ? reach->list : "", "[", reach ? reach->index : 0,
+                 "] and ", r.list, "[", r.index, "] share memory; the tensors must be distinct (not the same tensor twice, nor overlapping views)");
+        if (!reach || r.end > reach->end) reach = &r;
     }
 }
 
@@ -81,11 +98,9 @@ void adamw_step(const std::vector<Tensor>& params, const std::vector<Tensor>& gr
             FG_CHECK(t.device() == p.device(), "adamw_step: ", names[k], "[", i, "] is on ", t.device().str(),
                      ", but params[", i, "] is on ", p.device().str());
         }
-        FG_CHECK(!detail::partial_overlap(p, exp_avg[i]) && p.raw_data() != exp_avg[i].raw_data() &&
-                     p.raw_data() != exp_avg_sq[i].raw_data() && exp_avg[i].raw_data() != exp_avg_sq[i].raw_data(),
-                 "adamw_step: params[", i, "], exp_avg[", i, "] and exp_avg_sq[", i, "] must be distinct tensors");
     }
-    check_distinct(params, "adamw_step", "params");
+    check_disjoint({{&params, "params"}, {&grads, "grads"}, {&exp_avg, "exp_avg"}, {&exp_avg_sq, "exp_avg_sq"}},
+                   "adamw_step");
     run_adamw<float>(params, grads, exp_avg, exp_avg_sq, weight_decays, lr, beta1, beta2, eps, step);
     run_adamw<double>(params, grads, exp_avg, exp_avg_sq, weight_decays, lr, beta1, beta2, eps, step);
 }
@@ -108,7 +123,7 @@ void scale_all_(const std::vector<Tensor>& tensors, double s) {
                       "] must be float32 or float64, got ", dtype_name(tensors[i].dtype()));
         check_cpu(tensors[i], "scale_all_");
     }
-    check_distinct(tensors, "scale_all_", "tensors");
+    check_disjoint({{&tensors, "tensors"}}, "scale_all_");
     std::vector<cpu::FloatSpan> spans = float_spans(tensors);
     cpu::scale_many(spans.data(), int64_t(spans.size()), s);
 }

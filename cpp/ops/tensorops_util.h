@@ -29,7 +29,7 @@ inline bool partial_overlap(const Tensor& a, const Tensor& b) {
 
 // True when a and b share any byte.
 inline bool overlap(const Tensor& a, const Tensor& b) {
-    if (a.storage() != b.storage()) return false;
+    if (a.storage() != b.storage() || a.nbytes() == 0 || b.nbytes() == 0) return false;
     const char* a0 = static_cast<const char*>(a.raw_data());
     const char* b0 = static_cast<const char*>(b.raw_data());
     return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();

@@ -1,0 +1,196 @@
+"""Inputs that once crashed the interpreter, hung, or gave silently wrong results (found by a
+fuzzing review). Each must now be a clear Python exception, or work.
+
+Where the old behaviour was a crash, the case runs in a subprocess, so that a regression fails
+this test instead of ending the test run."""
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from femtogpt import _core
+
+
+def T(x):
+    return _core.from_numpy(np.ascontiguousarray(x))
+
+
+def run_python(code: str, timeout: float = 60, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Runs code in a fresh interpreter; a crash is a negative return code, not a dead test run."""
+    import os
+
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), **(env or {})})
+
+
+def assert_clean(proc: subprocess.CompletedProcess, expect: str) -> None:
+    assert proc.returncode == 0, f"return code {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr[-2000:]}"
+    assert expect in proc.stdout, proc.stdout
+
+
+# ----------------------------------------------------------------------------- shapes that wrap
+
+def test_view_whose_element_count_wraps_is_refused():
+    # 0x5555555555555556 * 3 wraps to 2 in 64 bits: the view was accepted, and reading it crashed
+    x = T(np.ones(2, np.float32))
+    with pytest.raises(ValueError, match="more elements than any tensor"):
+        x.view([0x5555555555555556, 3])
+    assert x.view([2, 1]).shape == (2, 1)  # an honest view still works
+
+
+def test_narrow0_whose_end_wraps_is_refused():
+    x = T(np.ones(3, np.float32))
+    with pytest.raises(ValueError, match="out of range for leading dimension 3"):
+        x.narrow0(1, 2**63 - 1)  # start + len wrapped, so the range check passed
+    with pytest.raises(ValueError, match="out of range"):
+        x.narrow0(4, 0)
+    assert np.asarray(x.narrow0(1, 2)).tolist() == [1.0, 1.0]
+    assert x.narrow0(3, 0).shape == (0,)
+
+
+def test_concat_whose_length_wraps_is_memory_error():
+    with pytest.raises(MemoryError):
+        _core.concat([_core.zeros([0, 2**59])] * 4, 1)  # the dim's sum passed 2^60 (and wrapped, at 2^62)
+
+
+def test_fused_attention_n_head_whose_multiple_wraps_is_refused():
+    # 3 * n_head wrapped to 2: the divisibility check passed with D = 0
+    with pytest.raises(ValueError, match="divisible by n_head"):
+        _core.attention_qkv_forward(T(np.zeros((1, 2, 12), np.float32)), 0x5555555555555556, 1.0)
+
+
+# ----------------------------------------------------------------------------- allocation and threads
+
+def test_copy_of_a_broadcast_array_too_large_to_make_is_memory_error():
+    proc = run_python("""
+        import numpy as np, femtogpt as fg
+        try:
+            fg.tensor(np.broadcast_to(np.float32(1), (2**40,)))  # a 4 TiB contiguous copy
+        except MemoryError:
+            print("MemoryError")
+    """)
+    assert_clean(proc, "MemoryError")
+
+
+@pytest.mark.parametrize("n", [0, -1, 1025, 100_000, 2**40])
+def test_thread_counts_past_the_limit_are_value_errors(n):
+    before = _core.get_num_threads()
+    with pytest.raises(ValueError, match="between 1 and 1024"):
+        _core.set_num_threads(n)  # 100000 made libgomp fail to create threads, ending the process
+    assert _core.get_num_threads() == before
+
+
+def test_device_index_too_long_is_value_error():
+    with pytest.raises(ValueError, match="unknown device"):
+        _core.zeros([1], device="opencl:99999999999999")  # was std::stoi's out_of_range, an IndexError
+
+
+# ----------------------------------------------------------------------------- empty work that hung
+
+@pytest.mark.parametrize("impl", ["standard", "flash"])
+def test_attention_over_no_queries_returns_at_once_whatever_b_times_h(impl):
+    proc = run_python(f"""
+        from femtogpt import _core
+        q = _core.zeros([1, 2**40, 0, 4])  # no elements, but the standard path looped over 2^40 heads
+        out, saved = _core.attention_forward(q, q, q, False, 1.0, "{impl}")
+        dq, dk, dv = _core.attention_backward(out, q, q, q, out, saved, False, 1.0, "{impl}")
+        qkv = _core.zeros([1, 0, 3 * 2**40])
+        _core.attention_qkv_forward(qkv, 2**40, 1.0, "{impl}")
+        print("done", out.shape, dq.shape)
+    """, timeout=30)
+    assert_clean(proc, "done")
+
+
+# ----------------------------------------------------------------------------- aliasing
+
+def test_matmul_out_sharing_memory_with_an_operand_is_refused():
+    a_np = np.random.default_rng(0).random((8, 8)).astype(np.float32)
+    a, b = T(a_np), T(a_np)
+    for out in (a, b, a.view([64]).narrow0(0, 64).view([8, 8])):
+        with pytest.raises(ValueError, match="out shares memory with a, b or bias"):
+            _core.matmul(a, b, out=out)  # was accepted, and gave garbage: C is written while A is read
+    bias = T(np.zeros(8, np.float32))
+    with pytest.raises(ValueError, match="out shares memory"):
+        _core.matmul(T(a_np[:1]), b, out=bias.view([1, 8]), bias=bias)
+    with pytest.raises(ValueError, match="a_row_sums shares memory"):
+        _core.matmul(a, b, trans_a=True, a_row_sums=a.view([64]).narrow0(0, 8))
+    out = _core.matmul(a, b, out=T(np.zeros((8, 8), np.float32)))  # separate memory: fine
+    np.testing.assert_allclose(np.asarray(out), a_np @ a_np, rtol=1e-5)
+
+
+def test_optimizer_tensors_sharing_memory_are_refused():
+    def fresh():
+        return T(np.zeros(4, np.float32))
+
+    p, g, m, v = fresh(), fresh(), fresh(), fresh()
+    for kw in ({"grads": [m]}, {"grads": [v]}, {"grads": [p]}, {"exp_avg": [v]}):
+        lists = {"params": [p], "grads": [g], "exp_avg": [m], "exp_avg_sq": [v], **kw}
+        with pytest.raises(ValueError, match="share memory"):
+            _core.adamw_step(lists["params"], lists["grads"], lists["exp_avg"], lists["exp_avg_sq"], 1e-3, 0.9,
+                             0.95, 1e-8, [0.0], 1)
+    whole = T(np.ones(10, np.float32))
+    with pytest.raises(ValueError, match="share memory"):  # overlapping views: scaled twice before
+        _core.scale_all_([whole.narrow0(0, 6), whole.narrow0(4, 6)], 2.0)
+    _core.scale_all_([whole.narrow0(0, 5), whole.narrow0(5, 5)], 2.0)  # adjacent views do not overlap
+    assert np.asarray(whole).tolist() == [2.0] * 10
+
+
+# ----------------------------------------------------------------------------- threads racing
+
+def test_indices_written_by_another_thread_during_the_call_never_crash():
+    """embedding_forward checked the ids, released the GIL, then read them again: a thread writing
+    through a numpy view in between made it read out of bounds. Now the kernel reads the copy it
+    checked; the call succeeds or raises IndexError."""
+    proc = run_python("""
+        import threading, time
+        import numpy as np
+        from femtogpt import _core
+        idx = _core.from_numpy(np.zeros(2_000_000, np.int64)); view = np.asarray(idx)
+        w = _core.from_numpy(np.ones((4, 1), np.float32))
+        go = threading.Event()
+        def flip():
+            while True:
+                go.wait(); go.clear(); time.sleep(0.0005); view[:1000] = 10**12
+        threading.Thread(target=flip, daemon=True).start()
+        for _ in range(40):
+            view[:1000] = 0; go.set()
+            for call in (lambda: _core.embedding_forward(idx, w),
+                         lambda: _core.cross_entropy_forward(_core.zeros([2_000_000, 4]), idx)):
+                try:
+                    call()
+                except IndexError:
+                    pass
+        print("survived")
+    """, timeout=120)
+    assert_clean(proc, "survived")
+
+
+def test_inference_engine_shared_by_threads_serves_one_call_at_a_time():
+    """Its methods release the GIL and share the engine's caches and scratch: three threads
+    corrupted the heap (FEMTOGPT_POOL=0 made it crash every time). Each call now holds the engine."""
+    proc = run_python("""
+        import threading
+        import numpy as np
+        import femtogpt as fg
+        from femtogpt import _core
+        model = fg.GPT(fg.GPTConfig(vocab_size=11, block_size=64, n_layer=2, n_head=2, n_embd=32), seed=0)
+        params = {n: p._impl for n, p in model.named_parameters()}
+        engine = _core.InferenceEngine(params, 2, 2)
+        errors = []
+        def work(t):  # prompts of changing lengths, some past the block: the workspace grows and shrinks
+            try:
+                for i in range(150):
+                    n = 1 + (i * 37 + t * 101) % 100
+                    tokens = _core.from_numpy(np.ones((2, n), np.int64))
+                    engine.prefill(tokens, _core.from_numpy(np.array([n, max(1, n // 2)])))
+                    engine.generate(3, 0.0)
+            except Exception as e:
+                errors.append(e)
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(3)]
+        [t.start() for t in threads]; [t.join() for t in threads]
+        print("errors", errors)
+    """, env={"FEMTOGPT_POOL": "0"}, timeout=120)
+    assert_clean(proc, "errors []")
