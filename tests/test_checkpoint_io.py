@@ -12,11 +12,13 @@ from femtogpt.checkpoint import (
     CheckpointError,
     atomic_write_bytes,
     atomic_write_text,
+    check_directory,
     dict_to_hf_gpt2_config,
     gpt2_param_shapes,
     hf_gpt2_config_to_dict,
     is_hf_gpt2_dir,
     load_json,
+    load_json_object,
     load_safetensors,
     normalize_hf_state_dict,
     save_json,
@@ -192,6 +194,64 @@ def test_corrupt_safetensors(tmp_path, good_file):
     with pytest.raises(CheckpointError, match="bad.safetensors"):
         load_safetensors(bad)
     assert issubclass(CheckpointError, ValueError)
+
+
+def _with_header(raw: bytes, edit) -> bytes:
+    """The safetensors file raw with its JSON header changed by edit(header) (the data unchanged)."""
+    (header_len,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + header_len])
+    edit(header)
+    hb = json.dumps(header).encode()
+    return struct.pack("<Q", len(hb)) + hb + raw[8 + header_len:]
+
+
+@pytest.mark.parametrize("edit", [
+    lambda h: h["a"].update(data_offsets=[str(v) for v in h["a"]["data_offsets"]]),
+    lambda h: h["a"].update(data_offsets=[True, 400]),
+    lambda h: h["a"].update(shape=["100"]),
+    lambda h: h["a"].update(shape=[-100]),
+    lambda h: h.update(a=[1, 2]),
+], ids=["str-offsets", "bool-offset", "str-shape", "negative-shape", "list-entry"])
+def test_safetensors_header_entries_of_the_wrong_types(tmp_path, good_file, edit):
+    """data_offsets ["0", "400"] raised a TypeError from a comparison of str and int."""
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(_with_header(good_file.read_bytes(), edit))
+    with pytest.raises(CheckpointError, match="bad.safetensors: corrupt safetensors header: entry 'a'"):
+        load_safetensors(bad)
+
+
+def test_deeply_nested_json_is_a_checkpoint_error(tmp_path, good_file):
+    """json raised RecursionError (a traceback from the CLI) for a header or file nested too deeply."""
+    deep = "[" * 100_000 + "]" * 100_000
+    bad = tmp_path / "bad.safetensors"
+    hb = deep.encode()
+    bad.write_bytes(struct.pack("<Q", len(hb)) + hb)
+    with pytest.raises(CheckpointError, match="bad.safetensors: corrupt safetensors header .*nested too deeply"):
+        load_safetensors(bad)
+    p = tmp_path / "config.json"
+    p.write_text(deep)
+    with pytest.raises(CheckpointError, match="config.json: .*nested too deeply"):
+        load_json(p)
+    assert not is_hf_gpt2_dir(tmp_path)
+
+
+@pytest.mark.parametrize("text", ["[]", "5", "null", '"config"'])
+def test_json_files_that_must_hold_an_object(tmp_path, text):
+    p = tmp_path / "config.json"
+    p.write_text(text)
+    with pytest.raises(CheckpointError, match="config.json: expected a JSON object, got"):
+        load_json_object(p)
+    p.write_text('{"a": 1}')
+    assert load_json_object(p) == {"a": 1}
+
+
+def test_check_directory(tmp_path):
+    (tmp_path / "file").write_text("x")
+    check_directory(tmp_path, "run directory")
+    with pytest.raises(FileNotFoundError, match="run directory '.*nothing' does not exist"):
+        check_directory(tmp_path / "nothing", "run directory")
+    with pytest.raises(NotADirectoryError, match="run directory '.*file' is a file, not a directory"):
+        check_directory(tmp_path / "file", "run directory")
 
 
 # ---------------------------------------------------------------------------- JSON

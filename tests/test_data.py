@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -303,6 +304,22 @@ def test_load_tokens_rebuilds_a_damaged_cache(tmp_path, counting):
     assert counting.calls == 3
 
 
+@pytest.mark.parametrize("bad_at", [0, 79])
+def test_load_tokens_rebuilds_a_cache_with_ids_outside_the_vocabulary(tmp_path, counting, monkeypatch, bad_at):
+    """A cache of the right dtype and length whose ids are >= vocab_size was returned as it was (ids up
+    to 60000 for a vocabulary of 28; the model failed later). It is checked a few ids at a time."""
+    monkeypatch.setattr(fdata, "READ_BYTES", 16)  # 8 uint16 ids per chunk: the bad one is in the last
+    data = write(tmp_path / "corpus.txt", "abc\n" * 20)
+    want = load_tokens(data, counting).copy()
+    bad = want.copy()
+    bad[bad_at] = 60000
+    np.save(token_cache_path(data, counting), bad)
+    got = load_tokens(data, counting)
+    np.testing.assert_array_equal(got, want)
+    assert counting.calls == 2 and int(got.max()) < counting.vocab_size
+    np.testing.assert_array_equal(np.load(token_cache_path(data, counting)), want)  # rebuilt
+
+
 def test_load_tokens_unknown_char_and_missing_file(tmp_path):
     data = write(tmp_path / "corpus.txt", "abc!")
     with pytest.raises(ValueError, match="'!'"):
@@ -438,6 +455,21 @@ def test_min_tokens_message_is_exact():
         TokenDataset(np.arange(ds_need), block, 1, val_fraction=frac)
         with pytest.raises(ValueError):
             TokenDataset(np.arange(ds_need - 1), block, 1, val_fraction=frac)
+
+
+@pytest.mark.parametrize("frac", [1e-300, 5e-324, 1e-12, 0.999999999999, 1 - 2**-53])
+def test_min_tokens_of_extreme_fractions_is_quick_and_exact(frac):
+    """1e-300 stepped towards 9e300 one token at a time (forever), 5e-324 overflowed, and a fraction
+    near 1 stepped down through 1e12 candidates."""
+    with pytest.raises(ValueError, match="need at least") as e:
+        TokenDataset(np.arange(100), 8, 2, val_fraction=frac)
+    need = int(str(e.value).split("need at least ")[1].split()[0])
+    if need < 2**62:  # a length-need array of zeros that takes no memory
+        TokenDataset(np.broadcast_to(np.int64(0), (need,)), 8, 2, val_fraction=frac)
+        with pytest.raises(ValueError, match=f"need at least {need} "):
+            TokenDataset(np.broadcast_to(np.int64(0), (need - 1,)), 8, 2, val_fraction=frac)
+    else:  # float(need) rounds: n_val is as good as exact
+        assert abs(need * Fraction(frac) / 9 - 1) < 1e-15
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -432,6 +432,21 @@ def test_cli_missing_checkpoint_and_prompt_file(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_cli_says_what_a_checkpoint_or_prompt_file_is_instead(tmp_path, capsys):
+    """A directory as --prompt-file and a file as --checkpoint both said "does not exist"; a prompt file
+    that is not UTF-8 gave a bare UnicodeDecodeError (a traceback)."""
+    d, _, _ = save_char_checkpoint(tmp_path)
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    for args, msg in [(["--checkpoint", str(d / "config.json")], "config.json' is a file, not a directory"),
+                      (["--checkpoint", str(d), "--prompt-file", str(tmp_path)],
+                       f"prompt file {tmp_path} is a directory; expected a UTF-8 text file"),
+                      (["--checkpoint", str(d), "--prompt-file", str(tmp_path / "latin1.txt")],
+                       "latin1.txt is not UTF-8 text: byte 0xe9 is invalid")]:
+        assert cli_main(["generate", *args]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and err.count("\n") == 1, err
+
+
 def write_gpt2_dir(tmp_path, tokenizer_files):
     """A tiny Hugging Face GPT-2 directory: transformers' names and layouts, a byte-level
     BPE trained here and saved as GPT-2's vocab.json + merges.txt (or as tokenizer.json)."""

@@ -505,6 +505,90 @@ def test_type_errors(rng):
 
 
 
+def test_cat_and_transpose_dims_out_of_range_are_index_errors(rng):
+    """cat took dim %= ndim: dim=5 and dim=-3 of 2-D tensors concatenated along dim 1."""
+    a, b = t64(rng, 2, 3), t64(rng, 2, 3)
+    for dim in (5, 2, -3):
+        with pytest.raises(IndexError, match=rf"cat: dimension out of range \(expected to be in range of "
+                                             rf"\[-2, 1\], but got {dim}\)"):
+            F.cat([a, b], dim=dim)
+    assert F.cat([a, b], dim=-2).shape == (4, 3) and F.cat([a, b], dim=-1).shape == (2, 6)
+    with pytest.raises(IndexError, match=r"transpose: .*\[-2, 1\], but got 5"):
+        a.transpose(0, 5)
+    with pytest.raises(IndexError, match=r"chunk: .*but got 2"):
+        F.chunk(a, 2, dim=2)
+    with pytest.raises(TypeError, match="cat: tensor 1 must be a femtogpt.Tensor"):
+        F.cat([a, b.numpy()])
+
+
+@pytest.mark.parametrize("op", [lambda x: x * None, lambda x: x + None, lambda x: x - None, lambda x: None - x,
+                                lambda x: x * "2", lambda x: F.mul(x, None)])
+def test_arithmetic_with_none_or_a_string_is_a_type_error(rng, op):
+    """np.asarray(None, float32) is NaN: x * None was a tensor of NaNs."""
+    with pytest.raises(TypeError, match="(mul|add|sub): expected a femtogpt.Tensor, a number or an array"):
+        op(t64(rng, 2, 3))
+
+
+def test_functions_take_tensors_and_operators_convert_arrays(rng):
+    """Functions raise a TypeError naming the argument (as torch.nn.functional's do) instead of
+    "'numpy.ndarray' object has no attribute '_impl'"; the operators + - * @ convert numbers and arrays."""
+    x, w = t64(rng, 2, 3), t64(rng, 4, 3)
+    arr = np.ones((2, 3))
+    for call, name in [(lambda: F.gelu(arr), "gelu input"), (lambda: F.relu(arr), "relu input"),
+                       (lambda: F.softmax(arr), "softmax input"), (lambda: F.log_softmax(arr), "log_softmax input"),
+                       (lambda: F.linear(arr, w), "linear: input"), (lambda: F.linear(x, w.numpy()), "linear: weight"),
+                       (lambda: F.linear(x, w, np.ones(4)), "linear: bias"),
+                       (lambda: F.matmul(x, np.ones((3, 2))), "matmul: b"), (lambda: F.matmul(arr, w), "matmul: a"),
+                       (lambda: F.layer_norm(arr, 3), "layer_norm: input"), (lambda: F.sum(arr), "sum input"),
+                       (lambda: F.reshape(arr, 6), "reshape: input"), (lambda: F.dropout(arr, 0.1), "dropout: input"),
+                       (lambda: F.cross_entropy(arr, [0, 1]), "cross_entropy: logits"),
+                       (lambda: F.causal_self_attention(np.ones((1, 2, 6)), 1), "causal_self_attention: qkv")]:
+        with pytest.raises(TypeError, match=f"{name} must be a femtogpt.Tensor"):
+            call()
+    np.testing.assert_allclose((x @ w.numpy().T).numpy(), x.numpy() @ w.numpy().T)
+    np.testing.assert_allclose((x @ [[1.0], [2.0], [3.0]]).numpy(), x.numpy() @ [[1.0], [2.0], [3.0]])
+    np.testing.assert_allclose((x + arr).numpy(), x.numpy() + 1)
+
+
+@pytest.mark.parametrize("make", [lambda: fg.zeros(2.7), lambda: fg.ones(2, 3.0), lambda: fg.empty((2.5, 3)),
+                                  lambda: fg.randn(2.2, seed=0), lambda: fg.zeros(3).reshape(1.5, 2),
+                                  lambda: fg.zeros(6).reshape((2.5, 3)), lambda: fg.zeros(6).view(2, "3")])
+def test_sizes_must_be_integers(make):
+    """int() made zeros(2.7) a (2,) tensor and reshape(2.5, 3) a (2, 3) one."""
+    with pytest.raises(TypeError, match="sizes must be integers"):
+        make()
+
+
+def test_chunk_and_attention_check_their_counts_and_sizes(rng):
+    x = t64(rng, 2, 6)
+    for chunks in (0, -2):
+        with pytest.raises(ValueError, match=f"chunk: chunks must be a positive integer, got {chunks}"):
+            F.chunk(x, chunks)
+    with pytest.raises(TypeError, match="chunks must be an integer"):
+        F.chunk(x, 1.5)
+    qkv = t64(rng, 1, 2, 12)
+    for n_head in (0, -1):
+        with pytest.raises(ValueError, match=f"n_head must be a positive integer, got {n_head}"):
+            F.causal_self_attention(qkv, n_head)
+        with pytest.raises(ValueError, match="n_head must be a positive integer"):
+            F.causal_self_attention_linear(qkv, n_head, t64(rng, 4, 4))
+    with pytest.raises(ValueError, match=r"has no features \(C = 0\)"):
+        F.causal_self_attention(t64(rng, 1, 2, 0), 1)
+    q = t64(rng, 1, 1, 2, 0)
+    with pytest.raises(ValueError, match="head size D .* must be > 0"):
+        F.scaled_dot_product_attention(q, q, q)
+
+
+def test_backward_checks_the_gradients_dtype(rng):
+    """A float64 gradient for a float32 output failed deep inside with "mul: dtypes differ"."""
+    x = fg.tensor(np.ones((2, 3), np.float32), requires_grad=True)
+    y = x * x
+    with pytest.raises(TypeError, match=r"gradient has dtype float64 on cpu, expected float32 on cpu .* \(2, 3\)"):
+        y.backward(fg.tensor(np.ones((2, 3))))
+    y.backward(np.ones((2, 3)))  # an array converts, as the operators convert them
+    np.testing.assert_array_equal(x.grad.numpy(), 2 * np.ones((2, 3)))
+
+
 @pytest.mark.parametrize("impl", ["flash", "standard"])
 def test_packed_causal_self_attention_equals_the_unpacked_ops(rng, impl):
     B, T, H, D = 2, 5, 2, 3

@@ -9,7 +9,7 @@ import pytest
 
 import femtogpt as fg
 from femtogpt import GPT, GPTConfig
-from femtogpt.checkpoint import CheckpointError
+from femtogpt.checkpoint import CheckpointError, save_safetensors
 from femtogpt.testing import gradcheck
 
 TINY = dict(vocab_size=7, block_size=5, n_layer=2, n_head=2, n_embd=4)
@@ -118,6 +118,11 @@ def test_dropout_is_seeded_and_off_in_eval(rng):
     (dict(dropout=1.0), "dropout"),
     (dict(checkpoint_every=-1), "checkpoint_every must be an integer >= 0"),
     (dict(recompute_attention="yes"), "recompute_attention must be True or False"),
+    (dict(bias="no"), "bias must be True or False, got 'no'"),
+    (dict(bias=1), "bias must be True or False"),
+    (dict(dropout="0.1"), "dropout must be a number in"),
+    (dict(dropout=float("nan")), "dropout must be a number in"),
+    (dict(attention=["flash"]), "attention"),
 ])
 def test_config_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -205,6 +210,75 @@ def test_load_errors(tmp_path):
     os.remove(tmp_path / "ck2" / "model.safetensors")
     with pytest.raises(FileNotFoundError):
         GPT.load(tmp_path / "ck2")
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("n_layer", 20000, "holds 1 layers, the config has n_layer=20000"),
+    ("n_layer", 10**9, "holds 1 layers, the config has n_layer=1000000000"),
+    ("vocab_size", 10**12, r"wte.weight: \(7, 4\) \(expected \(1000000000000, 4\)\)"),
+    ("block_size", 10**9, r"wpe.weight: \(5, 4\) \(expected \(1000000000, 4\)\)"),
+])
+def test_load_checks_the_tensors_against_the_config_before_making_the_model(tmp_path, key, value, match):
+    """A config that the tensors do not match is an error before the model it describes is allocated
+    (n_layer 20000 took 8.6 s and 466 MB before saying the tensors were missing; 10**12 tokens failed
+    with a MemoryError)."""
+    GPT(GPTConfig(**{**TINY, "n_layer": 1})).save(tmp_path / "ck")
+    cfg = json.loads((tmp_path / "ck" / "config.json").read_text())
+    (tmp_path / "ck" / "config.json").write_text(json.dumps({**cfg, key: value}))
+    fg.reset_peak_memory_stats()
+    before = fg.memory_stats()["current_bytes"]
+    with pytest.raises(CheckpointError, match=match):
+        GPT.load(tmp_path / "ck")
+    assert fg.memory_stats()["peak_bytes"] - before < 1 << 20
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.bool_, np.complex64])
+def test_load_state_dict_takes_floating_point_tensors_only(tmp_path, dtype):
+    """An I32 tensor in model.safetensors loaded as integer-valued floats, a complex one lost its
+    imaginary part with a warning; a state dict is checked whole before any parameter changes."""
+    model = GPT(GPTConfig(**TINY))
+    before = model.state_dict()
+    bad = {**before, "h.1.ln_2.weight": before["h.1.ln_2.weight"].astype(dtype)}
+    bad["wte.weight"] = bad["wte.weight"] + 1  # comes first: must not be loaded either
+    with pytest.raises(TypeError, match=f"tensor 'h.1.ln_2.weight' has dtype {np.dtype(dtype)}; expected a "
+                                        r"floating point dtype \(float16, float32 or float64\)"):
+        model.load_state_dict(bad)
+    for name, arr in model.state_dict().items():
+        np.testing.assert_array_equal(arr, before[name], err_msg=name)
+    if dtype is not np.complex64:  # safetensors has no complex dtype
+        model.save(tmp_path / "ck")
+        save_safetensors(tmp_path / "ck" / "model.safetensors", bad)
+        with pytest.raises(CheckpointError, match=r"model.safetensors: tensor 'h.1.ln_2.weight' has dtype"):
+            GPT.load(tmp_path / "ck")
+    model.load_state_dict({k: v.astype(np.float16) for k, v in before.items()})  # floats convert
+
+
+@pytest.mark.parametrize("text, match", [
+    ("[]", "config.json: expected a JSON object, got list"),
+    ("5", "config.json: expected a JSON object, got int"),
+    ("null", "config.json: expected a JSON object, got NoneType"),
+    ("[" * 100_000 + "]" * 100_000, "config.json: .*nested too deeply"),
+    (json.dumps({**TINY, "bias": "no"}), "config.json is not a valid GPTConfig: GPTConfig.bias must be True or False"),
+])
+def test_load_of_a_config_json_that_is_not_a_config(tmp_path, text, match):
+    """A list, a number or null raised AttributeError ('list' object has no attribute 'update'), deep
+    nesting RecursionError, and "bias": "no" made a model with biases (a non-empty str is true)."""
+    GPT(GPTConfig(**TINY)).save(tmp_path / "ck")
+    (tmp_path / "ck" / "config.json").write_text(text)
+    with pytest.raises(CheckpointError, match=match):
+        GPT.load(tmp_path / "ck")
+
+
+def test_load_of_a_file_says_it_is_not_a_directory(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"x")
+    with pytest.raises(NotADirectoryError, match="is a file, not a directory"):
+        GPT.load(tmp_path / "model.safetensors")
+
+
+def test_seed_must_be_a_non_negative_integer():
+    for seed in (-1, 1.5, True):
+        with pytest.raises(ValueError, match=f"GPT: seed must be an integer >= 0, got {seed!r}"):
+            GPT(GPTConfig(**TINY), seed=seed)
 
 
 def test_loads_a_hugging_face_gpt2_directory(tmp_path, rng):

@@ -9,6 +9,7 @@ import pytest
 from femtogpt.data import bundled_corpus_path, read_text
 from femtogpt.tokenizer import (
     DEFAULT_BPE_VOCAB_SIZE,
+    MAX_BPE_VOCAB_SIZE,
     BPETokenizer,
     ByteTokenizer,
     CharTokenizer,
@@ -138,6 +139,22 @@ def test_bpe_rejects_too_small_vocab(corpus):
         BPETokenizer.train(corpus[:1000], 100)
 
 
+def test_bpe_rejects_a_huge_vocab_or_a_negative_min_frequency_before_training():
+    """tokenizers allocates for vocab_size up front and aborts the process when it cannot."""
+    pytest.importorskip("tokenizers")
+    with pytest.raises(ValueError, match=r"at most 1,048,576 \(2\*\*20\)"):
+        BPETokenizer.train("some text", 10**9)
+    with pytest.raises(ValueError, match="at most"):
+        make_tokenizer("bpe", "some text", vocab_size=MAX_BPE_VOCAB_SIZE + 1)
+    with pytest.raises(ValueError, match="min_frequency must be >= 0"):
+        BPETokenizer.train("some text", 300, min_frequency=-1)
+    with pytest.raises(ValueError, match="min_frequency"):
+        BPETokenizer.train("some text", 300, min_frequency=2**64)
+    with pytest.raises(TypeError, match="min_frequency"):
+        BPETokenizer.train("some text", 300, min_frequency=1.5)
+    assert BPETokenizer.train("some text", MAX_BPE_VOCAB_SIZE).vocab_size < 300
+
+
 def test_bpe_save_load_and_gpt2_files(tmp_path, corpus, bpe):
     path = bpe.save(tmp_path / "ckpt")
     assert path.name == "tokenizer.json"
@@ -199,6 +216,13 @@ def test_load_tokenizer_errors(tmp_path):
         load_tokenizer(tmp_path / "nope.json")
     (tmp_path / "tokenizer.json").write_text("{not json")
     with pytest.raises(ValueError, match="tokenizer.json"):
+        load_tokenizer(tmp_path)
+
+
+def test_load_tokenizer_of_deeply_nested_json(tmp_path):
+    """json's RecursionError was not caught: a traceback from the CLI."""
+    (tmp_path / "tokenizer.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="tokenizer.json: not a valid tokenizer JSON file: nested too deeply"):
         load_tokenizer(tmp_path)
 
 

@@ -152,6 +152,16 @@ def test_cli_train_and_generate(corpus, tmp_path, capsys):
     (["--tokenizer", "words"], "tokenizer"),
     (["--dropout", "1.5"], "dropout"),
     (["--lr", "-1"], "lr"),
+    (["--tokenizer", "bpe", "--vocab-size", "1000000000"], "at most 1,048,576"),
+    (["--tokenizer", "bpe", "--vocab-size", "100"], "vocab_size >= 256"),
+    (["--tokenizer", "char", "--vocab-size", "100"], "--vocab-size applies only to --tokenizer bpe"),
+    (["--tokenizer", "byte", "--vocab-size", "300"], "--vocab-size applies only to --tokenizer bpe"),
+    (["--lr", "nan"], "--lr must be a finite number, got nan"),
+    (["--lr", "inf"], "--lr must be a finite number, got inf"),
+    (["--min-lr", "nan"], "--min-lr must be a finite number"),
+    (["--grad-clip", "nan"], "--grad-clip must be a finite number, got nan"),
+    (["--weight-decay", "inf"], "--weight-decay must be a finite number"),
+    (["--seed", "-1"], "--seed must be >= 0, got -1"),
 ])
 def test_cli_train_errors_are_one_line_and_exit_2(args, message, tmp_path, capsys):
     rc = main(["train", "--out", str(tmp_path / "o"), "--no-progress", "--sample-tokens", "0"] + args)
@@ -170,6 +180,103 @@ def test_cli_data_errors(tmp_path, capsys):
         assert rc == 2
     err = capsys.readouterr().err
     assert "empty" in err and "block_size" in err
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+@pytest.mark.parametrize("tokenizer", ["char", "bpe"])
+def test_cli_data_that_is_not_a_regular_file_is_refused_before_the_tokenizer_reads_it(tokenizer, tmp_path, capsys):
+    """The tokenizer was built from /dev/zero (forever) before load_tokens said it needs a regular file."""
+    rc = main(["train", "--data", "/dev/zero", "--tokenizer", tokenizer, "--out", str(tmp_path / "o"),
+               "--no-progress", "--sample-tokens", "0"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "/dev/zero is not a regular file" in err and "Traceback" not in err
+
+
+def test_a_block_longer_than_the_data_is_an_error_before_the_model_is_made(corpus, tmp_path):
+    """The data's size is checked against block_size first: the model for a 200,000-token block
+    (a 51 MB position embedding, more with the optimizer) was made before TokenDataset refused it."""
+    fg.reset_peak_memory_stats()
+    before = fg.memory_stats()["current_bytes"]
+    with pytest.raises(ValueError, match="need at least .* for block_size 200000"):
+        Trainer(tiny_cfg(corpus, tmp_path / "o", block_size=200_000))
+    assert fg.memory_stats()["peak_bytes"] - before < 1 << 20
+
+
+def test_train_config_checks_its_types():
+    """train_config.json may hold anything: a str where a number goes failed with "'<' not supported"."""
+    for kw, match in [(dict(steps="5"), "--steps must be an int, got '5'"), (dict(steps=2.5), "--steps must be an int"),
+                      (dict(batch_size=True), "--batch-size must be an int or None"),
+                      (dict(lr="0.1"), "--lr must be a float, got '0.1'"), (dict(plot=1), "--plot must be a bool"),
+                      (dict(tokenizer=None), "--tokenizer must be a str, got None")]:
+        with pytest.raises(TypeError, match=match):
+            TrainConfig(**kw).validate()
+    TrainConfig(lr=1, steps=np.int64(3)).validate()  # an int is a float; numpy's scalars are numbers
+
+
+def test_adamw_checks_its_arguments_and_loads_a_state_whole():
+    p = fg.tensor(np.ones(3, np.float32), requires_grad=True)
+    for kw, match in [(dict(lr=float("nan")), "must be finite"), (dict(lr=float("inf")), "must be finite"),
+                      (dict(eps=float("nan")), "must be finite"), (dict(betas=(0.9,)), "betas must be a pair"),
+                      (dict(betas=0.9), "betas must be a pair"), (dict(betas=(0.9, "0.9")), "betas must be a pair")]:
+        with pytest.raises(ValueError, match=match):
+            fg.AdamW([p], **kw)
+    with pytest.raises(TypeError, match="lr must be a number"):
+        fg.AdamW([p], lr="0.1")
+    opt = fg.AdamW([p])
+    p.grad = fg.tensor(np.ones(3, np.float32))
+    opt.step()
+    state = opt.state_dict()
+    for bad, match in [({k: v for k, v in state.items() if k != "step"}, "missing 'step'"),
+                       ({**state, "step": np.array(-1)}, "'step' must be an integer >= 0"),
+                       ({**state, "step": np.array([1, 2])}, "'step' must be an integer >= 0"),
+                       ({**state, "exp_avg_sq.0": np.ones(4, np.float32)}, r"shape \(4,\)"),
+                       ({**state, "exp_avg_sq.0": np.ones(3, np.int64)}, "dtype int64")]:
+        fresh = fg.AdamW([p])
+        with pytest.raises(ValueError, match=match):
+            fresh.load_state_dict({k: v * 2 if k.startswith("exp_avg.") else v for k, v in bad.items()})
+        # nothing was assigned: the moments are the fresh ones
+        assert fresh.step_count == 0 and not np.asarray(fresh.exp_avg[0]).any()
+
+
+def _small_run(corpus, out, steps=4):
+    assert main(["train", "--data", corpus, "--steps", str(steps), "--batch-size", "4", "--block-size", "16",
+                 "--eval-every", "2", "--eval-iters", "1", "--out", str(out), "--no-progress",
+                 "--sample-tokens", "0"]) == 0
+
+
+def test_cli_resume_errors(corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    _small_run(corpus, out)
+    capsys.readouterr()
+
+    def resume(*extra):
+        rc = main(["train", "--resume", str(out), "--no-progress", "--sample-tokens", "0", *extra])
+        err = capsys.readouterr().err
+        assert rc == 2 and "Traceback" not in err
+        return err
+
+    # nothing to train ("unsupported format string passed to NoneType.__format__" with no val loss saved)
+    assert "is at step 4 already, and --steps is 4: nothing to train" in resume()
+    history = (out / "history.json").read_text()
+    (out / "history.json").write_text('{"train": [], "val": []}')
+    assert "is at step 4 already, and --steps is 2" in resume("--steps", "2")
+    for text, match in [('{"train": 5, "val": []}', "history.json: 'train' must be a list of [step, loss] pairs"),
+                        ('{"train": [], "val": [[1, "x"]]}', "history.json: 'val' must be a list"),
+                        ("[]", "history.json: expected a JSON object, got list")]:
+        (out / "history.json").write_text(text)
+        assert match in resume("--steps", "6")
+    (out / "history.json").write_text(history)
+    config = (out / "train_config.json").read_text()
+    for text, match in [("[]", "train_config.json: expected a JSON object, got list"),
+                        (json.dumps({**json.loads(config), "lr": "fast"}), "train_config.json: --lr must be a float")]:
+        (out / "train_config.json").write_text(text)
+        assert match in resume("--steps", "6")
+    (out / "train_config.json").write_text(config)
+    # a tokenizer with more tokens than the model's vocabulary failed mid-training
+    (out / "tokenizer.json").write_text('{"type": "byte"}')
+    assert "the tokenizer has 256 tokens but the model's vocabulary only" in resume("--steps", "6")
+    assert main(["train", "--resume", str(out / "history.json")]) == 2
+    assert "is a file, not a directory" in capsys.readouterr().err
 
 
 def test_cli_checkpoint_errors(corpus, tmp_path, capsys):

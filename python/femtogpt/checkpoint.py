@@ -30,6 +30,8 @@ __all__ = [
     "load_safetensors",
     "save_json",
     "load_json",
+    "load_json_object",
+    "check_directory",
     "hf_gpt2_config_to_dict",
     "dict_to_hf_gpt2_config",
     "normalize_hf_state_dict",
@@ -234,6 +236,8 @@ def _check_safetensors_layout(path: Path) -> dict:
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: corrupt safetensors header (not valid UTF-8 JSON: "
                               f"{e})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: corrupt safetensors header (JSON nested too deeply)") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: corrupt safetensors header (a JSON "
                               f"{type(header).__name__}, expected an object)")
@@ -243,10 +247,13 @@ def _check_safetensors_layout(path: Path) -> dict:
             continue
         try:
             begin, end = info["data_offsets"]
-            nbytes = int(np.prod(info["shape"], dtype=np.int64)) * _HEADER_DTYPE_SIZES[info["dtype"]]
+            shape = info["shape"]
+            if not all(_is_count(v) for v in (begin, end, *shape)) or begin > end:
+                raise ValueError("offsets and sizes must be integers >= 0")
+            nbytes = int(np.prod(shape, dtype=np.int64)) * _HEADER_DTYPE_SIZES[info["dtype"]]
         except (KeyError, TypeError, ValueError):
             raise CheckpointError(f"{path}: corrupt safetensors header: entry {name!r} is "
-                                  f"{info!r}") from None
+                                  f"{_abbrev_repr(info)}") from None
         if end > data_size:
             raise CheckpointError(f"{path}: truncated: tensor {name!r} ends at byte {end} of "
                                   f"the data section, which has only {data_size} bytes")
@@ -255,6 +262,15 @@ def _check_safetensors_layout(path: Path) -> dict:
                                   f"{info['dtype']} {info['shape']} needs {nbytes} bytes but "
                                   f"its offsets span {end - begin}")
     return header
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _abbrev_repr(v: Any, limit: int = 200) -> str:
+    text = repr(v)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def load_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -295,6 +311,16 @@ def save_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> None:
     atomic_write_text(path, text + "\n")
 
 
+def check_directory(path: str | os.PathLike, what: str) -> None:
+    """FileNotFoundError or NotADirectoryError (both OSErrors) unless ``path`` is a directory,
+    naming it as ``what`` and saying what it is instead."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
+    if not os.path.isdir(path):
+        kind = "a file" if os.path.isfile(path) else "not a regular file or directory"
+        raise NotADirectoryError(f"{what} {str(path)!r} is {kind}, not a directory")
+
+
 def load_json(path: str | os.PathLike) -> Any:
     """Read a JSON file; FileNotFoundError naming a missing file, CheckpointError for
     one that is not valid JSON."""
@@ -310,6 +336,17 @@ def load_json(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"{path}: not valid JSON: {e.msg} at line {e.lineno} column "
                               f"{e.colno}" + (" (file is empty)" if not raw.strip() else "")
                               ) from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: not a usable JSON file: nested too deeply") from None
+
+
+def load_json_object(path: str | os.PathLike) -> dict:
+    """load_json for a file that must hold a JSON object (config.json, train_config.json, ...):
+    CheckpointError naming the file for a list, a number or null."""
+    d = load_json(path)
+    if not isinstance(d, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(d).__name__}")
+    return d
 
 
 # ---------------------------------------------------------------------------- Hugging Face GPT-2
@@ -321,16 +358,13 @@ def _config_json(cfg_json: Any) -> tuple[dict, str]:
     if isinstance(cfg_json, str) and cfg_json.lstrip().startswith("{"):
         try:
             return json.loads(cfg_json), "config"
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, RecursionError) as e:
             raise CheckpointError(f"config is not valid JSON: {e}") from None
     if isinstance(cfg_json, (str, os.PathLike)):
         p = Path(cfg_json)
         if p.is_dir():
             p = p / "config.json"
-        d = load_json(p)
-        if not isinstance(d, dict):
-            raise CheckpointError(f"{p}: expected a JSON object, got {type(d).__name__}")
-        return d, str(p)
+        return load_json_object(p), str(p)
     raise TypeError(f"expected a config dict, JSON string or path; got {type(cfg_json).__name__}")
 
 
@@ -435,6 +469,10 @@ def validate_gpt2_state_dict(tensors: Mapping[str, Any], config: Mapping[str, An
                              where: str = "checkpoint") -> None:
     """Raise CheckpointError listing missing, unexpected and mis-shaped tensors of a
     (normalized) GPT-2 state dict against ``config`` (femtogpt's config dict)."""
+    layers = {name.split(".")[1] for name in tensors if name.startswith("h.")}
+    if config["n_layer"] > len(layers):  # say so without listing (or making) a huge config's names
+        raise CheckpointError(f"{where} does not match the config {dict(config)}: it holds "
+                              f"{len(layers)} layers, the config has n_layer={config['n_layer']}")
     expected = gpt2_param_shapes(**config)
     missing = [k for k in expected if k not in tensors]
     unexpected = [k for k in tensors if k not in expected]
@@ -470,5 +508,5 @@ def is_hf_gpt2_dir(path: str | os.PathLike) -> bool:
         archs = cfg.get("architectures") or []
         return cfg.get("model_type") == "gpt2" or any(
             isinstance(a, str) and a.startswith("GPT2") for a in archs)
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError, RecursionError):
         return False

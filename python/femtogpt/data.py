@@ -13,9 +13,11 @@ from __future__ import annotations
 import codecs
 import contextlib
 import hashlib
+import math
 import os
 import re
 import shutil
+from fractions import Fraction
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -184,13 +186,19 @@ def _token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)  # ids < vocab_size
 
 
-def _open_cached(path: Path, dtype: np.dtype) -> np.ndarray | None:
+def _open_cached(path: Path, dtype: np.dtype, vocab_size: int) -> np.ndarray | None:
+    """The cache file's ids as a memmap, or None for a damaged one (to rebuild): unreadable, of
+    another dtype or shape, or holding an id >= vocab_size (read READ_BYTES at a time)."""
     try:
         arr = np.load(path, mmap_mode="r")
-    except (OSError, ValueError):  # a damaged cache file: rebuild it
+    except (OSError, ValueError):
         return None
     if arr.dtype != dtype or arr.ndim != 1:
         return None
+    step = READ_BYTES // arr.itemsize
+    for i in range(0, len(arr), step):
+        if int(arr[i:i + step].max()) >= vocab_size:
+            return None
     return arr
 
 
@@ -249,7 +257,7 @@ def load_tokens(path: str | os.PathLike, tokenizer: Any, *,
         candidates.append(path.parent)
     candidates.append(user_cache_dir())
     for d in dict.fromkeys(candidates):  # hit in any of them counts
-        cached = _open_cached(d / name, dtype) if (d / name).is_file() else None
+        cached = _open_cached(d / name, dtype, tokenizer.vocab_size) if (d / name).is_file() else None
         if cached is not None:
             return cached
 
@@ -265,7 +273,7 @@ def load_tokens(path: str | os.PathLike, tokenizer: Any, *,
             if old.name != name:
                 with contextlib.suppress(OSError):
                     old.unlink()
-        cached = _open_cached(d / name, dtype)
+        cached = _open_cached(d / name, dtype, tokenizer.vocab_size)
         if cached is not None:
             return cached
     # Nowhere to cache: work from memory.
@@ -312,19 +320,29 @@ class TokenDataset:
         self._reset_rngs()
 
     def _min_tokens(self) -> int:
+        """The fewest tokens that give both splits block_size + 1, with n_val = int(n * val_fraction)
+        as __init__ computes it: bisection below a bound from exact arithmetic, so that any fraction
+        answers at once (1e-300 needs about 9e300 tokens; stepping towards that never ended)."""
         need, f = self.block_size + 1, self.val_fraction
+        if f == 0:
+            return need
 
         def ok(m: int) -> bool:
-            v = int(m * f)
-            return m - v >= need and (f == 0 or v >= need)
+            try:
+                v = int(m * f)
+            except OverflowError:  # m is beyond the floats: the exact product
+                v = math.floor(m * Fraction(f))
+            return m - v >= need and v >= need
 
-        guess = need if f == 0 else max(int(need / f), int(need / (1 - f)), 2 * need) - 2
-        m = max(guess, need)
-        while not ok(m):
-            m += 1
-        while m > need and ok(m - 1):
-            m -= 1
-        return m
+        # floor(m f) >= need from m >= need / f, and m - floor(m f) >= need from m >= need / (1 - f)
+        hi = max(math.ceil(need / Fraction(f)), math.ceil(need / (1 - Fraction(f)))) + 2
+        while not ok(hi):  # float rounding could want a token or two more
+            hi *= 2
+        lo = need  # too few: its val split would leave the train split nothing
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+        return hi
 
     def _reset_rngs(self) -> None:
         # One independent stream per split, both determined by the seed.

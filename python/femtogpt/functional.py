@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from . import _core
-from .graph import Tensor, is_grad_enabled, make_result, tensor
+from .graph import Tensor, _shape_list, is_grad_enabled, make_result, tensor
 
 __all__ = [
     "linear", "matmul", "gelu", "relu", "layer_norm", "softmax", "log_softmax", "cross_entropy",
@@ -24,16 +24,61 @@ __all__ = [
 ]
 
 
-def _as_tensor(x, like: Tensor | None = None) -> Tensor:
+def _as_tensor(x, like: Tensor | None, op: str) -> Tensor:
+    """x as a Tensor: a number or an array of numbers (bool, int, float) is copied, in like's dtype
+    when given; anything else (None, str, objects) is a TypeError (None would become NaN)."""
     if isinstance(x, Tensor):
         return x
-    dtype = like.dtype if like is not None else None
-    return tensor(np.asarray(x, dtype=dtype) if dtype is not None else x)
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{op}: expected a femtogpt.Tensor, a number or an array of numbers, got "
+                        f"{type(x).__name__}" + (f" of dtype {arr.dtype}" if isinstance(x, np.ndarray) else ""))
+    return tensor(arr.astype(like.dtype) if like is not None else x)
+
+
+def _check_tensor(x, name: str, optional: bool = False) -> None:
+    """Ops take femtogpt Tensors, as torch's functions take torch tensors (operators such as + and @
+    convert numbers and numpy arrays; a function does not guess a dtype for them)."""
+    if not isinstance(x, Tensor) and not (optional and x is None):
+        raise TypeError(f"{name} must be a femtogpt.Tensor{' or None' if optional else ''}, got "
+                        f"{type(x).__name__} (make one with femtogpt.tensor)")
 
 
 def _check_float(x: Tensor, name: str) -> None:
+    _check_tensor(x, name)
     if x.dtype.kind != "f":
         raise TypeError(f"{name} must be a floating point tensor, got dtype {x.dtype}")
+
+
+def _check_dim(dim, ndim: int, name: str) -> int:
+    """dim in [-ndim, ndim) as a non-negative index; IndexError naming the range otherwise, as torch."""
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+        raise TypeError(f"{name}: dim must be an integer, got {dim!r}")
+    if not -ndim <= dim < ndim:
+        if ndim == 0:
+            raise IndexError(f"{name}: a 0-d tensor has no dimension {dim}")
+        raise IndexError(f"{name}: dimension out of range (expected to be in range of [{-ndim}, {ndim - 1}], "
+                         f"but got {dim})")
+    return int(dim) % ndim
+
+
+def _check_positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return int(value)
+
+
+def _qkv_features(qkv: Tensor, n_head, name: str) -> int:
+    """C of a fused projection qkv (B, T, 3C) split into n_head heads of C // n_head > 0 features."""
+    _check_tensor(qkv, f"{name}: qkv")
+    n_head = _check_positive_int(n_head, f"{name}: n_head")
+    if qkv.ndim != 3 or qkv.shape[-1] % 3 or (qkv.shape[-1] // 3) % n_head:
+        raise ValueError(f"{name}: expected qkv (B, T, 3C) with C divisible by n_head {n_head}, got {qkv.shape}")
+    if qkv.shape[-1] == 0:
+        raise ValueError(f"{name}: qkv {qkv.shape} has no features (C = 0): the heads need a size > 0")
+    return qkv.shape[-1] // 3
 
 
 # ---- linear algebra -----------------------------------------------------------
@@ -41,6 +86,8 @@ def _check_float(x: Tensor, name: str) -> None:
 
 def matmul(a: Tensor, b: Tensor) -> Tensor:
     """a (..., M, K) @ b (..., K, N) -> (..., M, N); leading dims of b equal a's, or b is 2-D."""
+    _check_tensor(a, "matmul: a")
+    _check_tensor(b, "matmul: b")
     if a.ndim < 2 or b.ndim < 2:
         raise ValueError(f"matmul needs tensors of at least 2 dims, got shapes {a.shape} and {b.shape}")
     lead = a.shape[:-2]
@@ -71,6 +118,9 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
 
 def _check_linear(name: str, x: Tensor, weight: Tensor, bias: Tensor | None) -> int:
     """The input features of x (..., in) once weight (out, in) and bias (out,) are checked to match."""
+    _check_tensor(x, f"{name}: input")
+    _check_tensor(weight, f"{name}: weight")
+    _check_tensor(bias, f"{name}: bias", optional=True)
     in_f = x.shape[-1] if x.ndim else None
     if weight.ndim != 2 or in_f != weight.shape[1]:
         raise ValueError(f"{name}: input of shape {x.shape} does not match weight of shape {weight.shape} "
@@ -113,6 +163,9 @@ def relu(x: Tensor) -> Tensor:
 def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None, bias: Tensor | None = None,
                eps: float = 1e-5) -> Tensor:
     """Normalizes over the last dimension: x (..., C), weight and bias (C,)."""
+    _check_tensor(x, "layer_norm: input")
+    _check_tensor(weight, "layer_norm: weight", optional=True)
+    _check_tensor(bias, "layer_norm: bias", optional=True)
     if isinstance(normalized_shape, int):
         normalized_shape = (normalized_shape,)
     normalized_shape = tuple(normalized_shape)
@@ -135,22 +188,23 @@ def _last_dim_only(dim: int, x: Tensor, name: str) -> None:
 
 
 def softmax(x: Tensor, dim: int = -1) -> Tensor:
-    _last_dim_only(dim, x, "softmax")
     _check_float(x, "softmax input")
+    _last_dim_only(dim, x, "softmax")
     out = _core.softmax_forward(x._impl)
     return make_result(out, (x,), lambda g: (_core.softmax_backward(g, out),))
 
 
 def log_softmax(x: Tensor, dim: int = -1) -> Tensor:
-    _last_dim_only(dim, x, "log_softmax")
     _check_float(x, "log_softmax input")
+    _last_dim_only(dim, x, "log_softmax")
     out = _core.log_softmax_forward(x._impl)
     return make_result(out, (x,), lambda g: (_core.log_softmax_backward(g, out),))
 
 
 def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
     """logits (N, V), targets (N,) integer class indices -> loss (0-D, or (N,) for reduction='none')."""
-    targets = _as_tensor(targets)
+    _check_tensor(logits, "cross_entropy: logits")
+    targets = _as_tensor(targets, None, "cross_entropy: targets")
     if logits.ndim != 2 or targets.ndim != 1:
         raise ValueError(f"cross_entropy expects logits (N, V) and targets (N,), got {logits.shape} and "
                          f"{targets.shape}")
@@ -165,7 +219,8 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, reduction: 
 
 def embedding(idx, weight: Tensor) -> Tensor:
     """idx (...) integer, weight (V, C) -> (..., C)."""
-    idx = _as_tensor(idx)
+    _check_tensor(weight, "embedding: weight")
+    idx = _as_tensor(idx, None, "embedding: idx")
     out = _core.embedding_forward(idx._impl, weight._impl)
     vocab = weight.shape[0]
     return make_result(out, (idx, weight), lambda g: (None, _core.embedding_backward(g, idx._impl, vocab)))
@@ -181,6 +236,7 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, seed: int | None =
     mask, and backward regenerates it instead of storing it. Without a seed, each
     call draws a new one from a counter (so runs are still reproducible).
     """
+    _check_tensor(x, "dropout: input")
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
     if not training or p == 0.0:
@@ -203,8 +259,13 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, is_causal: boo
     scale defaults to 1/sqrt(D). With is_causal and Tq < Tk, the queries are the
     last Tq positions (as with a KV cache).
     """
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        _check_tensor(t, f"scaled_dot_product_attention: {name}")
     if q.ndim != 4:
         raise ValueError(f"scaled_dot_product_attention expects q, k, v of shape (B, H, T, D), got q {q.shape}")
+    if q.shape[-1] == 0:
+        raise ValueError(f"scaled_dot_product_attention: the head size D (the last dim of q) must be > 0, "
+                         f"got q {q.shape}")
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
     args = (bool(is_causal), float(scale), impl, int(block_q), int(block_k))
@@ -225,10 +286,7 @@ def causal_self_attention(qkv: Tensor, n_head: int, impl: str = "flash", block_q
     same kernels); but the kernels read the heads in place in qkv and write y and
     dqkv in place, so neither direction copies or permutes anything.
     """
-    if qkv.ndim != 3 or qkv.shape[-1] % 3 or (qkv.shape[-1] // 3) % n_head:
-        raise ValueError(f"causal_self_attention: expected qkv (B, T, 3C) with C divisible by n_head {n_head}, "
-                         f"got {qkv.shape}")
-    D = qkv.shape[-1] // 3 // n_head  # noqa: N806 - the size letters of the shape comments
+    D = _qkv_features(qkv, n_head, "causal_self_attention") // n_head  # noqa: N806 - the shape comments' letters
     args = (int(n_head), 1.0 / math.sqrt(D), impl, int(block_q), int(block_k))
     out, saved = _core.attention_qkv_forward(qkv._impl, *args)  # (B, T, C), lse (B, H, T)
 
@@ -247,10 +305,9 @@ def causal_self_attention_linear(qkv: Tensor, n_head: int, weight: Tensor, bias:
     projection's weight gradient and the attention's backward. One more attention forward for
     (B, T, C) less memory (the GPT's checkpointed blocks do not use it: see nn.Block.forward).
     """
-    if qkv.ndim != 3 or qkv.shape[-1] % 3 or (qkv.shape[-1] // 3) % n_head:
-        raise ValueError(f"causal_self_attention_linear: expected qkv (B, T, 3C) with C divisible by n_head "
-                         f"{n_head}, got {qkv.shape}")
-    C = qkv.shape[-1] // 3  # noqa: N806
+    C = _qkv_features(qkv, n_head, "causal_self_attention_linear")  # noqa: N806
+    _check_tensor(weight, "causal_self_attention_linear: weight")
+    _check_tensor(bias, "causal_self_attention_linear: bias", optional=True)
     if weight.ndim != 2 or weight.shape[1] != C or bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"causal_self_attention_linear: weight {weight.shape} and bias "
                          f"{None if bias is None else bias.shape} do not match the attention output's "
@@ -293,10 +350,10 @@ def residual_attention_linear(x: Tensor, qkv: Tensor, n_head: int, weight: Tenso
     With impl="standard" each recomputation also builds the (B, H, T, T) probabilities again (and
     drops them): a transient that can outweigh what the op saves.
     """
-    if qkv.ndim != 3 or qkv.shape[-1] % 3 or (qkv.shape[-1] // 3) % n_head:
-        raise ValueError(f"residual_attention_linear: expected qkv (B, T, 3C) with C divisible by n_head "
-                         f"{n_head}, got {qkv.shape}")
-    C = qkv.shape[-1] // 3  # noqa: N806
+    C = _qkv_features(qkv, n_head, "residual_attention_linear")  # noqa: N806
+    _check_tensor(x, "residual_attention_linear: x")
+    _check_tensor(weight, "residual_attention_linear: weight")
+    _check_tensor(bias, "residual_attention_linear: bias", optional=True)
     if x.shape != qkv.shape[:-1] + (C,) or x.dtype != qkv.dtype:
         raise ValueError(f"residual_attention_linear: x has shape {x.shape} and dtype {x.dtype}, expected "
                          f"{qkv.shape[:-1] + (C,)} and {qkv.dtype} to match qkv {qkv.shape}")
@@ -393,6 +450,8 @@ def layer_norm_linear(x: Tensor, ln_weight: Tensor | None, ln_bias: Tensor | Non
     saves that instead of x, and backward calls it (see residual_attention_linear).
     """
     C = _check_linear("layer_norm_linear", x, weight, bias)  # noqa: N806
+    _check_tensor(ln_weight, "layer_norm_linear: ln_weight", optional=True)
+    _check_tensor(ln_bias, "layer_norm_linear: ln_bias", optional=True)
     lw = None if ln_weight is None else ln_weight._impl
     lb = None if ln_bias is None else ln_bias._impl
     xn, mean, rstd = _core.layernorm_forward(x._impl, lw, lb, float(eps))  # (..., C)
@@ -493,8 +552,8 @@ def _binary(a, b, kind: str) -> Tensor:
         else:
             recorded = (a.requires_grad or b.requires_grad) and is_grad_enabled()
             return make_result(out, (a, b), _binary_backward(a, b, kind, None) if recorded else None)
-    a = _as_tensor(a, b if isinstance(b, Tensor) else None)
-    b = _as_tensor(b, a)
+    a = _as_tensor(a, b if isinstance(b, Tensor) else None, kind)
+    b = _as_tensor(b, a, kind)
     if a.dtype != b.dtype:
         raise TypeError(f"{kind}: dtypes differ ({a.dtype} and {b.dtype})")
     sa, sb = a.shape, b.shape
@@ -576,6 +635,7 @@ def mul(a, b) -> Tensor:
 
 
 def scale(x: Tensor, s: float) -> Tensor:
+    _check_tensor(x, "scale: input")
     s = float(s)
     return make_result(_core.scale(x._impl, s), (x,), lambda g: (_core.scale(g, s),))
 
@@ -588,14 +648,14 @@ def neg(x: Tensor) -> Tensor:
 
 
 def reshape(x: Tensor, *shape) -> Tensor:
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = shape[0]
-    out = x._impl.view([int(s) for s in shape])
+    _check_tensor(x, "reshape: input")
+    out = x._impl.view(_shape_list(shape))
     in_shape = list(x.shape)
     return make_result(out, (x,), lambda g: (g.view(in_shape),))
 
 
 def permute(x: Tensor, *dims) -> Tensor:
+    _check_tensor(x, "permute: input")
     if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
         dims = dims[0]
     n = x.ndim
@@ -610,6 +670,8 @@ def permute(x: Tensor, *dims) -> Tensor:
 
 
 def transpose(x: Tensor, dim0: int, dim1: int) -> Tensor:
+    _check_tensor(x, "transpose: input")
+    dim0, dim1 = _check_dim(dim0, x.ndim, "transpose"), _check_dim(dim1, x.ndim, "transpose")
     dims = list(range(x.ndim))
     dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
     return permute(x, dims)
@@ -623,6 +685,7 @@ def _slice(x: Tensor, dim: int, start: int, length: int) -> Tensor:
 
 def split(x: Tensor, split_size_or_sections, dim: int = -1) -> list:
     """Like torch.split: chunks of size split_size (the last may be smaller), or the given sizes."""
+    _check_tensor(x, "split: input")
     n = x.ndim
     if not -n <= dim < n:
         raise ValueError(f"split: dim {dim} out of range for shape {x.shape}")
@@ -645,7 +708,9 @@ def split(x: Tensor, split_size_or_sections, dim: int = -1) -> list:
 
 
 def chunk(x: Tensor, chunks: int, dim: int = -1) -> list:
-    size = x.shape[dim]
+    _check_tensor(x, "chunk: input")
+    chunks = _check_positive_int(chunks, "chunk: chunks")
+    size = x.shape[_check_dim(dim, x.ndim, "chunk")]
     return split(x, max(1, -(-size // chunks)), dim)
 
 
@@ -653,8 +718,9 @@ def cat(tensors, dim: int = 0) -> Tensor:
     tensors = list(tensors)
     if not tensors:
         raise ValueError("cat: needs at least one tensor")
-    n = tensors[0].ndim
-    dim %= n
+    for i, t in enumerate(tensors):
+        _check_tensor(t, f"cat: tensor {i}")
+    dim = _check_dim(dim, tensors[0].ndim, "cat")
     out = _core.concat([t._impl for t in tensors], dim)
     sizes = [t.shape[dim] for t in tensors]
 
@@ -711,7 +777,7 @@ def _scalar_or(fn_tensor, fn_scalar):
 Tensor.__add__ = _scalar_or(add, lambda x, s: add(x, tensor(np.asarray(s, dtype=x.dtype))))
 Tensor.__radd__ = Tensor.__add__
 Tensor.__sub__ = _scalar_or(sub, lambda x, s: add(x, tensor(np.asarray(-s, dtype=x.dtype))))
-Tensor.__rsub__ = lambda self, other: sub(_as_tensor(other, self), self)
+Tensor.__rsub__ = lambda self, other: sub(_as_tensor(other, self, "sub"), self)
 Tensor.__mul__ = _scalar_or(mul, scale)
 Tensor.__rmul__ = Tensor.__mul__
 
@@ -724,7 +790,7 @@ def _truediv(x: Tensor, s) -> Tensor:
 
 Tensor.__truediv__ = _truediv
 Tensor.__neg__ = neg
-Tensor.__matmul__ = matmul
+Tensor.__matmul__ = lambda self, other: matmul(self, _as_tensor(other, self, "matmul"))
 Tensor.reshape = reshape
 Tensor.view = reshape
 Tensor.permute = permute

@@ -269,10 +269,17 @@ class _TextStream:
 
 def _read_prompts(args) -> list[str]:
     if args.prompt_file:
-        if not os.path.isfile(args.prompt_file):
+        if not os.path.exists(args.prompt_file):
             raise FileNotFoundError(f"prompt file {args.prompt_file} does not exist")
-        with open(args.prompt_file, encoding="utf-8") as f:
-            prompts = [line.rstrip("\n") for line in f if line.strip()]
+        if not os.path.isfile(args.prompt_file):
+            kind = "a directory" if os.path.isdir(args.prompt_file) else "not a regular file"
+            raise ValueError(f"prompt file {args.prompt_file} is {kind}; expected a UTF-8 text file")
+        try:
+            with open(args.prompt_file, encoding="utf-8") as f:
+                prompts = [line.rstrip("\n") for line in f if line.strip()]
+        except UnicodeDecodeError as e:
+            raise ValueError(f"prompt file {args.prompt_file} is not UTF-8 text: byte 0x{e.object[e.start]:02x} "
+                             f"is invalid ({e.reason})") from None
         if not prompts:
             raise ValueError(f"prompt file {args.prompt_file} has no non-empty lines")
         return prompts
@@ -286,8 +293,6 @@ def main_from_args(args) -> int:
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
     _check_sampling(args.max_new_tokens, args.temperature, args.top_k, args.top_p)
-    if not os.path.isdir(args.checkpoint):
-        raise FileNotFoundError(f"checkpoint directory {args.checkpoint!r} does not exist")
     model = GPT.load(args.checkpoint)
     tok = load_tokenizer(args.checkpoint)
     encoded = []

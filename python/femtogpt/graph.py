@@ -216,6 +216,9 @@ class Tensor:
             g = gradient if isinstance(gradient, Tensor) else tensor(np.asarray(gradient, dtype=self.dtype))
             if g.shape != self.shape:
                 raise ValueError(f"gradient has shape {g.shape}, expected {self.shape}")
+            if g.dtype != self.dtype or g.device != self.device:
+                raise TypeError(f"gradient has dtype {g.dtype} on {g.device}, expected {self.dtype} on "
+                                f"{self.device} like the tensor of shape {self.shape} that backward() is called on")
             seed = g._impl
         run_backward(self, seed)
 
@@ -372,8 +375,13 @@ def tensor(data, dtype=None, device: str = "cpu", requires_grad: bool = False) -
 
 
 def _shape_list(shape) -> list:
+    """A shape given as sizes or as one tuple/list of them, as a list of ints: TypeError for a size
+    that is not an integer (int() would make 2.7 a 2)."""
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = shape[0]
+    for s in shape:
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
+            raise TypeError(f"sizes must be integers, got {s!r} in {tuple(shape)}")
     return [int(s) for s in shape]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 
 import numpy as np
@@ -47,21 +48,25 @@ class GPTConfig:
                 raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"GPTConfig: n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
-        if self.attention not in ATTENTION_IMPLS:
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, numbers.Real) \
+                or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GPTConfig.dropout must be a number in [0, 1), got {self.dropout!r}")
+        if not isinstance(self.bias, (bool, np.bool_)):
+            raise ValueError(f"GPTConfig.bias must be True or False, got {self.bias!r}")
+        if not isinstance(self.attention, str) or self.attention not in ATTENTION_IMPLS:
             raise ValueError(f"GPTConfig.attention must be one of {ATTENTION_IMPLS}, got {self.attention!r}")
         if not isinstance(self.recompute_attention, (bool, np.bool_)):
             raise ValueError(f"GPTConfig.recompute_attention must be True or False, got {self.recompute_attention!r}")
         if not isinstance(self.checkpoint_every, (int, np.integer)) or isinstance(self.checkpoint_every, bool) \
                 or self.checkpoint_every < 0:
             raise ValueError(f"GPTConfig.checkpoint_every must be an integer >= 0, got {self.checkpoint_every!r}")
-        if self.device not in DEVICES:
+        if not isinstance(self.device, str) or self.device not in DEVICES:
             raise ValueError(f"GPTConfig.device must be one of {DEVICES}, got {self.device!r}")
         # numpy scalars pass the checks above; stored as Python's own, config.json can hold them
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "checkpoint_every"):
             setattr(self, name, int(getattr(self, name)))
         self.dropout = float(self.dropout)
+        self.bias = bool(self.bias)
         self.recompute_attention = bool(self.recompute_attention)
 
     @classmethod
@@ -88,6 +93,8 @@ class GPT(Module):
     def __init__(self, config: GPTConfig, seed: int = 0):
         if not isinstance(config, GPTConfig):
             raise TypeError(f"GPT needs a GPTConfig, got {type(config).__name__}")
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise ValueError(f"GPT: seed must be an integer >= 0, got {seed!r}")
         self.config = config
         rng = np.random.default_rng(seed)
         c = config
@@ -209,13 +216,19 @@ class GPT(Module):
             raise ValueError(f"{source} does not match the model's config: missing {missing[:5]}"
                              f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
                              f"{'...' if len(unexpected) > 5 else ''}")
+        arrays = {}  # every tensor checked before any parameter changes
         for name, p in params.items():
             arr = np.asarray(state[name])
+            if arr.dtype.kind != "f":  # ints would load as integer-valued floats, complex lose a part
+                raise TypeError(f"{source}: tensor '{name}' has dtype {arr.dtype}; expected a floating point "
+                                f"dtype (float16, float32 or float64)")
             if name.endswith(_HF_TRANSPOSED):
                 arr = arr.T
             if arr.shape != p.shape:
                 raise ValueError(f"{source}: tensor '{name}' has shape {arr.shape}, the config needs {p.shape}")
-            p.numpy()[...] = arr.astype(p.dtype, copy=False)
+            arrays[name] = arr
+        for name, p in params.items():
+            p.numpy()[...] = arrays[name].astype(p.dtype, copy=False)
 
     def save(self, path, tokenizer=None) -> None:
         """Write model.safetensors and config.json (and the tokenizer) into the directory `path`, atomically."""
@@ -233,25 +246,28 @@ class GPT(Module):
         """Load a femtogpt checkpoint directory or a Hugging Face GPT-2 directory."""
         from . import checkpoint
 
-        if not os.path.isdir(path):
-            raise FileNotFoundError(f"checkpoint directory {path!r} does not exist")
-        cfg_json = checkpoint.load_json(os.path.join(path, "config.json"))
+        checkpoint.check_directory(path, "checkpoint directory")
+        cfg_json = checkpoint.load_json_object(os.path.join(path, "config.json"))
         if checkpoint.is_hf_gpt2_dir(path):
             cfg = checkpoint.hf_gpt2_config_to_dict(cfg_json)
         else:
             cfg = cfg_json
-        cfg.update(overrides)
         try:
             config = GPTConfig.from_dict(cfg)
-        except TypeError as e:
+        except (TypeError, ValueError) as e:
             raise checkpoint.CheckpointError(f"{path}/config.json is not a valid GPTConfig: {e}") from e
-        tensors, _ = checkpoint.load_safetensors(os.path.join(path, "model.safetensors"))
+        config = dataclasses.replace(config, **overrides)  # the caller's values: its errors are not the file's
+        where = f"{path}/model.safetensors"
+        tensors, _ = checkpoint.load_safetensors(where)
         if checkpoint.is_hf_gpt2_dir(path):
             tensors = checkpoint.normalize_hf_state_dict(tensors)
+        # the tensors' names and shapes against the config before the model is made: a config that
+        # is wrong (n_layer 20000 for one layer, a vocabulary of 10**12) would allocate it first
+        checkpoint.validate_gpt2_state_dict(tensors, config.to_dict(), where=where)
         model = cls(config)
         try:
-            model.load_state_dict(tensors, source=f"{path}/model.safetensors")
-        except ValueError as e:
+            model.load_state_dict(tensors, source=where)
+        except (TypeError, ValueError) as e:
             raise checkpoint.CheckpointError(str(e)) from e
         return model
 

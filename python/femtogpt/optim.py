@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -24,8 +25,15 @@ class AdamW:
         for i, p in enumerate(self.params):
             if not isinstance(p, Tensor) or not p.requires_grad:
                 raise TypeError(f"AdamW: parameter {i} is not a Tensor that requires grad")
-        if lr < 0 or eps < 0 or weight_decay < 0:
-            raise ValueError(f"AdamW: lr ({lr}), eps ({eps}) and weight_decay ({weight_decay}) must be >= 0")
+        for name, v in (("lr", lr), ("eps", eps), ("weight_decay", weight_decay)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Real):
+                raise TypeError(f"AdamW: {name} must be a number, got {v!r}")
+        if not all(math.isfinite(v) and v >= 0 for v in (lr, eps, weight_decay)):
+            raise ValueError(f"AdamW: lr ({lr}), eps ({eps}) and weight_decay ({weight_decay}) must be finite "
+                             f"and >= 0")
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2
+                and all(isinstance(b, numbers.Real) and not isinstance(b, bool) for b in betas)):
+            raise ValueError(f"AdamW: betas must be a pair of numbers (beta1, beta2), got {betas!r}")
         if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
             raise ValueError(f"AdamW: betas must be in [0, 1), got {betas}")
         self.lr = lr
@@ -60,15 +68,27 @@ class AdamW:
         return state
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore state_dict() output; everything is checked before anything changes."""
+        if "step" not in state:
+            raise ValueError("optimizer state is missing 'step'")
+        step = np.asarray(state["step"])
+        if step.shape != () or step.dtype.kind not in "iu" or step < 0:
+            raise ValueError(f"optimizer state 'step' must be an integer >= 0, got {step!r}")
+        moments = {}
         for i, p in enumerate(self.params):
-            for key, dst in ((f"exp_avg.{i}", self.exp_avg), (f"exp_avg_sq.{i}", self.exp_avg_sq)):
+            for key in (f"exp_avg.{i}", f"exp_avg_sq.{i}"):
                 if key not in state:
                     raise ValueError(f"optimizer state is missing '{key}'")
                 arr = np.asarray(state[key])
+                if arr.dtype.kind != "f":
+                    raise ValueError(f"optimizer state '{key}' has dtype {arr.dtype}, expected a floating point dtype")
                 if arr.shape != p.shape:
                     raise ValueError(f"optimizer state '{key}' has shape {arr.shape}, parameter {i} has {p.shape}")
-                dst[i] = _core.from_numpy(np.ascontiguousarray(arr, dtype=p.dtype), p.device)
-        self.step_count = int(np.asarray(state["step"]))
+                moments[key] = arr
+        for i, p in enumerate(self.params):
+            for key, dst in ((f"exp_avg.{i}", self.exp_avg), (f"exp_avg_sq.{i}", self.exp_avg_sq)):
+                dst[i] = _core.from_numpy(np.ascontiguousarray(moments[key], dtype=p.dtype), p.device)
+        self.step_count = int(step)
 
 
 def clip_grad_norm_(params, max_norm: float) -> float:

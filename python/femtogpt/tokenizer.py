@@ -30,10 +30,14 @@ __all__ = [
     "tokenizer_fingerprint",
     "TOKENIZER_KINDS",
     "DEFAULT_BPE_VOCAB_SIZE",
+    "MAX_BPE_VOCAB_SIZE",
 ]
 
 TOKENIZER_KINDS = ("char", "byte", "bpe")
 DEFAULT_BPE_VOCAB_SIZE = 1024
+# The largest BPE vocabulary train() asks for: the `tokenizers` library allocates for vocab_size up
+# front (10**8 took 4.4 GB) and aborts the process when that fails. GPT-2 has 50,257 tokens.
+MAX_BPE_VOCAB_SIZE = 1 << 20
 TOKENIZER_FILE = "tokenizer.json"
 
 
@@ -177,6 +181,18 @@ def _tokenizers():
     return tokenizers
 
 
+def check_bpe_vocab_size(vocab_size: Any) -> None:
+    """TypeError/ValueError unless vocab_size is an int in [256, MAX_BPE_VOCAB_SIZE]."""
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)):
+        raise TypeError(f"vocab_size must be an int; got {vocab_size!r}")
+    if vocab_size < 256:
+        raise ValueError(f"a byte-level BPE vocabulary needs vocab_size >= 256 (the bytes); "
+                         f"got {vocab_size}")
+    if vocab_size > MAX_BPE_VOCAB_SIZE:
+        raise ValueError(f"vocab_size {vocab_size} is too large: a BPE vocabulary may have at most "
+                         f"{MAX_BPE_VOCAB_SIZE:,} (2**20) tokens (GPT-2 has 50,257)")
+
+
 class BPETokenizer(_TokenizerBase):
     """Byte-level BPE (GPT-2 style) backed by a ``tokenizers.Tokenizer``. Any text encodes;
     ``decode(encode(s)) == s``."""
@@ -212,13 +228,14 @@ class BPETokenizer(_TokenizerBase):
               min_frequency: int = 2) -> "BPETokenizer":
         """Train a byte-level BPE on ``text`` (a str, or an iterable of pieces of it cut as
         data.iter_text cuts them): the 256 byte tokens plus up to ``vocab_size - 256`` merges
-        (fewer if the text runs out of repeated pairs)."""
+        (fewer if the text runs out of repeated pairs). vocab_size is at most MAX_BPE_VOCAB_SIZE
+        (2**20); a merge needs a pair seen at least ``min_frequency`` times."""
         tk = _tokenizers()
-        if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)):
-            raise TypeError(f"vocab_size must be an int; got {vocab_size!r}")
-        if vocab_size < 256:
-            raise ValueError(f"a byte-level BPE vocabulary needs vocab_size >= 256 (the bytes); "
-                             f"got {vocab_size}")
+        check_bpe_vocab_size(vocab_size)
+        if isinstance(min_frequency, bool) or not isinstance(min_frequency, (int, np.integer)):
+            raise TypeError(f"min_frequency must be an int; got {min_frequency!r}")
+        if not 0 <= min_frequency < 1 << 64:
+            raise ValueError(f"min_frequency must be >= 0 (and below 2**64); got {min_frequency}")
         seen = []  # whether any piece had text
 
         def pieces():
@@ -229,7 +246,7 @@ class BPETokenizer(_TokenizerBase):
 
         tok = cls._byte_level(tk.Tokenizer(tk.models.BPE()))
         trainer = tk.trainers.BpeTrainer(
-            vocab_size=int(vocab_size), min_frequency=min_frequency, show_progress=False,
+            vocab_size=int(vocab_size), min_frequency=int(min_frequency), show_progress=False,
             initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet(), special_tokens=[])
         tok.train_from_iterator(pieces(), trainer=trainer)
         if not seen:
@@ -354,6 +371,8 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         d = json.loads(p.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{p}: not a valid tokenizer JSON file: {e}") from None
+    except RecursionError:
+        raise ValueError(f"{p}: not a valid tokenizer JSON file: nested too deeply") from None
     try:
         return tokenizer_from_dict(d)
     except ValueError as e:

@@ -11,9 +11,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import numbers
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -21,6 +24,10 @@ from . import checkpoint
 from .graph import no_grad
 from .model import GPT, PRESETS, GPTConfig
 from .optim import AdamW, clip_grad_norm_, cosine_lr
+
+
+# TrainConfig's annotations -> the values they take (numpy's scalars too)
+_FIELD_TYPES = {"int": numbers.Integral, "float": numbers.Real, "str": str, "bool": (bool, np.bool_)}
 
 
 @dataclasses.dataclass
@@ -53,6 +60,19 @@ class TrainConfig:
     progress: bool = True
 
     def validate(self) -> None:
+        for f in dataclasses.fields(self):  # the types first: train_config.json may hold anything
+            value = getattr(self, f.name)
+            kind, _, optional = f.type.partition(" | ")  # "int | None" -> "int", "None"
+            if value is None and optional:
+                continue
+            if not isinstance(value, _FIELD_TYPES[kind]) or kind in ("int", "float") and isinstance(value, bool):
+                raise TypeError(f"--{f.name.replace('_', '-')} must be {'an' if kind == 'int' else 'a'} {kind}"
+                                f"{' or None' if optional else ''}, got {value!r}")
+        for name in ("lr", "min_lr", "weight_decay", "grad_clip", "dropout"):
+            if not math.isfinite(getattr(self, name)):  # nan passes every comparison below
+                raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {getattr(self, name)}")
+        if self.seed < 0:
+            raise ValueError(f"--seed must be >= 0, got {self.seed}")
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose from {sorted(PRESETS)}")
         for name in ("steps", "grad_accum", "eval_every", "eval_iters"):
@@ -74,6 +94,17 @@ class TrainConfig:
             raise ValueError(f"--attention must be flash or standard, got {self.attention!r}")
         if self.tokenizer not in ("char", "byte", "bpe"):
             raise ValueError(f"--tokenizer must be char, byte or bpe, got {self.tokenizer!r}")
+        if self.vocab_size is not None:
+            from .tokenizer import check_bpe_vocab_size
+
+            if self.tokenizer != "bpe":
+                vocab = "256 bytes" if self.tokenizer == "byte" else "set by the corpus"
+                raise ValueError(f"--vocab-size applies only to --tokenizer bpe; the {self.tokenizer} "
+                                 f"tokenizer's vocabulary is {vocab}")
+            try:
+                check_bpe_vocab_size(self.vocab_size)
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"--vocab-size: {e}") from None
 
 
 class Trainer:
@@ -89,13 +120,20 @@ class Trainer:
         preset = PRESETS[cfg.preset]
         self.batch_size = cfg.batch_size or preset["batch_size"]
         path = cfg.data or data_mod.bundled_corpus_path()
+        # load_tokens reads the file twice and needs a regular file: say so before the tokenizer reads
+        # it once (a FIFO would be drained, /dev/zero never ends)
+        data_mod._check_data_file(Path(path), regular=True)
         if tokenizer is None:
-            vocab = cfg.vocab_size if cfg.tokenizer == "bpe" else None
             # the corpus piece by piece, never whole (the byte tokenizer does not read it)
-            tokenizer = tok_mod.make_tokenizer(cfg.tokenizer, data_mod.iter_text(path), vocab_size=vocab)
+            tokenizer = tok_mod.make_tokenizer(cfg.tokenizer, data_mod.iter_text(path), vocab_size=cfg.vocab_size)
         self.tokenizer = tokenizer
+        if model is not None and tokenizer.vocab_size > model.config.vocab_size:
+            raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model's vocabulary only "
+                             f"{model.config.vocab_size}: they do not belong together")
         ids = data_mod.load_tokens(path, tokenizer)
-        block_size = cfg.block_size or preset["block_size"]
+        block_size = model.config.block_size if model is not None else cfg.block_size or preset["block_size"]
+        # the data must hold a block (TokenDataset says so) before a model is made for that block
+        self.dataset = data_mod.TokenDataset(ids, block_size, self.batch_size, val_fraction=0.1, seed=cfg.seed)
         if model is None:
             model = GPT(GPTConfig.from_preset(cfg.preset, vocab_size=tokenizer.vocab_size, block_size=block_size,
                                               dropout=cfg.dropout, attention=cfg.attention,
@@ -105,8 +143,6 @@ class Trainer:
         # a model given (a resumed run's) decides what its config says: train_config.json agrees with it
         cfg.checkpoint_every = model.config.checkpoint_every
         cfg.recompute_attention = model.config.recompute_attention
-        self.dataset = data_mod.TokenDataset(ids, model.config.block_size, self.batch_size, val_fraction=0.1,
-                                             seed=cfg.seed)
         self.opt = AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=cfg.weight_decay)
         self.step = 0
         self.history = {"train": [], "val": []}  # [step, loss] pairs
@@ -228,19 +264,25 @@ class Trainer:
         checkpoint.save_safetensors(os.path.join(out, "training_state.safetensors"), state, meta)
 
     def _load_state(self, state: dict) -> None:
-        tensors, meta = state["tensors"], state["meta"]
-        try:
-            self.opt.load_state_dict(tensors)
-            self.step = int(meta["step"])
-            self.dataset.load_state_dict(json.loads(meta["data"]))
-            calls = json.loads(meta["dropout_calls"])
-        except (KeyError, ValueError) as e:
-            raise checkpoint.CheckpointError(f"training_state.safetensors is incomplete or corrupt: {e}") from e
         from .nn import Dropout
 
-        for i, m in enumerate(self.model.modules()):
-            if isinstance(m, Dropout):
-                m.calls = int(calls.get(str(i), 0))
+        tensors, meta = state["tensors"], state["meta"]
+        try:
+            step = int(meta["step"])
+            if step < 0:
+                raise ValueError(f"step {step} is negative")
+            calls = json.loads(meta["dropout_calls"])
+            if not isinstance(calls, dict):
+                raise ValueError(f"dropout_calls is a {type(calls).__name__}, not an object")
+            dropouts = [(m, int(calls.get(str(i), 0))) for i, m in enumerate(self.model.modules())
+                        if isinstance(m, Dropout)]
+            self.opt.load_state_dict(tensors)
+            self.dataset.load_state_dict(json.loads(meta["data"]))
+        except (KeyError, ValueError, TypeError, RecursionError) as e:
+            raise checkpoint.CheckpointError(f"training_state.safetensors is incomplete or corrupt: {e}") from e
+        self.step = step
+        for m, c in dropouts:
+            m.calls = c
         self.history = state.get("history", self.history)
 
     @classmethod
@@ -248,11 +290,15 @@ class Trainer:
         """Continue the run in run_dir; overrides (e.g. steps=4000) replace its saved TrainConfig values."""
         from . import tokenizer as tok_mod
 
-        if not os.path.isdir(run_dir):
-            raise FileNotFoundError(f"--resume: run directory {run_dir!r} does not exist")
-        saved = checkpoint.load_json(os.path.join(run_dir, "train_config.json"))
+        checkpoint.check_directory(run_dir, "--resume: run directory")
+        path = os.path.join(run_dir, "train_config.json")
+        saved = checkpoint.load_json_object(path)
         fields = {f.name for f in dataclasses.fields(TrainConfig)}
         cfg = TrainConfig(**{k: v for k, v in saved.items() if k in fields})
+        try:
+            cfg.validate()
+        except (TypeError, ValueError) as e:
+            raise checkpoint.CheckpointError(f"{path}: {e}") from None
         for k, v in overrides.items():
             setattr(cfg, k, v)
         # the memory options may change on resume (results are bitwise the same); the rest is the run's
@@ -260,9 +306,21 @@ class Trainer:
                                      if k in ("checkpoint_every", "recompute_attention")})
         tokenizer = tok_mod.load_tokenizer(run_dir)
         tensors, meta = checkpoint.load_safetensors(os.path.join(run_dir, "training_state.safetensors"))
-        history = checkpoint.load_json(os.path.join(run_dir, "history.json"))
+        history = _check_history(checkpoint.load_json_object(os.path.join(run_dir, "history.json")),
+                                 os.path.join(run_dir, "history.json"))
         return cls(cfg, resume_state={"tensors": tensors, "meta": meta, "history": history}, model=model,
                    tokenizer=tokenizer)
+
+
+def _check_history(history: dict, path: str) -> dict:
+    """history.json's {"train": [[step, loss], ...], "val": [...]}, or CheckpointError naming the file."""
+    for split in ("train", "val"):
+        entries = history.get(split)
+        if not isinstance(entries, list) or not all(
+                isinstance(e, list) and len(e) == 2 and isinstance(e[0], int) and not isinstance(e[0], bool)
+                and isinstance(e[1], (int, float)) and not isinstance(e[1], bool) for e in entries):
+            raise checkpoint.CheckpointError(f"{path}: {split!r} must be a list of [step, loss] pairs")
+    return history
 
 
 def fg_stats_reset() -> None:
@@ -410,6 +468,9 @@ def main_from_args(args) -> int:
             if getattr(args, name) is not None:
                 overrides[name] = getattr(args, name)
         trainer = Trainer.resume(args.resume, **overrides)
+        if trainer.step >= trainer.cfg.steps:
+            raise ValueError(f"--resume: the run in {args.resume} is at step {trainer.step} already, and --steps "
+                             f"is {trainer.cfg.steps}: nothing to train (give a larger --steps)")
         print(f"resuming {args.resume} at step {trainer.step} of {trainer.cfg.steps}")
     else:
         cfg = TrainConfig(
