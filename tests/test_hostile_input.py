@@ -194,3 +194,11 @@ def test_inference_engine_shared_by_threads_serves_one_call_at_a_time():
         print("errors", errors)
     """, env={"FEMTOGPT_POOL": "0"}, timeout=120)
     assert_clean(proc, "errors []")
+
+
+def test_core_tensor_cannot_be_made_by_new_without_a_tensor_inside():
+    # pybind11's __new__ gave an object with no Tensor constructed in it: .shape read garbage and
+    # np.asarray of it segfaulted
+    with pytest.raises(TypeError, match="cannot be created directly"):
+        _core.Tensor.__new__(_core.Tensor)
+    assert np.asarray(_core.from_numpy(np.arange(3, dtype=np.float32))).tolist() == [0.0, 1.0, 2.0]

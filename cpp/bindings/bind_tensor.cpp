@@ -71,7 +71,15 @@ py::dict stats_dict(const PoolStats& s) {
 }  // namespace
 
 void register_tensor(py::module_& m) {
-    py::class_<Tensor>(m, "Tensor", py::buffer_protocol())
+    py::class_<Tensor> tensor_class(m, "Tensor", py::buffer_protocol());
+    // Tensors come from the core's functions only: an object made by Tensor.__new__ would have no
+    // Tensor inside (pybind11 never constructs one without an __init__), and reading it crashed.
+    // The core's own results are made without __new__, so this refuses only Python's calls.
+    tensor_class.attr("__new__") = py::staticmethod(py::cpp_function([](py::args, py::kwargs) -> py::object {
+        throw TypeError("_core.Tensor cannot be created directly: use femtogpt.tensor, _core.from_numpy, "
+                        "_core.zeros or _core.empty");
+    }));
+    tensor_class
         .def_buffer([](Tensor& t) -> py::buffer_info {
             FG_CHECK(t.device().type == DeviceType::cpu, "a tensor on ", t.device().str(),
                      " has no host buffer; copy it to the cpu first");
