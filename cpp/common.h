@@ -6,9 +6,10 @@
 #pragma once
 
 #include <cstdint>
-#include <sstream>
+#include <cstdio>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 namespace femtogpt {
 
@@ -22,12 +23,35 @@ struct IndexError : std::out_of_range {
     using std::out_of_range::out_of_range;
 };
 
-// Builds a message from any streamable pieces: fmt("bad size ", n, " for ", name).
+// The pieces of an error message, as text. Numbers are written by std::to_string and snprintf,
+// not by an ostream: an ostream formats numbers through the global C++ locale, and in a process
+// where the locale was made by another copy of libstdc++ (a toolchain that links it statically,
+// beside numpy's shared one) that crashed (seen on a build with /opt/gcc's g++: every message
+// with a number in it segfaulted). Another library's global locale would also have changed the
+// digits (1.000 for 1000).
+namespace detail {
+inline void append(std::string& s, const std::string& x) { s += x; }
+inline void append(std::string& s, const char* x) { s += x; }
+inline void append(std::string& s, char x) { s += x; }
+inline void append(std::string& s, bool x) { s += x ? "1" : "0"; }  // as an ostream writes it
+template <typename T>
+std::enable_if_t<std::is_integral_v<T>> append(std::string& s, T x) {
+    s += std::to_string(x);
+}
+inline void append(std::string& s, double x) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", x);  // an ostream's default: 6 significant digits
+    s += buf;
+}
+inline void append(std::string& s, float x) { append(s, double(x)); }
+}  // namespace detail
+
+// Builds a message from its pieces (text and numbers): fmt("bad size ", n, " for ", name).
 template <typename... Args>
 std::string fmt(const Args&... args) {
-    std::ostringstream os;
-    (os << ... << args);
-    return os.str();
+    std::string s;
+    (detail::append(s, args), ...);
+    return s;
 }
 
 }  // namespace femtogpt
