@@ -207,3 +207,10 @@ def test_core_tensor_cannot_be_made_by_new_without_a_tensor_inside():
     with pytest.raises(TypeError, match="cannot be created directly"):
         _core.Tensor.__new__(_core.Tensor)
     assert np.asarray(_core.from_numpy(np.arange(3, dtype=np.float32))).tolist() == [0.0, 1.0, 2.0]
+
+
+def test_inference_engine_cannot_be_made_by_new_without_an_engine_inside():
+    # its __new__ gave an object with no engine constructed inside: .batch read garbage and
+    # .lengths() aborted in pthread_mutex_lock; the engine is now made whole by __new__ itself
+    with pytest.raises(TypeError, match="__new__"):
+        _core.InferenceEngine.__new__(_core.InferenceEngine)

@@ -1,4 +1,5 @@
 // _core.InferenceEngine: cached GPT inference (ops/infer.h), and its kernels for tests.
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -24,16 +25,29 @@ void check_f32_2d(const Tensor& t, const char* what) {
 
 void register_infer(py::module_& m) {
     using ops::InferenceEngine;
-    py::class_<InferenceEngine>(m, "InferenceEngine",
-                                "A GPT forward pass with a KV cache, for generation (see cpp/ops/infer.h).")
-        .def(py::init([](const std::map<std::string, Tensor>& params, int64_t n_head, int64_t batch, int64_t slide,
-                         double eps) {
-                 nogil release;
-                 return new InferenceEngine(params, n_head, batch, slide, eps);
-             }),
-             py::arg("params"), py::arg("n_head"), py::arg("batch"), py::arg("slide") = 1, py::arg("eps") = 1e-5,
-             "params: name -> float32 Tensor (GPT.named_parameters(), shared, not copied); batch rows; "
-             "slide: tokens a full row drops before its next one (1 = nanoGPT's crop).")
+    py::class_<InferenceEngine> engine_class(m, "InferenceEngine",
+                                             "A GPT forward pass with a KV cache, for generation (see "
+                                             "cpp/ops/infer.h).");
+    // The engine is made whole by __new__ (a py::init would leave InferenceEngine.__new__(cls), with
+    // no __init__ after it, an object with no engine constructed inside: reading it crashed), and
+    // __init__ has nothing left to do. Same call as before: InferenceEngine(params, n_head, batch, ...).
+    engine_class.attr("__new__") = py::staticmethod(py::cpp_function(
+        [](const py::object& /*cls*/, const std::map<std::string, Tensor>& params, int64_t n_head, int64_t batch,
+           int64_t slide, double eps) {
+            std::unique_ptr<InferenceEngine> engine;
+            {
+                nogil release;
+                engine = std::make_unique<InferenceEngine>(params, n_head, batch, slide, eps);
+            }
+            return py::cast(std::move(engine));
+        },
+        py::name("__new__"), py::arg("cls"), py::arg("params"), py::arg("n_head"), py::arg("batch"), py::arg("slide") = 1,
+        py::arg("eps") = 1e-5,
+        "params: name -> float32 Tensor (GPT.named_parameters(), shared, not copied); batch rows; "
+        "slide: tokens a full row drops before its next one (1 = nanoGPT's crop)."));
+    engine_class.attr("__init__") = py::cpp_function([](const py::args&, const py::kwargs&) {}, py::name("__init__"),
+                                                     py::is_method(engine_class));
+    engine_class
         .def_property_readonly("batch", &InferenceEngine::batch)
         .def_property_readonly("block_size", &InferenceEngine::block_size)
         .def_property_readonly("vocab_size", &InferenceEngine::vocab_size)
