@@ -27,8 +27,9 @@ struct IndexError : std::out_of_range {
 // not by an ostream: an ostream formats numbers through the global C++ locale, and in a process
 // where the locale was made by another copy of libstdc++ (a toolchain that links it statically,
 // beside numpy's shared one) that crashed (seen on a build with /opt/gcc's g++: every message
-// with a number in it segfaulted). Another library's global locale would also have changed the
-// digits (1.000 for 1000).
+// with a number in it segfaulted). A global C++ locale set by another library no longer changes
+// the digits (1.000 for 1000); floating point still follows the C locale's LC_NUMERIC, as Python
+// leaves it ("C") unless a program calls locale.setlocale.
 namespace detail {
 inline void append(std::string& s, const std::string& x) { s += x; }
 inline void append(std::string& s, const char* x) { s += x; }

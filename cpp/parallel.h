@@ -8,8 +8,9 @@
 
 namespace femtogpt {
 
-// The most threads set_num_threads accepts: far past any core count a user means, and short of
-// what makes the OpenMP runtime fail to create its threads (which ends the process).
+// The most threads set_num_threads accepts: far past any core count a user means. (The OpenMP
+// runtime ends the process when it cannot create its threads: 100000 did on a 2-core machine;
+// under a limit on processes or address space even 1024 might.)
 constexpr int kMaxThreads = 1024;
 
 inline int num_threads() {

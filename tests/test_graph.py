@@ -478,6 +478,18 @@ def test_leaves_fed_one_gradient_get_their_own_grad(rng):
     fg.clip_grad_norm_([a, b], 1.0)  # refused before: "the same tensor" twice
 
 
+def test_leaves_fed_views_of_one_gradient_get_their_own_grad(rng):
+    """x + y.view(...) hands y a view of x's gradient: a different tensor object over the same memory
+    (a reviewer's repro: clip_grad_norm_ refused it, and scaling in place would have scaled it twice)."""
+    a = fg.tensor(np.ones((2, 3), np.float32), requires_grad=True)
+    b = fg.tensor(np.ones(6, np.float32), requires_grad=True)
+    (a + b.view(2, 3)).sum().backward()
+    assert not a.grad._impl.same_storage(b.grad._impl)
+    fg.clip_grad_norm_([a, b], 1.0)
+    np.testing.assert_allclose(a.grad.numpy().ravel(), b.grad.numpy(), rtol=0)  # each scaled once
+    fg.AdamW([a, b]).step()
+
+
 def test_a_failing_backward_reports_its_own_error_again(rng):
     x = t64(rng, 3)
 

@@ -104,6 +104,10 @@ def test_attention_over_no_queries_returns_at_once_whatever_b_times_h(impl):
         dq, dk, dv = _core.attention_backward(out, q, q, q, out, saved, False, 1.0, "{impl}")
         qkv = _core.zeros([1, 0, 3 * 2**40])
         _core.attention_qkv_forward(qkv, 2**40, 1.0, "{impl}")
+        if "{impl}" == "standard":  # queries, but no key and no feature: nothing to write (flash
+            q = _core.zeros([2**20, 2**20, 3, 0])  # would save a log-sum-exp per query: MemoryError)
+            k = _core.zeros([2**20, 2**20, 0, 0])
+            _core.attention_forward(q, k, k, False, 1.0, "standard")
         print("done", out.shape, dq.shape)
     """, timeout=30)
     assert_clean(proc, "done")
@@ -136,6 +140,10 @@ def test_optimizer_tensors_sharing_memory_are_refused():
         with pytest.raises(ValueError, match="share memory"):
             _core.adamw_step(lists["params"], lists["grads"], lists["exp_avg"], lists["exp_avg_sq"], 1e-3, 0.9,
                              0.95, 1e-8, [0.0], 1)
+    g2 = T(np.zeros(8, np.float32))  # gradients are only read: two may share memory
+    p2, m2, v2 = fresh(), fresh(), fresh()
+    _core.adamw_step([p, p2], [g2.narrow0(0, 4), g2.narrow0(2, 4)], [m, m2], [v, v2], 1e-3, 0.9, 0.95, 1e-8,
+                     [0.0, 0.0], 1)
     whole = T(np.ones(10, np.float32))
     with pytest.raises(ValueError, match="share memory"):  # overlapping views: scaled twice before
         _core.scale_all_([whole.narrow0(0, 6), whole.narrow0(4, 6)], 2.0)
@@ -214,3 +222,27 @@ def test_inference_engine_cannot_be_made_by_new_without_an_engine_inside():
     # .lengths() aborted in pthread_mutex_lock; the engine is now made whole by __new__ itself
     with pytest.raises(TypeError, match="__new__"):
         _core.InferenceEngine.__new__(_core.InferenceEngine)
+
+
+@pytest.mark.parametrize("cls", [_core.Tensor, _core.InferenceEngine])
+def test_no_empty_object_through_the_base_class_or_a_subclass(cls):
+    """pybind11_object.__new__(cls), by the base class, made the same empty object while only a
+    Python-level __new__ was set (a reviewer's repro: np.asarray of it crashed, an engine's
+    .lengths() hung); the C slot refuses it now. Subclasses, which could skip the factory, are
+    refused too."""
+    with pytest.raises(TypeError, match="is not safe"):
+        cls.__mro__[1].__new__(cls)
+    with pytest.raises(TypeError, match="not an acceptable base type"):
+        type("Sub", (cls,), {})
+
+
+def test_inference_engine_is_made_by_the_usual_call_with_keywords():
+    import femtogpt as fg
+
+    model = fg.GPT(fg.GPTConfig(vocab_size=11, block_size=16, n_layer=1, n_head=2, n_embd=16), seed=0)
+    params = {n: p._impl for n, p in model.named_parameters()}
+    engine = _core.InferenceEngine(params=params, n_head=2, batch=3, slide=2)
+    assert (engine.batch, engine.slide, engine.block_size, engine.vocab_size) == (3, 2, 16, 11)
+    with pytest.raises(TypeError, match="No constructor"):
+        engine.__init__()  # pybind11's own, which refuses; the engine stays whole
+    assert engine.batch == 3

@@ -23,11 +23,32 @@ void check_f32_2d(const Tensor& t, const char* what) {
 
 }  // namespace
 
+namespace {
+
+// InferenceEngine's tp_new: the __new__ in its class dict (the factory above), called as Python
+// would call it.
+PyObject* make_engine(PyTypeObject* type, PyObject* args, PyObject* kwargs) {
+    try {
+        py::object factory = py::reinterpret_borrow<py::object>(reinterpret_cast<PyObject*>(type)).attr("__new__");
+        py::tuple full(PyTuple_GET_SIZE(args) + 1);
+        full[0] = py::reinterpret_borrow<py::object>(reinterpret_cast<PyObject*>(type));
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args); i++)
+            full[size_t(i + 1)] = py::reinterpret_borrow<py::object>(PyTuple_GET_ITEM(args, i));
+        return PyObject_Call(factory.ptr(), full.ptr(), kwargs);
+    } catch (py::error_already_set& e) {
+        e.restore();
+        return nullptr;
+    }
+}
+
+}  // namespace
+
 void register_infer(py::module_& m) {
     using ops::InferenceEngine;
     py::class_<InferenceEngine> engine_class(m, "InferenceEngine",
                                              "A GPT forward pass with a KV cache, for generation (see "
-                                             "cpp/ops/infer.h).");
+                                             "cpp/ops/infer.h).",
+                                             py::is_final());
     // The engine is made whole by __new__ (a py::init would leave InferenceEngine.__new__(cls), with
     // no __init__ after it, an object with no engine constructed inside: reading it crashed), and
     // __init__ has nothing left to do. Same call as before: InferenceEngine(params, n_head, batch, ...).
@@ -41,12 +62,17 @@ void register_infer(py::module_& m) {
             }
             return py::cast(std::move(engine));
         },
-        py::name("__new__"), py::arg("cls"), py::arg("params"), py::arg("n_head"), py::arg("batch"), py::arg("slide") = 1,
-        py::arg("eps") = 1e-5,
+        py::name("__new__"), py::arg("cls"), py::arg("params"), py::arg("n_head"), py::arg("batch"),
+        py::arg("slide") = 1, py::arg("eps") = 1e-5,
         "params: name -> float32 Tensor (GPT.named_parameters(), shared, not copied); batch rows; "
         "slide: tokens a full row drops before its next one (1 = nanoGPT's crop)."));
-    engine_class.attr("__init__") = py::cpp_function([](const py::args&, const py::kwargs&) {}, py::name("__init__"),
-                                                     py::is_method(engine_class));
+    // The C slots too: with only the Python-level __new__, pybind11_object.__new__(InferenceEngine),
+    // by the base class, still counted as safe and made the empty object; a C tp_new that is not
+    // Python's slot function makes it "not safe". tp_init does nothing (pybind11's would refuse).
+    auto* type = reinterpret_cast<PyTypeObject*>(engine_class.ptr());
+    type->tp_new = make_engine;
+    type->tp_init = [](PyObject*, PyObject*, PyObject*) { return 0; };
+    PyType_Modified(type);
     engine_class
         .def_property_readonly("batch", &InferenceEngine::batch)
         .def_property_readonly("block_size", &InferenceEngine::block_size)

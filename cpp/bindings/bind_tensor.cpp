@@ -55,6 +55,21 @@ Tensor from_numpy(const py::array& arr, const std::string& device) {
     return to_device(cpu_t, dev);
 }
 
+constexpr const char* kNoTensorNew =
+    "_core.Tensor cannot be created directly: use femtogpt.tensor, _core.from_numpy, _core.zeros or _core.empty";
+
+PyObject* no_tensor_new(PyTypeObject*, PyObject*, PyObject*) {
+    PyErr_SetString(PyExc_TypeError, kNoTensorNew);
+    return nullptr;
+}
+
+// Tensor's tp_new: no object without a Tensor constructed inside is ever made from Python (the
+// core's own results are made by pybind11 through tp_alloc, not tp_new).
+void refuse_new(py::class_<Tensor>& cls) {
+    reinterpret_cast<PyTypeObject*>(cls.ptr())->tp_new = no_tensor_new;
+    PyType_Modified(reinterpret_cast<PyTypeObject*>(cls.ptr()));
+}
+
 py::dict stats_dict(const PoolStats& s) {
     py::dict d;
     d["current_bytes"] = s.current_bytes;
@@ -71,14 +86,16 @@ py::dict stats_dict(const PoolStats& s) {
 }  // namespace
 
 void register_tensor(py::module_& m) {
-    py::class_<Tensor> tensor_class(m, "Tensor", py::buffer_protocol());
+    py::class_<Tensor> tensor_class(m, "Tensor", py::buffer_protocol(), py::is_final());
     // Tensors come from the core's functions only: an object made by Tensor.__new__ would have no
     // Tensor inside (pybind11 never constructs one without an __init__), and reading it crashed.
     // The core's own results are made without __new__, so this refuses only Python's calls.
     tensor_class.attr("__new__") = py::staticmethod(py::cpp_function([](py::args, py::kwargs) -> py::object {
-        throw TypeError("_core.Tensor cannot be created directly: use femtogpt.tensor, _core.from_numpy, "
-                        "_core.zeros or _core.empty");
+        throw TypeError(kNoTensorNew);
     }));
+    // and the C slot too: with only the Python-level __new__, pybind11_object.__new__(Tensor), by
+    // the base class, still counted as safe and made the same empty object
+    refuse_new(tensor_class);
     tensor_class
         .def_buffer([](Tensor& t) -> py::buffer_info {
             FG_CHECK(t.device().type == DeviceType::cpu, "a tensor on ", t.device().str(),
@@ -109,6 +126,9 @@ void register_tensor(py::module_& m) {
         .def("view", [](const Tensor& t, const Shape& s) { return t.view(s); }, py::arg("shape"))
         .def("narrow0", &Tensor::narrow0, py::arg("start"), py::arg("length"))
         .def("same_storage", [](const Tensor& a, const Tensor& b) { return a.storage() == b.storage(); })
+        .def_property_readonly("storage_id", [](const Tensor& t) {  // equal for views of one storage
+            return reinterpret_cast<uintptr_t>(t.storage().get());
+        })
         .def("to", [](const Tensor& t, const std::string& device) {
             Device dev = Device::parse(device);
             nogil release;

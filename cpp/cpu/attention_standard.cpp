@@ -20,7 +20,7 @@ namespace femtogpt::cpu {
 template <typename T>
 void attention_standard_forward(Heads<T> out, T* probs, Heads<const T> q, Heads<const T> k, Heads<const T> v,
                                 int64_t B, int64_t H, int64_t Tq, int64_t Tk, int64_t D, bool causal, T scale) {
-    if (Tq == 0) return;  // nothing to write (and B*H may be any size)
+    if (Tq == 0 || (Tk == 0 && D == 0)) return;  // nothing to write (and B*H may be any size)
     const int64_t off = Tk - Tq;  // causal: query i sees keys 0..off+i
     auto head = [&](int64_t bh) {
         const int64_t b = bh / H, h = bh % H;

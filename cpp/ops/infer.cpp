@@ -330,8 +330,9 @@ Tensor InferenceEngine::prefill(const Tensor& tokens, const Tensor& lengths) {
              shape_str(lengths.shape()), ", expected (", B_, ",)");
     const int64_t T = tokens.size(1);
     const int64_t* tok = tokens.data<int64_t>();
-    // Every number is read once, into memory of the engine's own, and checked there: the GIL is
-    // released, and another Python thread may write to tokens or lengths through numpy views.
+    // Every number that is used is read once, into memory of this call's own, and checked there:
+    // the GIL is released, and another Python thread may write to tokens or lengths through numpy
+    // views. (Tokens a long prompt drops are checked where they are, as they are never used.)
     const std::vector<int64_t> lens(lengths.data<int64_t>(), lengths.data<int64_t>() + B_);
     for (int64_t b = 0; b < B_; b++)
         FG_CHECK(lens[size_t(b)] >= 1 && lens[size_t(b)] <= T, "InferenceEngine.prefill: lengths[", b, "] = ",

@@ -1,5 +1,6 @@
 // The optimizer step, gradient-clipping helpers and sampling: validation and dispatch.
 #include <algorithm>
+#include <functional>
 #include <cmath>
 #include <initializer_list>
 #include <utility>
@@ -32,29 +33,42 @@ void run_adamw(const std::vector<Tensor>& params, const std::vector<Tensor>& gra
     if (!slots.empty()) cpu::adamw_step<T>(slots.data(), int64_t(slots.size()), lr, beta1, beta2, eps, step);
 }
 
-// ValueError when two tensors of the lists share any memory (the same tensor twice, or
-// overlapping views): the kernels update them in place, piece by piece in parallel, so shared
-// memory would be read after it was written, or written by two threads. One sort by address.
-void check_disjoint(std::initializer_list<std::pair<const std::vector<Tensor>*, const char*>> lists, const char* op) {
+// ValueError when a tensor the kernel writes shares memory with any other tensor of the lists
+// (the same tensor twice, or overlapping views): the kernels update them in place, piece by piece
+// in parallel, so shared memory would be read after it was written, or written by two threads.
+// Tensors only read (`written` false: gradients) may share memory with each other. One sort by
+// address.
+struct TensorList {
+    const std::vector<Tensor>* tensors;
+    const char* name;
+    bool written;
+};
+void check_disjoint(std::initializer_list<TensorList> lists, const char* op) {
     struct Range {
         const char *begin, *end;
-        const char* list;
+        const TensorList* list;
         size_t index;
     };
     std::vector<Range> ranges;
-    for (const auto& [tensors, name] : lists)
-        for (size_t i = 0; i < tensors->size(); i++) {
-            const Tensor& t = (*tensors)[i];
+    for (const TensorList& l : lists)
+        for (size_t i = 0; i < l.tensors->size(); i++) {
+            const Tensor& t = (*l.tensors)[i];
             if (t.nbytes() == 0) continue;
             const char* p = static_cast<const char*>(t.raw_data());
-            ranges.push_back({p, p + t.nbytes(), name, i});
+            ranges.push_back({p, p + t.nbytes(), &l, i});
         }
-    std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) { return a.begin < b.begin; });
-    const Range* reach = nullptr;  // of the ranges so far, the one that ends last
+    const std::less<const char*> before;  // a total order even across allocations
+    std::sort(ranges.begin(), ranges.end(), [&](const Range& a, const Range& b) { return before(a.begin, b.begin); });
+    // of the ranges so far, the one that ends last, and the written one that ends last: any range
+    // overlapping an earlier one overlaps that earlier one's furthest-reaching peer too
+    const Range *reach = nullptr, *reach_written = nullptr;
     for (const Range& r : ranges) {
-        FG_CHECK(!reach || r.begin >= reach->end, op, ": ", reach ? reach->list : "", "[", reach ? reach->index : 0,
-                 "] and ", r.list, "[", r.index, "] share memory; the tensors must be distinct (not the same tensor twice, nor overlapping views)");
-        if (!reach || r.end > reach->end) reach = &r;
+        const Range* hit = r.list->written ? reach : reach_written;
+        FG_CHECK(!hit || !before(r.begin, hit->end), op, ": ", hit ? hit->list->name : "", "[",
+                 hit ? hit->index : 0, "] and ", r.list->name, "[", r.index,
+                 "] share memory; the tensors must be distinct (not the same tensor twice, nor overlapping views)");
+        if (!reach || before(reach->end, r.end)) reach = &r;
+        if (r.list->written && (!reach_written || before(reach_written->end, r.end))) reach_written = &r;
     }
 }
 
@@ -99,7 +113,10 @@ void adamw_step(const std::vector<Tensor>& params, const std::vector<Tensor>& gr
                      ", but params[", i, "] is on ", p.device().str());
         }
     }
-    check_disjoint({{&params, "params"}, {&grads, "grads"}, {&exp_avg, "exp_avg"}, {&exp_avg_sq, "exp_avg_sq"}},
+    check_disjoint({{&params, "params", true},
+                    {&grads, "grads", false},
+                    {&exp_avg, "exp_avg", true},
+                    {&exp_avg_sq, "exp_avg_sq", true}},
                    "adamw_step");
     run_adamw<float>(params, grads, exp_avg, exp_avg_sq, weight_decays, lr, beta1, beta2, eps, step);
     run_adamw<double>(params, grads, exp_avg, exp_avg_sq, weight_decays, lr, beta1, beta2, eps, step);
@@ -123,7 +140,7 @@ void scale_all_(const std::vector<Tensor>& tensors, double s) {
                       "] must be float32 or float64, got ", dtype_name(tensors[i].dtype()));
         check_cpu(tensors[i], "scale_all_");
     }
-    check_disjoint({{&tensors, "tensors"}}, "scale_all_");
+    check_disjoint({{&tensors, "tensors", true}}, "scale_all_");
     std::vector<cpu::FloatSpan> spans = float_spans(tensors);
     cpu::scale_many(spans.data(), int64_t(spans.size()), s);
 }

@@ -247,15 +247,16 @@ def _accumulate(existing, g):
 
 
 def _accumulate_leaf(leaf: Tensor, g, given: set) -> None:
-    """Add g into leaf.grad. `given`: ids of the gradients this backward already stored as some
-    leaf's .grad; an op may hand one gradient to several inputs (x + y), and two leaves must not
-    share a .grad that later code (clipping, the optimizer) changes in place."""
+    """Add g into leaf.grad. `given`: the storages of the gradients this backward already stored
+    as some leaf's .grad; an op may hand one gradient to several inputs (x + y), or a view of it
+    (x + y.view(...)), and two leaves must not share memory in a .grad that later code (clipping,
+    the optimizer) changes in place."""
     if leaf.grad is not None:
         leaf.grad = Tensor(_core.add(leaf.grad._impl, g))
         return
-    if id(g) in given:
+    if g.storage_id in given:
         g = g.clone()
-    given.add(id(g))
+    given.add(g.storage_id)
     leaf.grad = Tensor(g)
 
 
