@@ -186,15 +186,18 @@ def _token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)  # ids < vocab_size
 
 
-def _open_cached(path: Path, dtype: np.dtype, vocab_size: int) -> np.ndarray | None:
+def _open_cached(path: Path, dtype: np.dtype, vocab_size: int | None) -> np.ndarray | None:
     """The cache file's ids as a memmap, or None for a damaged one (to rebuild): unreadable, of
-    another dtype or shape, or holding an id >= vocab_size (read READ_BYTES at a time)."""
+    another dtype or shape, or holding an id >= vocab_size (read READ_BYTES at a time; vocab_size
+    None for a cache just written here, whose ids _encode_pieces has checked)."""
     try:
         arr = np.load(path, mmap_mode="r")
     except (OSError, ValueError):
         return None
     if arr.dtype != dtype or arr.ndim != 1:
         return None
+    if vocab_size is None:
+        return arr
     step = READ_BYTES // arr.itemsize
     for i in range(0, len(arr), step):
         if int(arr[i:i + step].max()) >= vocab_size:
@@ -273,7 +276,7 @@ def load_tokens(path: str | os.PathLike, tokenizer: Any, *,
             if old.name != name:
                 with contextlib.suppress(OSError):
                     old.unlink()
-        cached = _open_cached(d / name, dtype, tokenizer.vocab_size)
+        cached = _open_cached(d / name, dtype, None)
         if cached is not None:
             return cached
     # Nowhere to cache: work from memory.
