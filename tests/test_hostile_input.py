@@ -74,18 +74,34 @@ def test_copy_of_a_broadcast_array_too_large_to_make_is_memory_error():
         resource.setrlimit(resource.RLIMIT_AS, (8 * 2**30, resource.getrlimit(resource.RLIMIT_AS)[1]))
         try:
             fg.tensor(np.broadcast_to(np.float32(1), (2**36,)))  # a 256 GiB contiguous copy
-        except MemoryError:
-            print("MemoryError")
+        except MemoryError as e:
+            print("MemoryError", e)
     """)
     assert_clean(proc, "MemoryError")
+    assert "GiB" in proc.stdout, proc.stdout  # numpy's own message, which gives the size it wanted
 
 
-@pytest.mark.parametrize("n", [0, -1, 1025, 100_000, 2**40])
+@pytest.mark.parametrize("n", [0, -1, 1025, 100_000, 2**40, 2**70, -2**70, np.int64(2**40)])
 def test_thread_counts_past_the_limit_are_value_errors(n):
     before = _core.get_num_threads()
-    with pytest.raises(ValueError, match="between 1 and 1024"):
+    with pytest.raises(ValueError, match=f"between 1 and 1024, got {int(n)}$"):
         _core.set_num_threads(n)  # 100000 made libgomp fail to create threads, ending the process
-    assert _core.get_num_threads() == before
+    assert _core.get_num_threads() == before  # 2**70 gave pybind11's "incompatible function arguments"
+
+
+@pytest.mark.parametrize("n", [2.0, True, "2", None])
+def test_thread_count_that_is_not_an_integer_is_type_error(n):
+    with pytest.raises(TypeError, match=f"n must be an integer, got {type(n).__name__}"):
+        _core.set_num_threads(n)
+
+
+def test_thread_count_takes_numpy_integers():
+    before = _core.get_num_threads()
+    try:
+        _core.set_num_threads(np.int32(1))
+        assert _core.get_num_threads() == 1
+    finally:
+        _core.set_num_threads(before)
 
 
 def test_device_index_too_long_is_value_error():

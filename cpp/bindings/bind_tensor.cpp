@@ -45,8 +45,11 @@ DType parse_dtype(const py::object& obj) {
 // Copies a numpy array (any layout; made contiguous first) into a new tensor.
 Tensor from_numpy(const py::array& arr, const std::string& device) {
     DType dt = dtype_from_numpy(arr.dtype());
-    py::array c = py::array::ensure(arr, py::array::c_style);
-    if (!c) throw std::bad_alloc();  // the contiguous copy failed (ensure clears numpy's error)
+    // numpy makes the contiguous copy, and a failure keeps numpy's own message (a MemoryError that
+    // gives the size; py::array::ensure would clear it)
+    py::array c = (arr.flags() & py::array::c_style)
+                      ? arr
+                      : py::array(py::module_::import("numpy").attr("ascontiguousarray")(arr));
     Shape shape(c.shape(), c.shape() + c.ndim());
     Device dev = Device::parse(device);
     Tensor cpu_t = Tensor::empty(shape, dt);
@@ -153,9 +156,19 @@ void register_tensor(py::module_& m) {
     m.def("reset_peak_memory_stats", []() { Pool::instance().reset_peak(); });
     m.def("empty_cache", []() { Pool::instance().empty_cache(); });
 
-    m.def("set_num_threads", [](int64_t n) {
-        FG_CHECK(n >= 1 && n <= kMaxThreads, "set_num_threads: n must be between 1 and ", kMaxThreads, ", got ", n);
-        set_num_threads(int(n));
+    // Any Python integer (an int, numpy's, anything with __index__), however large: the range check
+    // names the limits (an int64_t argument gave pybind11's "incompatible function arguments" past 2**63)
+    m.def("set_num_threads", [](const py::object& n) {
+        FG_CHECK_TYPE(PyIndex_Check(n.ptr()) && !PyBool_Check(n.ptr()), "set_num_threads: n must be an integer, got ",
+                      std::string(py::str(py::type::of(n).attr("__name__"))));
+        PyObject* index = PyNumber_Index(n.ptr());
+        if (!index) throw py::error_already_set();  // an __index__ that raised
+        const py::int_ value = py::reinterpret_steal<py::int_>(index);
+        int overflow = 0;
+        const long long v = PyLong_AsLongLongAndOverflow(value.ptr(), &overflow);
+        FG_CHECK(overflow == 0 && v >= 1 && v <= kMaxThreads, "set_num_threads: n must be between 1 and ",
+                 kMaxThreads, ", got ", std::string(py::str(value)));
+        set_num_threads(int(v));
     }, py::arg("n"));
     m.def("get_num_threads", &num_threads);
     m.def("openmp_enabled", &openmp_enabled);
