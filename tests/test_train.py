@@ -299,6 +299,20 @@ def test_info(capsys):
     assert fg.cpu_isa() in out and "threads" in out and "pool" in out
 
 
+def test_python_dash_m_runs_the_command():
+    """`python -m femtogpt` is the `femtogpt` command (for a venv whose scripts are not on PATH),
+    exit status included."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    info = subprocess.run([sys.executable, "-m", "femtogpt", "info"], capture_output=True, text=True, env=env)
+    assert info.returncode == 0 and f"cpu isa: {fg.cpu_isa()}" in info.stdout, info.stderr
+    bad = subprocess.run([sys.executable, "-m", "femtogpt", "generate", "--checkpoint", "/nonexistent/ckpt"],
+                         capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "femtogpt generate: error" in bad.stderr, bad.stderr
+
+
 @pytest.mark.parametrize("checkpoint_every, recompute_attention", [(0, False), (1, False), (0, True)])
 def test_a_step_after_warm_up_allocates_nothing_from_the_os(corpus, tmp_path, checkpoint_every, recompute_attention):
     t = Trainer(tiny_cfg(corpus, tmp_path / "w", checkpoint_every=checkpoint_every, grad_accum=2,
