@@ -5,18 +5,12 @@
 #include <string>
 
 #include "cpu/activation.h"
+#include "ops/tensorops_util.h"
 #include "tensor.h"
 
 namespace femtogpt::ops::nn_detail {
 
-// Calls f(T{}) with T = float or double, the dtype of a float tensor (checked before).
-template <typename F>
-void dispatch_float(DType dt, F&& f) {
-    if (dt == DType::float32)
-        f(float{});
-    else
-        f(double{});
-}
+using detail::dispatch_float;  // f(float{}) or f(double{}), from the dtype of a float tensor
 
 // Calls f(I{}) with I = int32_t or int64_t, the dtype of an index tensor (checked before).
 template <typename F>

@@ -35,7 +35,7 @@ inline bool overlap(const Tensor& a, const Tensor& b) {
     return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
 }
 
-// Calls f.template operator()<T>() with T the float type of dt (float32 or float64).
+// Calls f(T{}) with T = float or double, the dtype of a float tensor (checked before).
 template <typename F>
 void dispatch_float(DType dt, F&& f) {
     if (dt == DType::float32)
