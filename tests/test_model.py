@@ -2,6 +2,7 @@
 
 import json
 import math
+import textwrap
 import os
 
 import numpy as np
@@ -342,6 +343,58 @@ def test_recompute_attention_gives_bitwise_equal_gradients(rng, every, vocab, dr
     lean.eval()  # and without the graph: the same logits
     with fg.no_grad():
         np.testing.assert_array_equal(plain.eval()(x)[0].numpy(), lean(x)[0].numpy())
+
+
+def _without_the_embeddings_recomputed(model):
+    """model, its first block made to keep its input (GPT._embed without the x_again function)."""
+    model._embed = lambda idx, T: (GPT._embed(model, idx, T)[0], None)  # noqa: N803
+    return model
+
+
+@pytest.mark.parametrize("recompute_attention", [False, True])
+@pytest.mark.parametrize("dropout", [0.0, 0.2])
+def test_recomputing_the_embeddings_gives_bitwise_equal_gradients(rng, recompute_attention, dropout):
+    """GPT._embed's x_again rebuilds the first block's input from the token ids in backward, dropout mask
+    included: the same losses and gradients as a first block that keeps it."""
+    cfg = GPTConfig(vocab_size=11, block_size=9, n_layer=2, n_head=2, n_embd=8, dropout=dropout,
+                    recompute_attention=recompute_attention)
+    x, y = batch(rng, cfg, B=3)
+    _assert_same_losses_and_gradients(_without_the_embeddings_recomputed(GPT(cfg, seed=7)), GPT(cfg, seed=7), x, y)
+
+
+def test_the_first_block_does_not_keep_the_embeddings():
+    """After forward, exactly one (B, T, C) activation less is held than when the first block keeps its
+    input. Measured with FEMTOGPT_POOL=0 in a child process, where the pool's statistics count the bytes
+    asked for (pooling may grant a request all of a free block a little bigger than it)."""
+    import subprocess
+    import sys
+
+    code = textwrap.dedent("""
+        import json, numpy as np, femtogpt as fg
+        from femtogpt import GPT, GPTConfig
+        from test_model import _without_the_embeddings_recomputed
+        rng = np.random.default_rng(0)
+        out = []
+        for recompute in (False, True):
+            for dropout in (0.0, 0.2):
+                cfg = GPTConfig(vocab_size=11, block_size=64, n_layer=2, n_head=2, n_embd=32, dropout=dropout,
+                                recompute_attention=recompute)
+                x, y = rng.integers(0, 11, (4, 64)), rng.integers(0, 11, (4, 64))
+                held = []
+                for model in (GPT(cfg, seed=3), _without_the_embeddings_recomputed(GPT(cfg, seed=3))):
+                    base = fg.memory_stats()["current_bytes"]
+                    loss = model(x, y)[1]
+                    held.append(fg.memory_stats()["current_bytes"] - base)
+                    loss.backward()
+                    del loss
+                out.append(held[1] - held[0])
+        print(json.dumps(out))
+    """)
+    env = {**os.environ, "FEMTOGPT_POOL": "0",
+           "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), *sys.path])}
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert child.returncode == 0, child.stderr
+    assert json.loads(child.stdout) == [4 * 64 * 32 * 4] * 4
 
 
 @pytest.mark.parametrize("vocab, every, segments_checkpointed", [

@@ -333,7 +333,7 @@ def causal_self_attention_linear(qkv: Tensor, n_head: int, weight: Tensor, bias:
 
 def residual_attention_linear(x: Tensor, qkv: Tensor, n_head: int, weight: Tensor, bias: Tensor | None = None,
                               dropout_p: float = 0.0, dropout_seed: int | None = None, impl: str = "flash",
-                              block_q: int = 64, block_k: int = 64, hand_on_y: bool = True):
+                              block_q: int = 64, block_k: int = 64, hand_on_y: bool = True, x_again=None):
     """x + dropout(linear(causal_self_attention(qkv, n_head), weight, bias)), and a function that gives
     that sum's data back in backward: x (B, T, C), qkv (B, T, 3C), weight (C, C) -> x2 (B, T, C), x2_again.
 
@@ -349,6 +349,8 @@ def residual_attention_linear(x: Tensor, qkv: Tensor, n_head: int, weight: Tenso
     activations less, for one more attention forward (two, without hand_on_y) and C x C projection.
     With impl="standard" each recomputation also builds the (B, H, T, T) probabilities again (and
     drops them): a transient that can outweigh what the op saves.
+    x_again: a function that gives x's data back bitwise (see layer_norm_linear); the op then keeps
+    nothing of x, and x2_again calls it.
     """
     C = _qkv_features(qkv, n_head, "residual_attention_linear")  # noqa: N806
     _check_tensor(x, "residual_attention_linear: x")
@@ -368,26 +370,28 @@ def residual_attention_linear(x: Tensor, qkv: Tensor, n_head: int, weight: Tenso
     x_impl, qkv_impl, need_dqkv = x._impl, qkv._impl, qkv.requires_grad
     ys = []  # y recomputed by x2_again, for the backward that runs after it
 
-    def x2_from(y, in_place: bool):  # x + dropout(y @ weight^T + bias) -> (B, T, C)
-        a = _linear_forward(y.view([-1, C]), weight, bias).view(list(x_impl.shape))
+    def x2_from(x_data, y, in_place: bool):  # x + dropout(y @ weight^T + bias) -> (B, T, C)
+        a = _linear_forward(y.view([-1, C]), weight, bias).view(list(x_data.shape))
         if dropout_p:
             a = _core.dropout_forward(a, dropout_p, int(dropout_seed))
         if not in_place:
-            return _core.add(x_impl, a)
-        _core.add_(a, x_impl)  # bitwise x + a, over a (ours alone): one (B, T, C) less
+            return _core.add(x_data, a)
+        _core.add_(a, x_data)  # bitwise x + a, over a (ours alone): one (B, T, C) less
         return a
 
     y, saved = _core.attention_qkv_forward(qkv_impl, *args)  # (B, T, C), lse (B, H, T)
     # Forward sums into a new tensor: summing over a there too lowers no peak, and measured on the
     # small preset it left the pool 12 MiB more fragmented (first fit: 449.9 MiB reserved, 437.9)
-    x2 = x2_from(y, in_place=False)
+    x2 = x2_from(x_impl, y, in_place=False)
     del y
+    if x_again is not None:
+        x_impl = None  # x2_again gets x from x_again
 
     def x2_again():
         y2, _ = _core.attention_qkv_forward(qkv_impl, *args)
         if hand_on_y:
             ys.append(y2)
-        return x2_from(y2, in_place=True)
+        return x2_from(x_impl if x_again is None else x_again(), y2, in_place=True)
 
     def backward(g):
         ga = _core.dropout_backward(g, dropout_p, int(dropout_seed)) if dropout_p else g

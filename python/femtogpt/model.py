@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from . import functional as F
-from .graph import Tensor, checkpoint, tensor
+from .graph import Tensor, checkpoint, no_grad, tensor
 from .nn import Block, Dropout, Embedding, LayerNorm, Module
 
 ATTENTION_IMPLS = ("flash", "standard")
@@ -146,8 +146,7 @@ class GPT(Module):
             raise ValueError(f"sequence of length {T} is longer than block_size {self.config.block_size}")
         if T == 0:
             raise ValueError("idx has no tokens (T = 0)")
-        x = self.wte(idx) + self.wpe(self._pos(T))  # (B, T, C) + (T, C)
-        x = self.drop(x)
+        x, x_again = self._embed(idx, T)  # (B, T, C)
         k = self.config.checkpoint_every
         if k and self.training:
             # With several segments and a head no bigger than a block's MLP (vocab_size <= 4 n_embd), the
@@ -162,8 +161,11 @@ class GPT(Module):
                     x = checkpoint(self._segment(start, k), x, self._segment_dropouts[start],
                                    recompute=self._segment(start, k, output=False))
         else:
-            for block in self.h:
-                x = block(x)
+            # the first block recomputes its input in backward rather than keep it: one (B, T, C)
+            # activation less at the step's peak, for two embedding lookups
+            for i, block in enumerate(self.h):
+                x = block(x, x_again=x_again if i == 0 else None)
+        del x_again
         logits = self.ln_f.fused_linear(x, self.wte.weight)  # (B, T, V): lm_head(ln_f(x)), tied to wte
         if targets is None:
             return logits, None
@@ -172,6 +174,22 @@ class GPT(Module):
             raise ValueError(f"targets have shape {targets.shape}, expected {(B, T)} like idx")
         loss = F.cross_entropy(logits.view(B * T, self.config.vocab_size), Tensor(targets._impl.view([B * T])))
         return logits, loss
+
+    def _embed(self, idx: Tensor, T: int):  # noqa: N803
+        """The blocks' input, dropout(wte(idx) + wpe(positions)) (B, T, C), and a function that gives
+        its data back bitwise in backward (the same kernels on the same ids, weights and dropout seed)."""
+        pos = self._pos(T)
+        seed = self.drop.next_seed()
+
+        def embed() -> Tensor:
+            x = self.wte(idx) + self.wpe(pos)  # (B, T, C) + (T, C)
+            return x if seed is None else F.dropout(x, self.drop.p, True, seed=seed)
+
+        def again():
+            with no_grad():
+                return embed()._impl
+
+        return embed(), again
 
     def _segment(self, start: int, k: int, output: bool = True):
         """Blocks start..start+k-1 as one function. output=False is for recomputing them in backward:

@@ -154,21 +154,28 @@ class CausalSelfAttention(Module):
         self.n_embd = n_embd
         self.attention = attention
 
-    def forward(self, x: Tensor, norm: LayerNorm | None = None) -> Tensor:
-        """attn(x), or attn(norm(x)) with the norm fused into the qkv projection (see F.layer_norm_linear)."""
+    def forward(self, x: Tensor, norm: LayerNorm | None = None, x_again=None) -> Tensor:
+        """attn(x), or attn(norm(x)) with the norm fused into the qkv projection (see F.layer_norm_linear;
+        x_again, with norm: x is recomputed in backward, not kept)."""
         # x (B, T, C) -> qkv (B, T, 3C) -> per head q, k, v (B, H, T, D) -> causal attention -> y (B, T, C)
-        qkv = self.c_attn(x) if norm is None else norm.fused_linear(x, self.c_attn.weight, self.c_attn.bias)
+        if norm is None:
+            if x_again is not None:
+                raise ValueError("CausalSelfAttention.forward: x_again needs the fused norm (norm=...)")
+            qkv = self.c_attn(x)
+        else:
+            qkv = norm.fused_linear(x, self.c_attn.weight, self.c_attn.bias, x_again=x_again)
         y = F.causal_self_attention(qkv, self.n_head, impl=self.attention)
         return self.resid_dropout(self.c_proj(y))
 
-    def residual(self, x: Tensor, norm: LayerNorm, hand_on_y: bool = True):
+    def residual(self, x: Tensor, norm: LayerNorm, hand_on_y: bool = True, x_again=None):
         """x + attn(norm(x)), keeping neither attn's output nor the sum for backward, and a function
-        that recomputes the sum there (see F.residual_attention_linear) -> (x2, x2_again)."""
-        qkv = norm.fused_linear(x, self.c_attn.weight, self.c_attn.bias)  # (B, T, 3C)
+        that recomputes the sum there (see F.residual_attention_linear) -> (x2, x2_again).
+        x_again: recomputes x in backward, so that nothing here keeps x either."""
+        qkv = norm.fused_linear(x, self.c_attn.weight, self.c_attn.bias, x_again=x_again)  # (B, T, 3C)
         seed = self.resid_dropout.next_seed()
         return F.residual_attention_linear(x, qkv, self.n_head, self.c_proj.weight, self.c_proj.bias,
                                            0.0 if seed is None else self.resid_dropout.p, seed, self.attention,
-                                           hand_on_y=hand_on_y)
+                                           hand_on_y=hand_on_y, x_again=x_again)
 
 
 class MLP(Module):
@@ -206,8 +213,10 @@ class Block(Module):
         self.recompute_attention = recompute_attention
         self.first_in_backward = False  # the GPT's last block: see forward
 
-    def forward(self, x: Tensor, output: bool = True) -> Tensor:
+    def forward(self, x: Tensor, output: bool = True, x_again=None) -> Tensor:
         """x (B, T, C) -> (B, T, C). output=False: only the graph, for a checkpoint's recomputation.
+        x_again: a function that gives x's data back bitwise in backward (the GPT's first block: the
+        embeddings, recomputed from the token ids); the block then keeps nothing of x.
 
         A recomputed block keeps its attention output y for backward, as the uncheckpointed one does.
         F.causal_self_attention_linear would keep less, recomputing y in backward, at the cost of one
@@ -225,7 +234,8 @@ class Block(Module):
         for one attention forward, under 1% of the step by the profile."""
         if self.recompute_attention:
             # x2 = x + attn(ln_1(x))
-            x2, x2_again = self.attn.residual(x, norm=self.ln_1, hand_on_y=not self.first_in_backward)
+            x2, x2_again = self.attn.residual(x, norm=self.ln_1, hand_on_y=not self.first_in_backward,
+                                              x_again=x_again)
             return x2 + self.mlp(x2, norm=self.ln_2, output=output, x_again=x2_again)
-        x = x + self.attn(x, norm=self.ln_1)  # = x + attn(ln_1(x))
+        x = x + self.attn(x, norm=self.ln_1, x_again=x_again)  # = x + attn(ln_1(x))
         return x + self.mlp(x, norm=self.ln_2, output=output)  # = x + mlp(ln_2(x))
