@@ -5,6 +5,7 @@
 #include "backend.h"
 #include "bindings/bindings.h"
 #include "cpu/isa.h"
+#include "ops/infer.h"
 #include "parallel.h"
 #include "pool.h"
 
@@ -154,7 +155,10 @@ void register_tensor(py::module_& m) {
 
     m.def("memory_stats", []() { return stats_dict(Pool::instance().stats()); });
     m.def("reset_peak_memory_stats", []() { Pool::instance().reset_peak(); });
-    m.def("empty_cache", []() { Pool::instance().empty_cache(); });
+    m.def("empty_cache", []() {  // the pool's free blocks, and the packed weights a generation engine left
+        Pool::instance().empty_cache();
+        ops::release_packed_weights_cache();
+    });
 
     // Any Python integer (an int, numpy's, anything with __index__), however large: the range check
     // names the limits (an int64_t argument gave pybind11's "incompatible function arguments" past 2**63)

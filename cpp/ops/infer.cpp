@@ -89,7 +89,7 @@ const Tensor& param(const std::map<std::string, Tensor>& params, const std::stri
 
 // The packed weights' memory: 2 MiB aligned and advised as transparent huge pages (one
 // TLB entry per 2 MiB while streaming ~40 MB a token), with a one-slot cache so that
-// engine after engine reuses pages already faulted in.
+// engine after engine reuses pages already faulted in (emptied by empty_cache()).
 constexpr size_t kHugePage = size_t(1) << 21;
 constexpr size_t kPackedCacheBytes = size_t(256) << 20;  // larger ones go back to the OS
 struct {
@@ -153,6 +153,16 @@ void linear(float* out, int64_t ldo, const float* x, const float* w, const float
 }  // namespace
 
 void set_decode_team(DecodeTeam policy) { g_decode_team = policy; }
+
+void release_packed_weights_cache() {
+    float* p = nullptr;
+    {
+        std::lock_guard<std::mutex> lock(g_packed_cache.mutex);
+        std::swap(p, g_packed_cache.data);
+        g_packed_cache.nbytes = 0;
+    }
+    std::free(p);
+}
 DecodeTeam decode_team() { return g_decode_team; }
 
 InferenceEngine::PackedWeights::~PackedWeights() { packed_free(data, nbytes); }

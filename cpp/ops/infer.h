@@ -49,6 +49,10 @@ namespace femtogpt::ops {
 // comparisons. Process-wide.
 enum class DecodeTeam { automatic, always, never };
 void set_decode_team(DecodeTeam policy);
+
+// Frees the packed weights that the last engine left for the next one (one model's size; see
+// packed_alloc in infer.cpp). empty_cache() calls it.
+void release_packed_weights_cache();
 DecodeTeam decode_team();
 
 class InferenceEngine {

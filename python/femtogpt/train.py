@@ -494,6 +494,9 @@ def main_from_args(args) -> int:
     if cfg.sample_tokens:
         print("--- sample before training ---")
         print(_sample(trainer, cfg.sample_tokens, cfg.seed))
+        # the generation engine leaves its packed weights (the model's size) cached for the next
+        # engine: not to be held through training (small preset: 41 MiB of the run's peak)
+        fg.empty_cache()
     result = trainer.run()
     print(f"step {result['steps']}: train loss {result['train_loss']:.4f}, val loss {result['val_loss']:.4f}, "
           f"{result['tokens_per_second']:,.0f} tokens/s")
