@@ -89,6 +89,11 @@ def test_thread_counts_past_the_limit_are_value_errors(n):
     assert _core.get_num_threads() == before  # 2**70 gave pybind11's "incompatible function arguments"
 
 
+def test_a_thread_count_too_long_to_print_says_its_size():
+    with pytest.raises(ValueError, match="between 1 and 1024, got an integer of 16610 bits"):
+        _core.set_num_threads(10**5000)  # str() of it raises (Python's int_max_str_digits)
+
+
 @pytest.mark.parametrize("n", [2.0, True, "2", None])
 def test_thread_count_that_is_not_an_integer_is_type_error(n):
     with pytest.raises(TypeError, match=f"n must be an integer, got {type(n).__name__}"):

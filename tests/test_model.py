@@ -362,6 +362,26 @@ def test_recomputing_the_embeddings_gives_bitwise_equal_gradients(rng, recompute
     _assert_same_losses_and_gradients(_without_the_embeddings_recomputed(GPT(cfg, seed=7)), GPT(cfg, seed=7), x, y)
 
 
+@pytest.mark.parametrize("change", ["dropout_p", "module"])
+def test_recomputed_embeddings_use_what_forward_used(rng, change):
+    """x_again takes the dropout probability and the embedding weights at forward: changing the modules
+    between forward and backward (a dropout schedule, a swapped embedding) changes no gradient."""
+    cfg = GPTConfig(vocab_size=11, block_size=9, n_layer=2, n_head=2, n_embd=8, dropout=0.2)
+    x, y = batch(rng, cfg, B=3)
+    plain, lean = _without_the_embeddings_recomputed(GPT(cfg, seed=7)), GPT(cfg, seed=7)
+    for model in (plain, lean):
+        loss = model(x, y)[1]
+        if change == "dropout_p":
+            model.drop.p = 0.0
+        else:
+            model.wpe = type(model.wpe)(cfg.block_size, cfg.n_embd, np.random.default_rng(1))
+        loss.backward()
+    for (n, p), (_, q) in zip(plain.named_parameters(), lean.named_parameters()):
+        if p.grad is not None or q.grad is not None:
+            np.testing.assert_array_equal(p.grad.numpy(), q.grad.numpy(), err_msg=n)
+    assert lean.h[0].attn.c_attn.weight.grad is not None
+
+
 def test_the_first_block_does_not_keep_the_embeddings():
     """After forward, exactly one (B, T, C) activation less is held than when the first block keeps its
     input. Measured with FEMTOGPT_POOL=0 in a child process, where the pool's statistics count the bytes

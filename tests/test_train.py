@@ -311,6 +311,10 @@ def test_python_dash_m_runs_the_command():
     bad = subprocess.run([sys.executable, "-m", "femtogpt", "generate", "--checkpoint", "/nonexistent/ckpt"],
                          capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "femtogpt generate: error" in bad.stderr, bad.stderr
+    # importing the module (pydoc, tools that import every module) runs nothing
+    imported = subprocess.run([sys.executable, "-c", "import femtogpt.__main__"], capture_output=True, text=True,
+                              env=env)
+    assert imported.returncode == 0 and imported.stdout == imported.stderr == "", imported.stderr
 
 
 @pytest.mark.parametrize("checkpoint_every, recompute_attention", [(0, False), (1, False), (0, True)])

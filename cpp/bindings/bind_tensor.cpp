@@ -170,8 +170,16 @@ void register_tensor(py::module_& m) {
         const py::int_ value = py::reinterpret_steal<py::int_>(index);
         int overflow = 0;
         const long long v = PyLong_AsLongLongAndOverflow(value.ptr(), &overflow);
+        auto shown = [&]() -> std::string {  // the number, or its size where Python will not print it
+            if (overflow == 0) return std::to_string(v);
+            try {
+                return std::string(py::str(value));
+            } catch (py::error_already_set&) {  // past sys.get_int_max_str_digits()
+                return "an integer of " + std::string(py::str(value.attr("bit_length")())) + " bits";
+            }
+        };
         FG_CHECK(overflow == 0 && v >= 1 && v <= kMaxThreads, "set_num_threads: n must be between 1 and ",
-                 kMaxThreads, ", got ", std::string(py::str(value)));
+                 kMaxThreads, ", got ", shown());
         set_num_threads(int(v));
     }, py::arg("n"));
     m.def("get_num_threads", &num_threads);

@@ -4,4 +4,5 @@ import sys
 
 from .cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # importing the module (pydoc, tools that import every module) runs nothing
+    sys.exit(main())

@@ -177,13 +177,16 @@ class GPT(Module):
 
     def _embed(self, idx: Tensor, T: int):  # noqa: N803
         """The blocks' input, dropout(wte(idx) + wpe(positions)) (B, T, C), and a function that gives
-        its data back bitwise in backward (the same kernels on the same ids, weights and dropout seed)."""
-        pos = self._pos(T)
+        its data back bitwise in backward (the same kernels on the same ids, weights and dropout seed).
+        The weight tensors and the dropout probability are taken now, so that changing the modules
+        between forward and backward changes nothing; the weights' values are read again in backward,
+        as every linear layer's backward reads its weight."""
+        pos, wte, wpe, p = self._pos(T), self.wte.weight, self.wpe.weight, self.drop.p
         seed = self.drop.next_seed()
 
         def embed() -> Tensor:
-            x = self.wte(idx) + self.wpe(pos)  # (B, T, C) + (T, C)
-            return x if seed is None else F.dropout(x, self.drop.p, True, seed=seed)
+            x = F.embedding(idx, wte) + F.embedding(pos, wpe)  # (B, T, C) + (T, C)
+            return x if seed is None else F.dropout(x, p, True, seed=seed)
 
         def again():
             with no_grad():
