@@ -299,6 +299,24 @@ def test_info(capsys):
     assert fg.cpu_isa() in out and "threads" in out and "pool" in out
 
 
+@pytest.mark.parametrize("command", ["train", "generate"])
+def test_every_flag_says_what_it_does_and_its_default(command):
+    """`femtogpt train --help` and `generate --help` document each flag; those taking a value name
+    their default (--resume and --prompt-file have none)."""
+    import argparse
+
+    from femtogpt.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for action in sub.choices[command]._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        assert action.help, f"{action.option_strings[0]} has no help"
+        takes_value = action.nargs != 0 and not isinstance(action, argparse.BooleanOptionalAction)
+        if takes_value and action.dest not in ("resume", "prompt_file"):
+            assert "default" in action.help, f"{action.option_strings[0]}: {action.help!r} names no default"
+
+
 def test_python_dash_m_runs_the_command():
     """`python -m femtogpt` is the `femtogpt` command (for a venv whose scripts are not on PATH),
     exit status included."""

@@ -233,15 +233,17 @@ def _stream(model, prompts, form, n, temperature, top_k, top_p, state, slide, ca
 # ---- the command --------------------------------------------------------------------
 
 def add_arguments(p) -> None:
-    p.add_argument("--checkpoint", default="out", help="a run directory or a Hugging Face GPT-2 directory")
+    p.add_argument("--checkpoint", default="out",
+                   help="a run directory or a Hugging Face GPT-2 directory (default out/)")
     p.add_argument("--prompt", default="\n", help="the text to continue (default: a newline)")
     p.add_argument("--prompt-file", help="continue each non-empty line of this file instead of --prompt")
-    p.add_argument("--max-new-tokens", type=int, default=300)
-    p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy")
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--num-samples", type=int, default=1, help="samples per prompt (seed, seed+1, ...)")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--max-new-tokens", type=int, default=300, help="tokens to generate a sample (default 300)")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy (default 0.8)")
+    p.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest tokens only (default: all)")
+    p.add_argument("--top-p", type=float, default=None,
+                   help="sample from the likeliest tokens whose probabilities sum to p (default: all)")
+    p.add_argument("--num-samples", type=int, default=1, help="samples per prompt (seed, seed+1, ...; default 1)")
+    p.add_argument("--seed", type=int, default=None, help="makes the samples reproducible (default: a fresh one)")
     p.add_argument("--slide", type=int, default=None,
                    help="tokens dropped when the context fills the block (default block_size/2; 1 = exact crop)")
 

@@ -400,20 +400,32 @@ def write_plot(history: dict, path: str) -> None:
 
 
 def add_arguments(p) -> None:
+    from .tokenizer import DEFAULT_BPE_VOCAB_SIZE
+
     d = TrainConfig()
+
+    def per_preset(key: str) -> str:  # "femto 32, small 16"
+        return ", ".join(f"{name} {shape[key]}" for name, shape in PRESETS.items())
+
     p.add_argument("--data", help="a UTF-8 text file (default: the bundled Shakespeare corpus)")
     p.add_argument("--preset", default=d.preset, help=f"model shape: {', '.join(PRESETS)} (default {d.preset})")
     p.add_argument("--steps", type=int, default=None, help=f"optimizer steps in all (default {d.steps})")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--block-size", type=int)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--min-lr", type=float, default=d.min_lr)
-    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--grad-clip", type=float, default=d.grad_clip, help="global norm; 0 turns clipping off")
-    p.add_argument("--grad-accum", type=int, default=d.grad_accum)
-    p.add_argument("--dropout", type=float, default=d.dropout)
-    p.add_argument("--attention", default=d.attention, help="flash or standard")
+    p.add_argument("--batch-size", type=int, help=f"sequences a step (default the preset's: {per_preset('batch_size')})")
+    p.add_argument("--block-size", type=int,
+                   help=f"context length in tokens (default the preset's: {per_preset('block_size')})")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate, after warmup (default {d.lr:g})")
+    p.add_argument("--min-lr", type=float, default=d.min_lr,
+                   help=f"learning rate at the end of the cosine decay (default {d.min_lr:g})")
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
+                   help=f"steps of linear warmup (default {d.warmup_steps})")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                   help=f"AdamW's decoupled weight decay, on 2-D weights only (default {d.weight_decay:g})")
+    p.add_argument("--grad-clip", type=float, default=d.grad_clip,
+                   help=f"global gradient norm to clip to; 0 turns clipping off (default {d.grad_clip:g})")
+    p.add_argument("--grad-accum", type=int, default=d.grad_accum,
+                   help=f"batches whose gradients are averaged into each step (default {d.grad_accum})")
+    p.add_argument("--dropout", type=float, default=d.dropout, help=f"dropout probability (default {d.dropout:g})")
+    p.add_argument("--attention", default=d.attention, help=f"flash or standard (default {d.attention})")
     p.add_argument("--checkpoint-every", type=int, default=None,
                    help="gradient checkpointing: keep only every k-th block's input, recompute the rest "
                         f"(0: off; default {d.checkpoint_every}, or the resumed run's)")
@@ -423,17 +435,21 @@ def add_arguments(p) -> None:
                         "few %% of step time; default off, or the resumed run's)")
     p.add_argument("--memory-report", action="store_true",
                    help="print parameter, optimizer, activation and pool memory after the first steps")
-    p.add_argument("--tokenizer", default=d.tokenizer, help="char, byte or bpe")
-    p.add_argument("--vocab-size", type=int, help="BPE vocabulary size")
-    p.add_argument("--eval-every", type=int, default=d.eval_every)
-    p.add_argument("--eval-iters", type=int, default=d.eval_iters)
+    p.add_argument("--tokenizer", default=d.tokenizer, help=f"char, byte or bpe (default {d.tokenizer})")
+    p.add_argument("--vocab-size", type=int,
+                   help=f"BPE vocabulary size (bpe only; default {DEFAULT_BPE_VOCAB_SIZE})")
+    p.add_argument("--eval-every", type=int, default=d.eval_every,
+                   help=f"steps between validation losses (default {d.eval_every})")
+    p.add_argument("--eval-iters", type=int, default=d.eval_iters,
+                   help=f"batches averaged into each validation loss (default {d.eval_iters})")
     p.add_argument("--out", default=d.out, help="run directory for checkpoints (default out/)")
     p.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--threads", type=int)
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help=f"seed of the weights, the batches and dropout (default {d.seed})")
+    p.add_argument("--threads", type=int, help="threads (default: OMP_NUM_THREADS, else every CPU OpenMP sees)")
     p.add_argument("--plot", action="store_true", help="write loss.png into the run directory")
     p.add_argument("--sample-tokens", type=int, default=d.sample_tokens,
-                   help="tokens to sample before and after training (0: none)")
+                   help=f"tokens to sample before and after training (0: none; default {d.sample_tokens})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
