@@ -32,7 +32,7 @@ struct IndexError : std::out_of_range {
 // leaves it ("C") unless a program calls locale.setlocale.
 namespace detail {
 inline void append(std::string& s, const std::string& x) { s += x; }
-inline void append(std::string& s, const char* x) { s += x; }
+inline void append(std::string& s, const char* x) { s += x ? x : "(null)"; }  // no caller passes null today
 inline void append(std::string& s, char x) { s += x; }
 inline void append(std::string& s, bool x) { s += x ? "1" : "0"; }  // as an ostream writes it
 template <typename T>
