@@ -2,9 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -393,7 +390,9 @@ def test_empty_cache_frees_the_packed_weights_a_generation_left():
     """An engine leaves its packed weights (the model's size) cached for the next one; empty_cache()
     gives them back, so that `femtogpt train` does not hold them through training. In a child process,
     for a clean resident size: a 48 MiB model."""
-    code = textwrap.dedent("""
+    from child_process import run_python
+
+    child = run_python("""
         import numpy as np, femtogpt as fg
         from femtogpt import GPT, GPTConfig
         def rss():
@@ -405,9 +404,7 @@ def test_empty_cache_frees_the_packed_weights_a_generation_left():
         after = rss()
         fg.empty_cache()
         print((after - before) / size, (rss() - before) / size)
-    """)
-    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    """, timeout=120)
     assert child.returncode == 0, child.stderr
     kept, left = map(float, child.stdout.split())
     assert kept > 0.8 and left < 0.1, (kept, left)

@@ -5,25 +5,16 @@ Where the old behaviour was a crash, the case runs in a subprocess, so that a re
 this test instead of ending the test run."""
 
 import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 
+from child_process import run_python
 from femtogpt import _core
 
 
 def T(x):
     return _core.from_numpy(np.ascontiguousarray(x))
-
-
-def run_python(code: str, timeout: float = 60, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Runs code in a fresh interpreter; a crash is a negative return code, not a dead test run."""
-    import os
-
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), **(env or {})})
 
 
 def assert_clean(proc: subprocess.CompletedProcess, expect: str) -> None:

@@ -2,7 +2,6 @@
 
 import json
 import math
-import textwrap
 import os
 
 import numpy as np
@@ -386,10 +385,9 @@ def test_the_first_block_does_not_keep_the_embeddings():
     """After forward, exactly one (B, T, C) activation less is held than when the first block keeps its
     input. Measured with FEMTOGPT_POOL=0 in a child process, where the pool's statistics count the bytes
     asked for (pooling may grant a request all of a free block a little bigger than it)."""
-    import subprocess
-    import sys
+    from child_process import run_python
 
-    code = textwrap.dedent("""
+    child = run_python("""
         import json, numpy as np, femtogpt as fg
         from femtogpt import GPT, GPTConfig
         from test_model import _without_the_embeddings_recomputed
@@ -409,10 +407,7 @@ def test_the_first_block_does_not_keep_the_embeddings():
                     del loss
                 out.append(held[1] - held[0])
         print(json.dumps(out))
-    """)
-    env = {**os.environ, "FEMTOGPT_POOL": "0",
-           "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), *sys.path])}
-    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    """, timeout=120, env={"FEMTOGPT_POOL": "0"})
     assert child.returncode == 0, child.stderr
     assert json.loads(child.stdout) == [4 * 64 * 32 * 4] * 4
 
