@@ -3,6 +3,7 @@ atomic checkpoints, the plot, and the command's errors."""
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -297,6 +298,9 @@ def test_info(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert fg.cpu_isa() in out and "threads" in out and "pool" in out
+    # the first line names the version: the wheel's, or 0.0.0+dev from a plain CMake build (which
+    # once printed an empty string there)
+    assert re.fullmatch(r"femtogpt \d+\.\d+\.\d+\S*", out.splitlines()[0]), out.splitlines()[0]
 
 
 @pytest.mark.parametrize("command", ["train", "generate"])
