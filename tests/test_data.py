@@ -239,6 +239,46 @@ def test_load_tokens_caches_next_to_data(tmp_path, counting):
     np.testing.assert_array_equal(again, ids)
 
 
+def test_load_tokens_writes_the_cache_once(tmp_path, monkeypatch):
+    """The ids go straight into the cache's temporary file, after room for the header: no second
+    copy on disk while the text is tokenized (there used to be a scratch .ids file, copied after)."""
+    seen = []
+
+    class Watching(CharTokenizer):
+        encodes_pieces_alike = True
+
+        def encode(self, text):
+            seen.append(sorted(p.name for p in tmp_path.iterdir() if p.name != "corpus.txt"))
+            return super().encode(text)
+
+    monkeypatch.setattr(fdata, "PIECE_BYTES", 1000)  # several pieces
+    text = "hello world\n" * 500
+    data = write(tmp_path / "corpus.txt", text)
+    tok = Watching.from_text(text)
+    ids = load_tokens(data, tok)
+    np.testing.assert_array_equal(ids, tok.encode(text))
+    assert len(seen) > 3 and all(len(names) == 1 and names[0].endswith(".tmp") for names in seen[:-1]), seen
+    assert [p.name for p in tmp_path.glob("*.npy")] == [token_cache_path(data, tok).name]
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 10**12])
+def test_npy_header_is_numpys(n, tmp_path):
+    """_npy_header writes numpy's own header, and a longer one padded with spaces that np.load reads."""
+    import io
+
+    for dtype in (np.dtype(np.uint16), np.dtype(np.uint32)):
+        ref = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            ref, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (n,)})
+        assert fdata._npy_header(dtype, n) == ref.getvalue()
+    if n < 100:
+        f = tmp_path / "a.npy"
+        f.write_bytes(fdata._npy_header(np.dtype(np.uint16), n, 192) + np.arange(n, dtype=np.uint16).tobytes())
+        np.testing.assert_array_equal(np.load(f, mmap_mode="r"), np.arange(n))
+    with pytest.raises(ValueError, match="cannot hold"):
+        fdata._npy_header(np.dtype(np.uint16), n, 100)
+
+
 def test_load_tokens_cache_invalidated_when_file_changes(tmp_path, counting):
     data = write(tmp_path / "corpus.txt", "abc abc abc\n" * 100)
     first = load_tokens(data, counting)

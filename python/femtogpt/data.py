@@ -16,7 +16,6 @@ import hashlib
 import math
 import os
 import re
-import shutil
 from fractions import Fraction
 from importlib import resources
 from pathlib import Path
@@ -221,24 +220,33 @@ def _encode_pieces(path: Path, tokenizer: Any, dtype: np.dtype) -> Iterator[np.n
         yield ids.astype(dtype, copy=False)
 
 
+def _npy_header(dtype: np.dtype, n: int, length: int | None = None) -> bytes:
+    """The .npy (format 1.0) header of a 1-D array of n elements of dtype, padded with spaces to
+    ``length`` bytes, or to the next multiple of 64 (the format's alignment); length must be a
+    multiple of 64 at least that long."""
+    text = f"{{'descr': {np.lib.format.dtype_to_descr(dtype)!r}, 'fortran_order': False, 'shape': ({n},), }}"
+    magic = np.lib.format.magic(1, 0)
+    unpadded = len(magic) + 2 + len(text) + 1  # magic, header length (uint16), text, newline
+    length = length if length is not None else -(-unpadded // 64) * 64
+    if length < unpadded or length % 64:
+        raise ValueError(f"_npy_header: {length} bytes cannot hold a {unpadded}-byte header aligned to 64")
+    text += " " * (length - unpadded) + "\n"
+    return magic + (len(text)).to_bytes(2, "little") + text.encode("latin1")
+
+
 def _write_cache(target: Path, path: Path, tokenizer: Any, dtype: np.dtype) -> None:
-    """Tokenize ``path`` piece by piece into the .npy file ``target``, atomically: the ids go
-    to a scratch file first (their count, which the header needs, is known only at the end)."""
-    with atomic_path(target) as tmp:
-        scratch = tmp.with_name(tmp.name + ".ids")
-        try:
-            n = 0
-            with open(scratch, "wb") as f:
-                for ids in _encode_pieces(path, tokenizer, dtype):
-                    f.write(ids.tobytes())
-                    n += ids.size
-            with open(tmp, "wb") as out, open(scratch, "rb") as f:
-                np.lib.format.write_array_header_1_0(
-                    out, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (n,)})
-                shutil.copyfileobj(f, out, READ_BYTES)
-        finally:
-            with contextlib.suppress(OSError):
-                scratch.unlink()
+    """Tokenize ``path`` piece by piece into the .npy file ``target``, atomically. The ids are
+    written in place after room for the header, which the count (known only at the end) then
+    fills: the cache takes its own size on disk while it is written, not twice that."""
+    header_bytes = len(_npy_header(dtype, 2**63 - 1))  # room for any count
+    with atomic_path(target) as tmp, open(tmp, "wb") as out:
+        out.seek(header_bytes)
+        n = 0
+        for ids in _encode_pieces(path, tokenizer, dtype):
+            out.write(ids.tobytes())
+            n += ids.size
+        out.seek(0)
+        out.write(_npy_header(dtype, n, header_bytes))
 
 
 def load_tokens(path: str | os.PathLike, tokenizer: Any, *,
