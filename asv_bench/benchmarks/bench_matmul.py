@@ -141,6 +141,43 @@ class MatmulNumpy(_MatmulData):
     track_ratio_vs_numpy.unit = "ratio"
 
 
+class MatmulBias(_Base):
+    """A linear layer's forward, x (M,K) @ W (N,K)^T + b (N), with the bias fused into the product
+    (the micro-kernel adds it to a tile as it stores it) against the same product without one, in
+    the same run: the bias's cost, as a ratio of times (1.0: free)."""
+
+    params = [["2048x64x192", "2048x64x256", "4096x384x1152"], THREADS]
+    param_names = ["MxKxN", "threads"]
+
+    def setup(self, shape, threads):
+        M, K, N = _dims(shape)
+        rng = np.random.default_rng(0)
+        self.x = _core.from_numpy(rng.standard_normal((M, K)).astype(np.float32))
+        self.w = _core.from_numpy(rng.standard_normal((N, K)).astype(np.float32))
+        self.bias = _core.from_numpy(rng.standard_normal(N).astype(np.float32))
+        self.out = _core.from_numpy(np.empty((M, N), np.float32))
+        self._setup_threads(threads)
+
+    def _plain(self):
+        _core.matmul(self.x, self.w, False, True, out=self.out)
+
+    def _with_bias(self):
+        _core.matmul(self.x, self.w, False, True, out=self.out, bias=self.bias)
+
+    def time_with_bias(self, shape, threads):
+        self._with_bias()
+
+    def track_bias_time_ratio(self, shape, threads):
+        """median time with the bias / without, the two alternated over rounds"""
+        plain, biased = [], []
+        for _ in range(5):
+            plain.append(_median_seconds(self._plain, min_time=0.05, min_reps=3))
+            biased.append(_median_seconds(self._with_bias, min_time=0.05, min_reps=3))
+        return float(np.median(biased) / np.median(plain))
+
+    track_bias_time_ratio.unit = "ratio"
+
+
 class _TransposedData(_Base):
     """The backward pass's layouts: op(A) @ op(B) with A or B stored transposed."""
 

@@ -270,10 +270,13 @@ void sgemm_item(const SgemmPlan& P, int64_t item, int64_t jc, int64_t nc, int64_
                 for (int64_t i = 0; i < mr; i++)
                     for (int64_t j = 0; j < nr; j += kFloatsPerLine)
                         __builtin_prefetch(gtile + i * P.fusion.ld_gelu_grad + j, 0, 3);
+            // a full tile takes its bias in the kernel's stores; an edge tile after its copy, below
+            const float* tile_bias = bias ? bias + jc + jr * NR : nullptr;
+            const float* kernel_bias = full ? tile_bias : nullptr;
             if (ir < direct_rows)
-                kr.kernel_strided(kc, adirect + ir * rs, rs, cs, bpanel, dst, ldd, P.alpha, bdst);
+                kr.kernel_strided(kc, adirect + ir * rs, rs, cs, bpanel, dst, ldd, P.alpha, bdst, kernel_bias);
             else
-                kr.kernel(kc, Apacked + (ir - direct_rows) * kc, bpanel, dst, ldd, P.alpha, bdst);
+                kr.kernel(kc, Apacked + (ir - direct_rows) * kc, bpanel, dst, ldd, P.alpha, bdst, kernel_bias);
             if (ggrad)
                 gelu_backward_rows(c, ldc, tile, NR, gtile, P.fusion.ld_gelu_grad, mr, nr, P.fusion.approx);
             else if (!full)
@@ -282,7 +285,7 @@ void sgemm_item(const SgemmPlan& P, int64_t item, int64_t jc, int64_t nc, int64_
                         float& cij = c[i * ldc + j];
                         cij = beff == 0.0f ? tile[i * NR + j] : tile[i * NR + j] + beff * cij;
                     }
-            if (bias) add_bias(c, ldc, bias + jc + jr * NR, mr, nr);
+            if (tile_bias && !full) add_bias(c, ldc, tile_bias, mr, nr);
         }
     }
 }

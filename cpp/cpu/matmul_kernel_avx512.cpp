@@ -23,18 +23,24 @@ constexpr int MR = 14, NR = 32;
 constexpr int kPrefetchSteps = 8;
 constexpr int kPrefetchCSteps = 16;
 
-inline void store_row(float* c, __m512 lo, __m512 hi, __m512 va, __m512 vb, int mode) {
-    // mode 0: c = alpha*acc; 1: c = alpha*acc + c; 2: c = alpha*acc + beta*c
+inline void store_row(float* c, __m512 lo, __m512 hi, __m512 va, __m512 vb, int mode, const float* bias) {
+    // mode 0: c = alpha*acc; 1: c = alpha*acc + c; 2: c = alpha*acc + beta*c; then + bias
     if (mode == 0) {
-        _mm512_storeu_ps(c, _mm512_mul_ps(va, lo));
-        _mm512_storeu_ps(c + 16, _mm512_mul_ps(va, hi));
+        lo = _mm512_mul_ps(va, lo);
+        hi = _mm512_mul_ps(va, hi);
     } else if (mode == 1) {
-        _mm512_storeu_ps(c, _mm512_fmadd_ps(va, lo, _mm512_loadu_ps(c)));
-        _mm512_storeu_ps(c + 16, _mm512_fmadd_ps(va, hi, _mm512_loadu_ps(c + 16)));
+        lo = _mm512_fmadd_ps(va, lo, _mm512_loadu_ps(c));
+        hi = _mm512_fmadd_ps(va, hi, _mm512_loadu_ps(c + 16));
     } else {
-        _mm512_storeu_ps(c, _mm512_fmadd_ps(va, lo, _mm512_mul_ps(vb, _mm512_loadu_ps(c))));
-        _mm512_storeu_ps(c + 16, _mm512_fmadd_ps(va, hi, _mm512_mul_ps(vb, _mm512_loadu_ps(c + 16))));
+        lo = _mm512_fmadd_ps(va, lo, _mm512_mul_ps(vb, _mm512_loadu_ps(c)));
+        hi = _mm512_fmadd_ps(va, hi, _mm512_mul_ps(vb, _mm512_loadu_ps(c + 16)));
     }
+    if (bias) {  // not + 0 when there is none: that would turn -0 into +0
+        lo = _mm512_add_ps(lo, _mm512_loadu_ps(bias));
+        hi = _mm512_add_ps(hi, _mm512_loadu_ps(bias + 16));
+    }
+    _mm512_storeu_ps(c, lo);
+    _mm512_storeu_ps(c + 16, hi);
 }
 
 #define FG_ROW(i)                                  \
@@ -42,13 +48,13 @@ inline void store_row(float* c, __m512 lo, __m512 hi, __m512 va, __m512 vb, int 
     c##i##0 = _mm512_fmadd_ps(ai, b0, c##i##0);    \
     c##i##1 = _mm512_fmadd_ps(ai, b1, c##i##1);
 
-// C (14,32) = alpha * op(A) (14,kc) @ Bp (kc,32) + beta * C, with element (i, p) of
+// C (14,32) = alpha * op(A) (14,kc) @ Bp (kc,32) + beta * C (+ bias (32)), with element (i, p) of
 // op(A) at a[p*14 + i] from a packed panel (kPacked), or at a[i*rs + p*cs] straight
 // from A (rs = lda, cs = 1 as stored; rs = 1, cs = lda transposed). Both run the same
 // FMAs in the same order.
 template <bool kPacked>
 inline void kernel_14x32(int64_t kc, const float* a, int64_t rs_, int64_t cs_, const float* b, float* C, int64_t ldc,
-                         float alpha, float beta) {
+                         float alpha, float beta, const float* bias) {
     __m512 c00 = _mm512_setzero_ps(), c01 = _mm512_setzero_ps(), c10 = _mm512_setzero_ps(), c11 = _mm512_setzero_ps();
     __m512 c20 = _mm512_setzero_ps(), c21 = _mm512_setzero_ps(), c30 = _mm512_setzero_ps(), c31 = _mm512_setzero_ps();
     __m512 c40 = _mm512_setzero_ps(), c41 = _mm512_setzero_ps(), c50 = _mm512_setzero_ps(), c51 = _mm512_setzero_ps();
@@ -83,31 +89,32 @@ inline void kernel_14x32(int64_t kc, const float* a, int64_t rs_, int64_t cs_, c
     steps(tail);
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     const int mode = beta == 0.0f ? 0 : beta == 1.0f ? 1 : 2;
-    store_row(C + 0 * ldc, c00, c01, va, vb, mode);
-    store_row(C + 1 * ldc, c10, c11, va, vb, mode);
-    store_row(C + 2 * ldc, c20, c21, va, vb, mode);
-    store_row(C + 3 * ldc, c30, c31, va, vb, mode);
-    store_row(C + 4 * ldc, c40, c41, va, vb, mode);
-    store_row(C + 5 * ldc, c50, c51, va, vb, mode);
-    store_row(C + 6 * ldc, c60, c61, va, vb, mode);
-    store_row(C + 7 * ldc, c70, c71, va, vb, mode);
-    store_row(C + 8 * ldc, c80, c81, va, vb, mode);
-    store_row(C + 9 * ldc, c90, c91, va, vb, mode);
-    store_row(C + 10 * ldc, c100, c101, va, vb, mode);
-    store_row(C + 11 * ldc, c110, c111, va, vb, mode);
-    store_row(C + 12 * ldc, c120, c121, va, vb, mode);
-    store_row(C + 13 * ldc, c130, c131, va, vb, mode);
+    store_row(C + 0 * ldc, c00, c01, va, vb, mode, bias);
+    store_row(C + 1 * ldc, c10, c11, va, vb, mode, bias);
+    store_row(C + 2 * ldc, c20, c21, va, vb, mode, bias);
+    store_row(C + 3 * ldc, c30, c31, va, vb, mode, bias);
+    store_row(C + 4 * ldc, c40, c41, va, vb, mode, bias);
+    store_row(C + 5 * ldc, c50, c51, va, vb, mode, bias);
+    store_row(C + 6 * ldc, c60, c61, va, vb, mode, bias);
+    store_row(C + 7 * ldc, c70, c71, va, vb, mode, bias);
+    store_row(C + 8 * ldc, c80, c81, va, vb, mode, bias);
+    store_row(C + 9 * ldc, c90, c91, va, vb, mode, bias);
+    store_row(C + 10 * ldc, c100, c101, va, vb, mode, bias);
+    store_row(C + 11 * ldc, c110, c111, va, vb, mode, bias);
+    store_row(C + 12 * ldc, c120, c121, va, vb, mode, bias);
+    store_row(C + 13 * ldc, c130, c131, va, vb, mode, bias);
 }
 
 #undef FG_ROW
 
-void kernel_packed(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta) {
-    kernel_14x32<true>(kc, Ap, 1, MR, Bp, C, ldc, alpha, beta);
+void kernel_packed(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta,
+                   const float* bias) {
+    kernel_14x32<true>(kc, Ap, 1, MR, Bp, C, ldc, alpha, beta, bias);
 }
 
 void kernel_strided(int64_t kc, const float* A, int64_t rs, int64_t cs, const float* Bp, float* C, int64_t ldc,
-                    float alpha, float beta) {
-    kernel_14x32<false>(kc, A, rs, cs, Bp, C, ldc, alpha, beta);
+                    float alpha, float beta, const float* bias) {
+    kernel_14x32<false>(kc, A, rs, cs, Bp, C, ldc, alpha, beta, bias);
 }
 
 // A block (168, 512) = 336 KiB in L2. kc = 512 rather than a B panel that fits L1 (kc = 192:

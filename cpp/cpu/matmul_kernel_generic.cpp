@@ -14,8 +14,9 @@ struct Row {
     float v[NR];
 };
 
-// C (MR,NR) = alpha * Ap (kc,MR)^T @ Bp (kc,NR) + beta * C
-void kernel_4x8(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta) {
+// C (MR,NR) = alpha * Ap (kc,MR)^T @ Bp (kc,NR) + beta * C (+ bias (NR))
+void kernel_4x8(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta,
+                const float* bias) {
     Row acc[MR] = {};
     for (int64_t p = 0; p < kc; p++) {
         const float* a = Ap + p * MR;
@@ -34,6 +35,8 @@ void kernel_4x8(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t 
         } else {
             for (int j = 0; j < NR; j++) c[j] = alpha * acc[i].v[j] + beta * c[j];
         }
+        if (bias)
+            for (int j = 0; j < NR; j++) c[j] += bias[j];
     }
 }
 

@@ -18,15 +18,16 @@
 
 namespace femtogpt::cpu::gemm_detail {
 
-// C (MR,NR) [row stride ldc] = alpha * Ap (kc,MR)^T @ Bp (kc,NR) + beta * C
+// C (MR,NR) [row stride ldc] = alpha * Ap (kc,MR)^T @ Bp (kc,NR) + beta * C, then + bias (NR)
+// on every row unless bias is null (a second rounding, as a separate pass would make it).
 // beta == 0: C is written without being read.
 using MicroKernel = void (*)(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha,
-                             float beta);
+                             float beta, const float* bias);
 
 // The same, reading op(A) in place: element (i, p) at A[i*rs + p*cs]. Saves packing
 // A where each A panel meets few B panels (small N).
 using MicroKernelStrided = void (*)(int64_t kc, const float* A, int64_t rs, int64_t cs, const float* Bp, float* C,
-                                    int64_t ldc, float alpha, float beta);
+                                    int64_t ldc, float alpha, float beta, const float* bias);
 
 // Packs `lanes` rows of op(A) (or columns of op(B)) over k steps into panels of
 // (k, R): dst[panel*R*k + p*R + r]; a short last panel is padded with zeros.
