@@ -146,6 +146,18 @@ def test_row_sums(each_isa, ta, tb, shape):
     np.testing.assert_allclose(np.asarray(s), ga.sum(axis=1), rtol=0, atol=1e-6 * K * np.abs(ga).sum(axis=1).max())
 
 
+@pytest.mark.parametrize("M", [1, 6, 14, 29])
+def test_row_sums_in_one_k_block_are_sequential(each_isa, M):
+    """Within a k block (here the whole of K = 200, below every kernel's kc) each row is summed left
+    to right from +0, whichever kernel packs it: bitwise float32 cumsum's last column."""
+    rng = np.random.default_rng(M)
+    a = rng.standard_normal((200, M)).astype(np.float32)  # A transposed: always packed
+    a[0, 0] = -0.0
+    s = T(np.full(M, np.nan, np.float32))
+    _core.matmul(T(a), T(rng.standard_normal((200, 40)).astype(np.float32)), True, False, a_row_sums=s)
+    assert np.array_equal(np.asarray(s), np.cumsum(a.T, axis=1, dtype=np.float32)[:, -1])
+
+
 @pytest.mark.parametrize("ta", [False, True])
 def test_row_sums_float64_and_degenerate_shapes(ta):
     rng = np.random.default_rng(8)
