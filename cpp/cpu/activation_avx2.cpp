@@ -1,5 +1,5 @@
-// GELU on AVX2+FMA, float32: the tanh form with exp(-2u) computed as 2^y (gelu_exp2), the exact
-// form with the exp of vecmath_avx2.h; both stay within ~2e-6 relative of the float64 formula
+// GELU on AVX2+FMA, float32: the tanh form with exp(-2u) computed as 2^y (exp2_ps), the exact
+// form with exp_ps, both of vecmath_avx2.h; both stay within ~2e-6 relative of the float64 formula
 // (held by tests/test_nn_ops.py on a dense sweep).
 // tanh form, the generic path's math:
 //   s = 1 / (1 + exp(-2u)) = 0.5 (1 + tanh(u)),  u = sqrt(2/pi) (x + 0.044715 x^3)
@@ -30,32 +30,9 @@ inline __m256 gelu_y(__m256 x, __m256 x2) {
     return _mm256_mul_ps(x, _mm256_fmadd_ps(_mm256_set1_ps(float(a * 0.044715)), x2, _mm256_set1_ps(float(a))));
 }
 
-// exp(-2u) = 2^y for the y of gelu_y: y = n + f, n an integer and |f| <= 1/2 (exact in float),
-// 2^f by its degree-6 Taylor polynomial in f ln2 (truncation < 1.2e-7 relative), times 2^n built
-// in the exponent bits. y is clamped to [-127, 127] first: 2^-127 gives exactly 0 (the bits of n =
-// -127), 2^127 no inf; NaN passes the clamp (max/min return their second operand then).
-inline __m256 gelu_exp2(__m256 y_in) {
-    const __m256 y = _mm256_min_ps(_mm256_set1_ps(127.0f), _mm256_max_ps(_mm256_set1_ps(-127.0f), y_in));
-    const __m256 n = _mm256_round_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m256 f = _mm256_sub_ps(y, n);
-    auto c = [](int k) {  // ln2^k / k!
-        constexpr double ln2 = 0.6931471805599453;
-        double v = 1;
-        for (int i = 1; i <= k; i++) v *= ln2 / i;
-        return _mm256_set1_ps(float(v));
-    };
-    // Estrin's scheme: 4 dependent steps
-    const __m256 f2 = _mm256_mul_ps(f, f), f4 = _mm256_mul_ps(f2, f2);
-    const __m256 p01 = _mm256_fmadd_ps(c(1), f, c(0)), p23 = _mm256_fmadd_ps(c(3), f, c(2));
-    const __m256 p45 = _mm256_fmadd_ps(c(5), f, c(4));
-    const __m256 p = _mm256_fmadd_ps(f4, _mm256_fmadd_ps(f2, c(6), p45), _mm256_fmadd_ps(f2, p23, p01));
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-
 // out (8) <- x (8)
 inline __m256 gelu8(__m256 x) {
-    const __m256 e = gelu_exp2(gelu_y(x, _mm256_mul_ps(x, x)));
+    const __m256 e = avx2::exp2_ps(gelu_y(x, _mm256_mul_ps(x, x)));
     return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
 }
 
@@ -64,7 +41,7 @@ inline __m256 gelu_grad8(__m256 g, __m256 x) {
     const __m256 one = _mm256_set1_ps(1.0f);
     const __m256 x2 = _mm256_mul_ps(x, x);
     const __m256 y = gelu_y(x, x2);
-    const __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, gelu_exp2(y)));
+    const __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, avx2::exp2_ps(y)));
     // du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2)
     const __m256 du = _mm256_mul_ps(_mm256_set1_ps(0.7978845608028654f),
                                     _mm256_fmadd_ps(_mm256_set1_ps(3 * 0.044715f), x2, one));

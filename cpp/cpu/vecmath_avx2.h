@@ -36,6 +36,31 @@ static inline __m256 exp_ps(__m256 x_in) {
     return _mm256_andnot_ps(tiny, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
 }
 
+// 2^y for 8 floats: y = n + f, n an integer and |f| <= 1/2 (exact in float), 2^f by its
+// degree-6 Taylor polynomial in f ln2 (truncation < 1.2e-7 relative), times 2^n built in the
+// exponent bits. y is clamped to [-127, 127] first: y <= -127 gives exactly 0 (the bits of
+// n = -127), y > 127 gives 2^127 (no inf); NaN passes the clamp. Cheaper than exp_ps where the
+// caller can fold log2(e) into its own constants (the tanh GELU's exp(-2u)).
+static inline __m256 exp2_ps(__m256 y_in) {
+    // max/min return their second operand when one is NaN: NaN passes the clamp
+    const __m256 y = _mm256_min_ps(_mm256_set1_ps(127.0f), _mm256_max_ps(_mm256_set1_ps(-127.0f), y_in));
+    const __m256 n = _mm256_round_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 f = _mm256_sub_ps(y, n);
+    auto c = [](int k) {  // ln2^k / k!
+        constexpr double ln2 = 0.6931471805599453;
+        double v = 1;
+        for (int i = 1; i <= k; i++) v *= ln2 / i;
+        return _mm256_set1_ps(float(v));
+    };
+    // Estrin's scheme: 4 dependent steps
+    const __m256 f2 = _mm256_mul_ps(f, f), f4 = _mm256_mul_ps(f2, f2);
+    const __m256 p01 = _mm256_fmadd_ps(c(1), f, c(0)), p23 = _mm256_fmadd_ps(c(3), f, c(2));
+    const __m256 p45 = _mm256_fmadd_ps(c(5), f, c(4));
+    const __m256 p = _mm256_fmadd_ps(f4, _mm256_fmadd_ps(f2, c(6), p45), _mm256_fmadd_ps(f2, p23, p01));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
 // Sum of the 8 lanes, in a fixed order.
 static inline float hsum_ps(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));

@@ -231,7 +231,7 @@ def _npy_header(dtype: np.dtype, n: int, length: int | None = None) -> bytes:
     if length < unpadded or length % 64:
         raise ValueError(f"_npy_header: {length} bytes cannot hold a {unpadded}-byte header aligned to 64")
     text += " " * (length - unpadded) + "\n"
-    return magic + (len(text)).to_bytes(2, "little") + text.encode("latin1")
+    return magic + len(text).to_bytes(2, "little") + text.encode("latin1")
 
 
 def _write_cache(target: Path, path: Path, tokenizer: Any, dtype: np.dtype) -> None:
