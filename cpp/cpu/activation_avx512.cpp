@@ -1,6 +1,6 @@
 // GELU (tanh form, GPT-2's) on AVX-512, float32: activation_avx2.cpp's math on 16 lanes,
-// with the exp of vecmath_avx512.h; within ~2e-6 relative of the float64 formula (held by
-// tests/test_nn_ops.py on a dense sweep). The exact (erf) form stays on the AVX2 kernels.
+// with exp(-2u) as 2^y (exp2_ps of vecmath_avx512.h); within ~2e-6 relative of the float64
+// formula (held by tests/test_nn_ops.py on a dense sweep). The exact (erf) form stays on the AVX2 kernels.
 //   s = 1 / (1 + exp(-2u)) = 0.5 (1 + tanh(u)),  u = sqrt(2/pi) (x + 0.044715 x^3)
 //   gelu(x) = x s,  gelu'(x) = s + 2 x s (1 - s) du/dx
 #include <algorithm>
@@ -15,14 +15,17 @@ namespace {
 constexpr int64_t kParallelElems = 32768;
 constexpr int64_t kBlock = 4096;  // elements per OpenMP work item
 
-// -2u = x (a + b x^2), clamped to [-104, 88]: exp(-2u) stays finite (so 1 / (1 + exp(-2u)) is
-// tiny, not NaN, for x < -10) and is exactly 0 below -104 (where the exp's range reduction
-// would lose all accuracy, x > 7e4); min and max return their second operand when one is
-// NaN, so a NaN x stays NaN
-inline __m512 gelu_minus_2u(__m512 x, __m512 x2) {
-    const __m512 v = _mm512_mul_ps(x, _mm512_fmadd_ps(_mm512_set1_ps(float(-2 * 0.7978845608028654 * 0.044715)),
-                                                      x2, _mm512_set1_ps(float(-2 * 0.7978845608028654))));
-    return _mm512_max_ps(_mm512_set1_ps(-104.0f), _mm512_min_ps(_mm512_set1_ps(88.0f), v));
+// y = -2u log2(e) = x (a + b x^2), u = sqrt(2/pi) (x + 0.044715 x^3), clamped to -2u in
+// [-104, 88]: 2^y stays finite (so 1 / (1 + 2^y) is tiny, not NaN from rcp14(inf), for x < -10),
+// and an infinite y (x = inf, or x^3 past the float range) never reaches 2^y's y - round(y),
+// which would be NaN; 2^y is 0 at the floor (2^-150). max and min return their second operand
+// when one is NaN, so a NaN x stays NaN
+constexpr double kLog2e = 1.4426950408889634;
+constexpr float kGeluYCap = float(88 * kLog2e);
+inline __m512 gelu_y(__m512 x, __m512 x2) {
+    constexpr double a = -2 * 0.7978845608028654 * kLog2e;
+    const __m512 y = _mm512_mul_ps(x, _mm512_fmadd_ps(_mm512_set1_ps(float(a * 0.044715)), x2, _mm512_set1_ps(float(a))));
+    return _mm512_max_ps(_mm512_set1_ps(float(-104 * kLog2e)), _mm512_min_ps(_mm512_set1_ps(kGeluYCap), y));
 }
 
 // 1 / d for 1 <= d < 2^128: rcp14 (relative error < 2^-14) and one Newton step (error ~2^-28
@@ -34,7 +37,7 @@ inline __m512 recip(__m512 d) {
 
 // out (16) <- x (16)
 inline __m512 gelu16(__m512 x) {
-    const __m512 e = avx512::exp_ps(gelu_minus_2u(x, _mm512_mul_ps(x, x)));
+    const __m512 e = avx512::exp2_ps(gelu_y(x, _mm512_mul_ps(x, x)));
     return _mm512_mul_ps(x, recip(_mm512_add_ps(_mm512_set1_ps(1.0f), e)));
 }
 
@@ -42,15 +45,15 @@ inline __m512 gelu16(__m512 x) {
 inline __m512 gelu_grad16(__m512 g, __m512 x) {
     const __m512 one = _mm512_set1_ps(1.0f);
     const __m512 x2 = _mm512_mul_ps(x, x);
-    const __m512 m2u = gelu_minus_2u(x, x2);
-    const __m512 s = recip(_mm512_add_ps(one, avx512::exp_ps(m2u)));
+    const __m512 y = gelu_y(x, x2);
+    const __m512 s = recip(_mm512_add_ps(one, avx512::exp2_ps(y)));
     // du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2)
     const __m512 du = _mm512_mul_ps(_mm512_set1_ps(0.7978845608028654f),
                                     _mm512_fmadd_ps(_mm512_set1_ps(3 * 0.044715f), x2, one));
     const __m512 t = _mm512_mul_ps(_mm512_mul_ps(_mm512_add_ps(x, x), s), _mm512_mul_ps(_mm512_sub_ps(one, s), du));
-    // where -2u was clamped at 88 (x < -10), 2 x s (1 - s) du would grow like x^3 instead of
+    // where y was capped (-2u >= 88, x < -10), 2 x s (1 - s) du would grow like x^3 instead of
     // vanishing: the true derivative is below 1e-30, so 0 (as the AVX2 kernel)
-    const __mmask16 tail = _mm512_cmp_ps_mask(m2u, _mm512_set1_ps(88.0f), _CMP_GE_OQ);
+    const __mmask16 tail = _mm512_cmp_ps_mask(y, _mm512_set1_ps(kGeluYCap), _CMP_GE_OQ);
     return _mm512_maskz_mul_ps(__mmask16(~tail), g, _mm512_add_ps(s, t));
 }
 
