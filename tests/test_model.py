@@ -82,6 +82,41 @@ def test_parameter_names_follow_gpt2():
     assert model.num_parameters(exclude_embeddings=True) == n - TINY["block_size"] * C
 
 
+@pytest.mark.parametrize("config", [TINY, dict(vocab_size=13, block_size=17, n_layer=3, n_head=3, n_embd=24,
+                                                bias=False)])
+def test_flops_per_token_counts_the_products_a_training_step_runs(monkeypatch, config):
+    """The linear part of flops_per_token (everything but causal attention's 6 L C (T + 1)) equals
+    2 M N K summed over the products a forward and backward actually run, counted as they are
+    called, at the full length and a shorter one."""
+    counted = []
+    matmul, gelu_backward = fg._core.matmul, fg._core.gelu_linear_backward_input_
+
+    def counting_matmul(a, b, trans_a=False, trans_b=False, *args, **kw):
+        out = matmul(a, b, trans_a, trans_b, *args, **kw)
+        counted.append(2 * math.prod(out.shape) * (a.shape[-2] if trans_a else a.shape[-1]))
+        return out
+
+    def counting_gelu_backward(h, g, w, *args):  # (g (N,O) @ w (O,K)) * gelu'(h (N,K))
+        counted.append(2 * h.shape[0] * g.shape[1] * h.shape[1])
+        return gelu_backward(h, g, w, *args)
+
+    monkeypatch.setattr(fg._core, "matmul", counting_matmul)
+    monkeypatch.setattr(fg._core, "gelu_linear_backward_input_", counting_gelu_backward)
+    cfg = GPTConfig(**config)
+    model = GPT(cfg, seed=0)
+    C, L, B = cfg.n_embd, cfg.n_layer, 3
+    for T in (cfg.block_size, 2):
+        idx = np.random.default_rng(0).integers(0, cfg.vocab_size, (B, T))
+        counted.clear()
+        model(idx, idx)[1].backward()
+        attention = 6 * L * C * (T + 1)
+        assert sum(counted) == B * T * (model.flops_per_token(T) - attention)
+    assert model.flops_per_token() == model.flops_per_token(cfg.block_size)
+    for bad in (0, cfg.block_size + 1):
+        with pytest.raises(ValueError, match=f"seq_len must be in \\[1, block_size={cfg.block_size}\\]"):
+            model.flops_per_token(bad)
+
+
 def test_gpt2_initialisation_scales_residual_projections():
     cfg = GPTConfig(vocab_size=50, block_size=8, n_layer=8, n_head=4, n_embd=128)
     sd = GPT(cfg).state_dict()

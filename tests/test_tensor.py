@@ -1,6 +1,7 @@
 """Tensors: numpy conversion (zero-copy), constructors, attributes, bad input."""
 
 import gc
+import math
 import subprocess
 import sys
 
@@ -114,6 +115,22 @@ def test_omp_num_threads_is_honoured():
 def test_isa_names():
     assert fg.cpu_isa() in fg.available_isas()
     assert fg.available_isas()[0] == "generic"
+
+
+def test_fma_peak_runs_on_every_isa_and_checks_its_arguments(each_isa, threads):
+    """A rate for every kernel family and thread count (its value is the machine's: asv, not pytest,
+    compares speeds); bad arguments are ValueErrors naming the range."""
+    for n in (1, 2):
+        rate = fg.fma_peak_gflops(n, seconds=0.01)
+        assert math.isfinite(rate) and rate > 0
+    fg.set_num_threads(1)
+    assert fg.fma_peak_gflops(seconds=0.01) > 0  # threads default to get_num_threads()
+    for bad in (0, -1, 1025):
+        with pytest.raises(ValueError, match=f"threads must be between 1 and 1024, got {bad}"):
+            fg.fma_peak_gflops(bad, 0.01)
+    for bad in (0.0, -1.0, 61.0, float("nan")):
+        with pytest.raises(ValueError, match="seconds must be in \\(0, 60\\]"):
+            fg.fma_peak_gflops(1, bad)
 
 
 def test_unsupported_isa_env_is_a_clear_error():

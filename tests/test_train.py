@@ -248,7 +248,9 @@ def _small_run(corpus, out, steps=4):
 def test_cli_resume_errors(corpus, tmp_path, capsys):
     out = tmp_path / "run"
     _small_run(corpus, out)
-    capsys.readouterr()
+    summary = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("step 4:"))
+    assert re.fullmatch(r"step 4: train loss [\d.]+, val loss [\d.]+, [\d,]+ tokens/s \([\d,.]+ GFLOP/s in the "
+                        r"model's products\)", summary), summary
 
     def resume(*extra):
         rc = main(["train", "--resume", str(out), "--no-progress", "--sample-tokens", "0", *extra])
@@ -301,6 +303,14 @@ def test_info(capsys):
     # the first line names the version: the wheel's, or 0.0.0+dev from a plain CMake build (which
     # once printed an empty string there)
     assert re.fullmatch(r"femtogpt \d+\.\d+\.\d+\S*", out.splitlines()[0]), out.splitlines()[0]
+    assert "fma peak" not in out  # measured only when asked
+
+
+def test_info_peak(capsys, threads):
+    fg.set_num_threads(2)
+    assert main(["info", "--peak"]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert re.fullmatch(rf"fma peak \({fg.cpu_isa()}\): [\d,.]+ GFLOP/s on 2 threads, [\d,.]+ on 1 thread", last), last
 
 
 @pytest.mark.parametrize("command", ["train", "generate"])

@@ -49,6 +49,19 @@ class TrainPresets:
 
     track_tokens_per_second.unit = "tokens/s"
 
+    def track_gflops(self, preset, threads):
+        """tokens/s times GPT.flops_per_token(): the arithmetic rate of the model's products"""
+        return self._r(preset, threads)["gflops"]
+
+    track_gflops.unit = "GFLOP/s"
+
+    def track_fraction_of_peak(self, preset, threads):
+        """track_gflops over fma_peak_gflops measured in the same process right after the steps"""
+        r = self._r(preset, threads)
+        return r["gflops"] / r["peak_gflops"]
+
+    track_fraction_of_peak.unit = "ratio"
+
     def track_peak_rss(self, preset, threads):
         return self._r(preset, threads)["peak_rss_bytes"]
 
@@ -105,6 +118,16 @@ class TrainVsPyTorch:
         return statistics.median(t["tokens_per_second"] for t in results[preset][1])
 
     track_pytorch_tokens_per_second.unit = "tokens/s"
+
+    def track_pytorch_fraction_of_peak(self, results, preset):
+        """PyTorch's tokens/s times the same model's flops_per_token, over the FMA peak that femtogpt's
+        run of the same round measured (median over rounds): how much of the machine PyTorch uses,
+        which bounds the speedup any implementation can have over it (1 / this)"""
+        ours, theirs = results[preset]
+        return statistics.median(t["tokens_per_second"] * o["flops_per_token"] / 1e9 / o["peak_gflops"]
+                                 for o, t in zip(ours, theirs))
+
+    track_pytorch_fraction_of_peak.unit = "ratio"
 
     def track_pytorch_peak_rss(self, results, preset):
         return statistics.median(t["peak_rss_bytes"] for t in results[preset][1])

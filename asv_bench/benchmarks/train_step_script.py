@@ -1,4 +1,5 @@
-"""Run N training steps of a preset in this process and print JSON: tokens/s (median step) and peak RSS.
+"""Run N training steps of a preset in this process and print JSON: tokens/s (median step), the GFLOP/s
+of the model's products and the FMA peak beside it, and peak RSS.
 
 Used by bench_train.py in a subprocess, so that FEMTOGPT_POOL and the process's
 peak resident memory are measured cleanly.
@@ -49,9 +50,15 @@ def main(preset: str, threads: int, checkpoint_every: int, steps: int, block_siz
             times.append(time.perf_counter() - t0)
     stats = fg.memory_stats()
     step = statistics.median(times)
+    flops_per_token = model.flops_per_token()
     return {
         "tokens_per_second": B * cfg.block_size / step,
         "step_seconds": step,
+        # the arithmetic rate of the model's products, and this CPU's multiply-add peak measured just after
+        # the steps on as many threads: their ratio is the step's efficiency (nanoGPT's MFU)
+        "flops_per_token": flops_per_token,
+        "gflops": flops_per_token * B * cfg.block_size / step / 1e9,
+        "peak_gflops": fg.fma_peak_gflops(threads, 0.5),
         # peak of the pool less parameters, AdamW moments (2x) and gradients (1x)
         "activation_bytes": stats["peak_bytes"] - 4 * params,
         "peak_rss_bytes": peak_rss_bytes(),

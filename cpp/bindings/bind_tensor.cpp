@@ -5,6 +5,7 @@
 #include "backend.h"
 #include "bindings/bindings.h"
 #include "cpu/isa.h"
+#include "cpu/peak.h"
 #include "ops/infer.h"
 #include "parallel.h"
 #include "pool.h"
@@ -193,6 +194,13 @@ void register_tensor(py::module_& m) {
     });
     m.def("set_cpu_isa", [](const std::string& name) { cpu::set_active_isa(cpu::parse_isa(name)); },
           py::arg("name"));
+    m.def("fma_peak_gflops", [](int threads, double seconds) {
+        nogil release;
+        return cpu::fma_peak_gflops(threads, seconds);
+    }, py::arg("threads"), py::arg("seconds") = 0.2,
+       "GFLOP/s of independent multiply-add chains in registers on `threads` threads for about `seconds`,\n"
+       "with the active kernel family's vectors (FMA counts 2 flops a lane): the arithmetic peak that a\n"
+       "kernel's or a training step's GFLOP/s is set against.");
     m.def("opencl_compiled", []() { return false; });
 }
 

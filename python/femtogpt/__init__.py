@@ -33,6 +33,15 @@ cpu_isa = _core.cpu_isa
 available_isas = _core.available_isas
 
 
+def fma_peak_gflops(threads: int | None = None, seconds: float = 0.2) -> float:
+    """This CPU's arithmetic peak in GFLOP/s for the active kernel family (``cpu_isa()``), measured:
+    independent multiply-add chains held in registers on ``threads`` threads (default
+    ``get_num_threads()``) for about ``seconds``. Set a training step's GFLOP/s
+    (``GPT.flops_per_token() * tokens/s``) against it for the step's efficiency, nanoGPT's MFU.
+    Noisy on a shared machine: measure it beside what it is compared with."""
+    return _core.fma_peak_gflops(get_num_threads() if threads is None else threads, seconds)
+
+
 def matmul(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False, out: Tensor | None = None,
            alpha: float = 1.0, beta: float = 0.0) -> Tensor:
     """out = alpha * op(a) @ op(b) + beta * out, with op() transposing when asked (no copy).
@@ -55,5 +64,5 @@ from .optim import AdamW, clip_grad_norm_, cosine_lr  # noqa: E402
 __all__ = [
     "GPT", "GPTConfig", "AdamW", "clip_grad_norm_", "cosine_lr", "Tensor", "tensor", "zeros", "ones", "empty", "randn", "no_grad", "enable_grad", "matmul", "functional",
     "memory_stats", "reset_peak_memory_stats", "empty_cache", "set_num_threads", "get_num_threads",
-    "cpu_isa", "available_isas",
+    "cpu_isa", "available_isas", "fma_peak_gflops",
 ]

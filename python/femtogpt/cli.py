@@ -26,6 +26,11 @@ def _info(args) -> int:
             "on" if stats["pooling"] else "off (FEMTOGPT_POOL=0)", stats["current_bytes"], stats["peak_bytes"],
             stats["reserved_bytes"], stats["alloc_requests"], stats["pool_hits"], stats["os_allocations"]),
     ]
+    if args.peak:  # about 0.25 s a thread count
+        n = fg.get_num_threads()
+        rates = [f"{fg.fma_peak_gflops(t):,.1f}{' GFLOP/s' if i == 0 else ''} on {t} thread{'s' if t > 1 else ''}"
+                 for i, t in enumerate(dict.fromkeys((n, 1)))]
+        lines.append(f"fma peak ({fg.cpu_isa()}): {', '.join(rates)}")
     print("\n".join(lines))
     return 0
 
@@ -36,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     p_info = sub.add_parser("info", help="version, ISA, threads, OpenMP/OpenCL, pool statistics")
+    p_info.add_argument("--peak", action="store_true",
+                        help="also measure this CPU's multiply-add peak in GFLOP/s with the active kernels, on "
+                             "the set threads and on 1 (about half a second; see fma_peak_gflops)")
     p_info.set_defaults(func=_info)
 
     from . import train as train_mod

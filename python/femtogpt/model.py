@@ -218,6 +218,25 @@ class GPT(Module):
             n -= self.wpe.weight.numel()
         return n
 
+    def flops_per_token(self, seq_len: int | None = None) -> int:
+        """Floating-point operations of one training step (forward and backward) per token, in the
+        model's matrix products, at sequence length ``seq_len`` (default block_size).
+
+        Every weight of a linear layer and of the tied lm_head costs 6 (2 in forward, 4 in backward:
+        PaLM's and nanoGPT's 6N). Causal attention: position t attends to t + 1 keys, (T + 1) / 2 on
+        average, and Q K^T and P V each cost 2 C per (query, key), so 2 C (T + 1) a token in forward
+        and three times that in all. Not counted: biases, LayerNorm, GELU, softmax, AdamW, and what
+        flash attention's backward recomputes. Times tokens/s, it gives the arithmetic rate a step
+        sustains, to set against the machine's peak (nanoGPT's estimate_mfu counts attention as
+        non-causal, 12 L C T)."""
+        c = self.config
+        T = c.block_size if seq_len is None else int(seq_len)  # noqa: N806
+        if not 1 <= T <= c.block_size:
+            raise ValueError(f"seq_len must be in [1, block_size={c.block_size}], got {seq_len}")
+        C, L = c.n_embd, c.n_layer  # noqa: N806
+        weights = L * 12 * C * C + c.vocab_size * C  # per block: qkv 3C^2, proj C^2, fc 4C^2, proj 4C^2
+        return 6 * weights + 6 * L * C * (T + 1)
+
     # ---- checkpoints (Hugging Face GPT-2 names and layouts) ------------------------------
     def state_dict(self) -> dict:
         """name -> numpy array (a copy), in GPT-2's layout: Conv1D weights are (in, out)."""

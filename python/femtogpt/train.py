@@ -515,7 +515,8 @@ def main_from_args(args) -> int:
         fg.empty_cache()
     result = trainer.run()
     print(f"step {result['steps']}: train loss {result['train_loss']:.4f}, val loss {result['val_loss']:.4f}, "
-          f"{result['tokens_per_second']:,.0f} tokens/s")
+          f"{result['tokens_per_second']:,.0f} tokens/s "
+          f"({result['tokens_per_second'] * m.flops_per_token() / 1e9:,.1f} GFLOP/s in the model's products)")
     if cfg.sample_tokens:
         print("--- sample after training ---")
         print(_sample(trainer, cfg.sample_tokens, cfg.seed))
