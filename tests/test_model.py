@@ -112,8 +112,12 @@ def test_flops_per_token_counts_the_products_a_training_step_runs(monkeypatch, c
         attention = 6 * L * C * (T + 1)
         assert sum(counted) == B * T * (model.flops_per_token(T) - attention)
     assert model.flops_per_token() == model.flops_per_token(cfg.block_size)
+    assert model.flops_per_token(np.int64(2)) == model.flops_per_token(2)
     for bad in (0, cfg.block_size + 1):
         with pytest.raises(ValueError, match=f"seq_len must be in \\[1, block_size={cfg.block_size}\\]"):
+            model.flops_per_token(bad)
+    for bad in (2.5, True, "3"):
+        with pytest.raises(TypeError, match="seq_len must be an integer"):
             model.flops_per_token(bad)
 
 

@@ -119,17 +119,22 @@ def test_isa_names():
 
 def test_fma_peak_runs_on_every_isa_and_checks_its_arguments(each_isa, threads):
     """A rate for every kernel family and thread count (its value is the machine's: asv, not pytest,
-    compares speeds); bad arguments are ValueErrors naming the range."""
+    compares speeds), below what any core could do (a loop the compiler removed would read
+    above it); bad arguments are ValueErrors naming the range, or TypeErrors for non-integers."""
     for n in (1, 2):
         rate = fg.fma_peak_gflops(n, seconds=0.01)
-        assert math.isfinite(rate) and rate > 0
+        assert math.isfinite(rate) and 0 < rate < 1000 * n  # 1,000 GFLOP/s a thread: 3x a 5 GHz AVX-512 core
     fg.set_num_threads(1)
     assert fg.fma_peak_gflops(seconds=0.01) > 0  # threads default to get_num_threads()
-    for bad in (0, -1, 1025):
+    assert fg.fma_peak_gflops(np.int32(1), 0.01) > 0
+    for bad in (0, -1, 1025, 2**31, 2**40, -2**40):
         with pytest.raises(ValueError, match=f"threads must be between 1 and 1024, got {bad}"):
             fg.fma_peak_gflops(bad, 0.01)
-    for bad in (0.0, -1.0, 61.0, float("nan")):
-        with pytest.raises(ValueError, match="seconds must be in \\(0, 60\\]"):
+    for bad in (True, 1.0, "2"):
+        with pytest.raises(TypeError, match="threads must be an integer"):
+            fg.fma_peak_gflops(bad, 0.01)
+    for bad in (0.0, 1e-300, 9e-4, -1.0, 61.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="seconds must be in \\[0.001, 60\\]"):
             fg.fma_peak_gflops(1, bad)
 
 

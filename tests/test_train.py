@@ -306,6 +306,7 @@ def test_info(capsys):
     assert "fma peak" not in out  # measured only when asked
 
 
+@pytest.mark.skipif(not fg._core.openmp_enabled(), reason="without OpenMP there is one thread to measure")
 def test_info_peak(capsys, threads):
     fg.set_num_threads(2)
     assert main(["info", "--peak"]) == 0

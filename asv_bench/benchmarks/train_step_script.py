@@ -24,7 +24,7 @@ else:  # run as a script: its directory is sys.path[0]
 
 def main(preset: str, threads: int, checkpoint_every: int, steps: int, block_size: int | None = None,
          batch: int | None = None, n_layer: int | None = None, n_embd: int | None = None, n_head=None,
-         recompute_attention: bool = False) -> dict:
+         recompute_attention: bool = False, peak: bool = False) -> dict:
     fg.set_num_threads(threads)
     over = {"vocab_size": 76, "checkpoint_every": checkpoint_every, "recompute_attention": recompute_attention}
     for k, v in (("block_size", block_size), ("n_layer", n_layer), ("n_embd", n_embd), ("n_head", n_head)):
@@ -50,15 +50,19 @@ def main(preset: str, threads: int, checkpoint_every: int, steps: int, block_siz
             times.append(time.perf_counter() - t0)
     stats = fg.memory_stats()
     step = statistics.median(times)
-    flops_per_token = model.flops_per_token()
+    out = {}
+    # the arithmetic rate of the model's products and, when asked, this CPU's multiply-add peak measured
+    # just after the steps on as many threads: their ratio is the step's efficiency (nanoGPT's MFU).
+    # Builds before 36377bc have neither: the keys are then left out (asv over history, old installs).
+    if hasattr(model, "flops_per_token"):
+        out["flops_per_token"] = model.flops_per_token()
+        out["gflops"] = out["flops_per_token"] * B * cfg.block_size / step / 1e9
+    if peak and hasattr(fg, "fma_peak_gflops"):
+        out["peak_gflops"] = fg.fma_peak_gflops(threads, 0.5)
     return {
+        **out,
         "tokens_per_second": B * cfg.block_size / step,
         "step_seconds": step,
-        # the arithmetic rate of the model's products, and this CPU's multiply-add peak measured just after
-        # the steps on as many threads: their ratio is the step's efficiency (nanoGPT's MFU)
-        "flops_per_token": flops_per_token,
-        "gflops": flops_per_token * B * cfg.block_size / step / 1e9,
-        "peak_gflops": fg.fma_peak_gflops(threads, 0.5),
         # peak of the pool less parameters, AdamW moments (2x) and gradients (1x)
         "activation_bytes": stats["peak_bytes"] - 4 * params,
         "peak_rss_bytes": peak_rss_bytes(),

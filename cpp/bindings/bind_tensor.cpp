@@ -88,6 +88,30 @@ py::dict stats_dict(const PoolStats& s) {
     return d;
 }
 
+// A thread count given from Python: any integer (an int, numpy's, anything with __index__), however
+// large, in [1, kMaxThreads]; the errors name `what` and the limits (an int argument gave
+// pybind11's "incompatible function arguments" past its range).
+int thread_count(const py::object& n, const char* what) {
+    FG_CHECK_TYPE(PyIndex_Check(n.ptr()) && !PyBool_Check(n.ptr()), what, " must be an integer, got ",
+                  std::string(py::str(py::type::of(n).attr("__name__"))));
+    PyObject* index = PyNumber_Index(n.ptr());
+    if (!index) throw py::error_already_set();  // an __index__ that raised
+    const py::int_ value = py::reinterpret_steal<py::int_>(index);
+    int overflow = 0;
+    const long long v = PyLong_AsLongLongAndOverflow(value.ptr(), &overflow);
+    auto shown = [&]() -> std::string {  // the number, or its size where Python will not print it
+        if (overflow == 0) return std::to_string(v);
+        try {
+            return std::string(py::str(value));
+        } catch (py::error_already_set&) {  // past sys.get_int_max_str_digits()
+            return "an integer of " + std::string(py::str(value.attr("bit_length")())) + " bits";
+        }
+    };
+    FG_CHECK(overflow == 0 && v >= 1 && v <= kMaxThreads, what, " must be between 1 and ", kMaxThreads, ", got ",
+             shown());
+    return int(v);
+}
+
 }  // namespace
 
 void register_tensor(py::module_& m) {
@@ -161,28 +185,8 @@ void register_tensor(py::module_& m) {
         ops::release_packed_weights_cache();
     });
 
-    // Any Python integer (an int, numpy's, anything with __index__), however large: the range check
-    // names the limits (an int64_t argument gave pybind11's "incompatible function arguments" past 2**63)
-    m.def("set_num_threads", [](const py::object& n) {
-        FG_CHECK_TYPE(PyIndex_Check(n.ptr()) && !PyBool_Check(n.ptr()), "set_num_threads: n must be an integer, got ",
-                      std::string(py::str(py::type::of(n).attr("__name__"))));
-        PyObject* index = PyNumber_Index(n.ptr());
-        if (!index) throw py::error_already_set();  // an __index__ that raised
-        const py::int_ value = py::reinterpret_steal<py::int_>(index);
-        int overflow = 0;
-        const long long v = PyLong_AsLongLongAndOverflow(value.ptr(), &overflow);
-        auto shown = [&]() -> std::string {  // the number, or its size where Python will not print it
-            if (overflow == 0) return std::to_string(v);
-            try {
-                return std::string(py::str(value));
-            } catch (py::error_already_set&) {  // past sys.get_int_max_str_digits()
-                return "an integer of " + std::string(py::str(value.attr("bit_length")())) + " bits";
-            }
-        };
-        FG_CHECK(overflow == 0 && v >= 1 && v <= kMaxThreads, "set_num_threads: n must be between 1 and ",
-                 kMaxThreads, ", got ", shown());
-        set_num_threads(int(v));
-    }, py::arg("n"));
+    m.def("set_num_threads", [](const py::object& n) { set_num_threads(thread_count(n, "set_num_threads: n")); },
+          py::arg("n"));
     m.def("get_num_threads", &num_threads);
     m.def("openmp_enabled", &openmp_enabled);
 
@@ -194,9 +198,10 @@ void register_tensor(py::module_& m) {
     });
     m.def("set_cpu_isa", [](const std::string& name) { cpu::set_active_isa(cpu::parse_isa(name)); },
           py::arg("name"));
-    m.def("fma_peak_gflops", [](int threads, double seconds) {
+    m.def("fma_peak_gflops", [](const py::object& threads, double seconds) {
+        const int n = thread_count(threads, "fma_peak_gflops: threads");
         nogil release;
-        return cpu::fma_peak_gflops(threads, seconds);
+        return cpu::fma_peak_gflops(n, seconds);
     }, py::arg("threads"), py::arg("seconds") = 0.2,
        "GFLOP/s of independent multiply-add chains in registers on `threads` threads for about `seconds`,\n"
        "with the active kernel family's vectors (FMA counts 2 flops a lane): the arithmetic peak that a\n"

@@ -15,7 +15,7 @@ constexpr int kPeakChains = 12;
 
 // GFLOP/s of `threads` threads (one, without OpenMP) running the chains for about `seconds`,
 // after a calibration run. Throws ValueError for threads outside [1, kMaxThreads] or seconds
-// outside (0, 60].
+// outside [0.001, 60].
 double fma_peak_gflops(int threads, double seconds);
 
 // One thread's chains for `iters` iterations: returns a value computed from all of them (so that

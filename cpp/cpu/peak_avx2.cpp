@@ -2,6 +2,7 @@
 #include <immintrin.h>
 
 #include "cpu/peak.h"
+#include "cpu/vecmath_avx2.h"
 
 namespace femtogpt::cpu {
 
@@ -16,7 +17,7 @@ float fma_chains_avx2(int64_t iters, double* flops) {
     __m256 s = _mm256_setzero_ps();
     for (int c = 0; c < kPeakChains; c++) s = _mm256_add_ps(s, a[c]);
     *flops = 2.0 * 8 * kPeakChains * double(iters);
-    return _mm_cvtss_f32(_mm256_castps256_ps128(s));
+    return avx2::hsum_ps(s);  // all 8 lanes
 }
 
 }  // namespace femtogpt::cpu

@@ -9,31 +9,12 @@
 
 namespace femtogpt::cpu::avx512 {
 
-// exp(x) for 16 floats, within ~2 ulp of std::exp where the result is a normal float: x =
-// n ln2 + r, |r| <= ln2/2 (ln2 split in a high part exact in float and a low part), exp(r) by
-// its degree-7 Taylor polynomial (Estrin; truncation < 6e-9 relative), times 2^n by vscalefps,
-// which gives inf past the float range and denormals, then 0, below it, and keeps NaN. For
-// |x| beyond ~1e7 the range reduction loses accuracy: callers clamp x (GELU to [-104, 88]).
-static inline __m512 exp_ps(__m512 x) {
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);  // ln2 high part: 8 significant bits
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);      // ln2 - high part
-    const __m512 r2 = _mm512_mul_ps(r, r);
-    const __m512 a0 = _mm512_add_ps(_mm512_set1_ps(1.0f), r);
-    const __m512 a1 = _mm512_fmadd_ps(r, _mm512_set1_ps(1.0f / 6), _mm512_set1_ps(0.5f));
-    const __m512 a2 = _mm512_fmadd_ps(r, _mm512_set1_ps(1.0f / 120), _mm512_set1_ps(1.0f / 24));
-    const __m512 a3 = _mm512_fmadd_ps(r, _mm512_set1_ps(1.0f / 5040), _mm512_set1_ps(1.0f / 720));
-    const __m512 r4 = _mm512_mul_ps(r2, r2);
-    const __m512 p = _mm512_fmadd_ps(r4, _mm512_fmadd_ps(r2, a3, a2), _mm512_fmadd_ps(r2, a1, a0));
-    return _mm512_scalef_ps(p, n);
-}
-
-// 2^y for 16 floats: y = n + f, n = round(y) and |f| <= 1/2 (exact in float), 2^f by its
-// degree-6 Taylor polynomial in f ln2 (truncation < 1.2e-7 relative), times 2^n by vscalefps
-// (inf past the float range, denormals then 0 below it, NaN kept; no clamp needed for huge |y|,
-// where f = 0). Cheaper than exp_ps where the caller can fold log2(e) into its own constants
-// (the tanh GELU's exp(-2u)); vecmath_avx2.h's exp2_ps on 16 lanes.
+// 2^y for 16 finite floats: y = n + f, n = round(y) and |f| <= 1/2 (exact in float), 2^f by
+// its degree-6 Taylor polynomial in f ln2 (truncation < 1.2e-7 relative), times 2^n by vscalefps
+// (inf past the float range, denormals then 0 below it; NaN kept). Unlike vecmath_avx2.h's
+// exp2_ps it does not clamp y: an infinite y gives NaN (inf - round(inf)), so callers clamp (the
+// tanh GELU to [-150, 127]). Where a caller can fold log2(e) into its own constants, cheaper
+// than an exp.
 static inline __m512 exp2_ps(__m512 y) {
     const __m512 n = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m512 f = _mm512_sub_ps(y, n);

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import operator
 import os
 
 import numpy as np
@@ -226,11 +227,16 @@ class GPT(Module):
         PaLM's and nanoGPT's 6N). Causal attention: position t attends to t + 1 keys, (T + 1) / 2 on
         average, and Q K^T and P V each cost 2 C per (query, key), so 2 C (T + 1) a token in forward
         and three times that in all. Not counted: biases, LayerNorm, GELU, softmax, AdamW, and what
-        flash attention's backward recomputes. Times tokens/s, it gives the arithmetic rate a step
-        sustains, to set against the machine's peak (nanoGPT's estimate_mfu counts attention as
-        non-causal, 12 L C T)."""
+        is computed twice (flash attention's backward, ``checkpoint_every``, ``recompute_attention``).
+        Times tokens/s, it gives the arithmetic rate a step sustains, to set against the machine's
+        peak (``fma_peak_gflops``; nanoGPT's estimate_mfu counts attention as non-causal, 12 L C T)."""
         c = self.config
-        T = c.block_size if seq_len is None else int(seq_len)  # noqa: N806
+        if seq_len is None:
+            T = c.block_size  # noqa: N806
+        elif isinstance(seq_len, bool) or not hasattr(seq_len, "__index__"):
+            raise TypeError(f"seq_len must be an integer, got {type(seq_len).__name__}")
+        else:
+            T = operator.index(seq_len)  # noqa: N806
         if not 1 <= T <= c.block_size:
             raise ValueError(f"seq_len must be in [1, block_size={c.block_size}], got {seq_len}")
         C, L = c.n_embd, c.n_layer  # noqa: N806
