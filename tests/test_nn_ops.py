@@ -292,12 +292,16 @@ def test_gelu_float32_close_to_float64(each_isa, approximate):
 
 @pytest.mark.parametrize("approximate", ["tanh", "none"])
 def test_gelu_far_from_zero_agrees_with_the_generic_kernel(each_isa, approximate):
-    """|x| up to 1e18: the vector kernels clamp their exp, and must then still give x (or 0) and a
-    derivative of 1 (or 0), as the scalar formulas do, not NaN or a value growing like x^3."""
-    x = np.logspace(-3, 18, 20001).astype(np.float32)
-    x = np.concatenate([x, -x, [0.0, np.nan]]).astype(np.float32)
+    """|x| up to float32's largest: the vector kernels clamp their exp, and must then still give x (or
+    0) and a derivative of 1 (or 0), as the scalar formulas do and as float64 does, not NaN (past
+    1.8e19 x^2 is inf: the derivative was 0 * inf) or a value growing like x (-1.76 at x = -3e38)."""
+    x = np.concatenate([np.logspace(-3, 18, 20001), np.logspace(18, 38.5, 2001)]).astype(np.float32)
+    x = np.concatenate([x, -x, [3.4e38, -3.4e38, 0.0, np.nan]]).astype(np.float32)
     ones = np.ones_like(x)
     got = [A(_core.gelu_forward(T(x), approximate)), A(_core.gelu_backward(T(ones), T(x), approximate))]
+    finite = np.isfinite(x)
+    for g, w in zip(got, [np_gelu(x[finite], approximate), np_gelu_grad(x[finite], approximate)]):
+        np.testing.assert_allclose(g[finite], w, rtol=2e-6, atol=1e-7)
     _core.set_cpu_isa("generic")
     want = [A(_core.gelu_forward(T(x), approximate)), A(_core.gelu_backward(T(ones), T(x), approximate))]
     for g, w in zip(got, want):

@@ -39,6 +39,11 @@ inline T gelu_tanh(T x) {
 }
 template <typename T>
 inline T gelu_tanh_grad(T x) {
+    // Past |x| = 1e18 the derivative is exactly 1 (or 0) in either precision, as at 1e18; beyond
+    // ~1.8e19 float32's x^2 would be inf, and 2 x s (1 - s) du/dx then 0 * inf = NaN. (Written as
+    // comparisons, not std::clamp, so that a NaN x stays NaN.)
+    if (x > T(1e18)) x = T(1e18);
+    if (x < T(-1e18)) x = T(-1e18);
     T x2 = x * x;
     T u = T(kSqrt2OverPi) * (x + T(kGeluCubic) * x2 * x);
     T s = T(1) / (T(1) + std::exp(T(-2) * u));

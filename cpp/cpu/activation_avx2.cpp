@@ -30,14 +30,19 @@ inline __m256 gelu_y(__m256 x, __m256 x2) {
     return _mm256_mul_ps(x, _mm256_fmadd_ps(_mm256_set1_ps(float(a * 0.044715)), x2, _mm256_set1_ps(float(a))));
 }
 
-// out (8) <- x (8)
+// out (8) <- x (8). Where 2^y is capped (x below about -9.4) the result is x / 2^127 rather than
+// the true value (below 1e-30): the numerator is floored at -1e20 so that it stays below 6e-19
+// (x = -3e38 gave -1.76); max returns its second operand for a NaN x.
 inline __m256 gelu8(__m256 x) {
     const __m256 e = avx2::exp2_ps(gelu_y(x, _mm256_mul_ps(x, x)));
-    return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+    return _mm256_div_ps(_mm256_max_ps(_mm256_set1_ps(-1e20f), x), _mm256_add_ps(_mm256_set1_ps(1.0f), e));
 }
 
 // dx (8) <- dout (8), x (8)
 inline __m256 gelu_grad8(__m256 g, __m256 x) {
+    // past x = 1e18 the derivative is exactly 1, as at 1e18; beyond ~1.8e19 x^2 would be inf and
+    // 2 x s (1 - s) du 0 * inf = NaN (min returns its second operand for a NaN x)
+    x = _mm256_min_ps(_mm256_set1_ps(1e18f), x);
     const __m256 one = _mm256_set1_ps(1.0f);
     const __m256 x2 = _mm256_mul_ps(x, x);
     const __m256 y = gelu_y(x, x2);

@@ -35,14 +35,19 @@ inline __m512 recip(__m512 d) {
     return _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
 }
 
-// out (16) <- x (16)
+// out (16) <- x (16). Where 2^y is capped (x below about -9.4) the result is x / 2^127 rather than
+// the true value (below 1e-30): x is floored at -1e20 there so that it stays below 7e-19 (x = -3e38
+// gave -1.8); max returns its second operand for a NaN x.
 inline __m512 gelu16(__m512 x) {
     const __m512 e = avx512::exp2_ps(gelu_y(x, _mm512_mul_ps(x, x)));
-    return _mm512_mul_ps(x, recip(_mm512_add_ps(_mm512_set1_ps(1.0f), e)));
+    return _mm512_mul_ps(_mm512_max_ps(_mm512_set1_ps(-1e20f), x), recip(_mm512_add_ps(_mm512_set1_ps(1.0f), e)));
 }
 
 // dx (16) <- dout (16), x (16)
 inline __m512 gelu_grad16(__m512 g, __m512 x) {
+    // past x = 1e18 the derivative is exactly 1, as at 1e18; beyond ~1.8e19 x^2 would be inf and
+    // 2 x s (1 - s) du 0 * inf = NaN (min returns its second operand for a NaN x)
+    x = _mm512_min_ps(_mm512_set1_ps(1e18f), x);
     const __m512 one = _mm512_set1_ps(1.0f);
     const __m512 x2 = _mm512_mul_ps(x, x);
     const __m512 y = gelu_y(x, x2);
