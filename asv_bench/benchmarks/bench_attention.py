@@ -3,7 +3,9 @@
 B=1, H=8, D=64, float32, causal, T in {256, 1024, 4096, 8192}, 1 and 2 threads.
 `time_*` are asv timings of the forward and of forward+backward; `track_gflops_*` count
 a causal forward as 2*B*H*T^2*D FLOPs and forward+backward as 3.5 times that;
-`track_peak_memory_*` is the pool's peak above what was held before the call (bytes);
+`track_fraction_of_peak_forward_backward` divides that rate by `fma_peak_gflops` measured
+right after it in the same process; `track_peak_memory_*` is the pool's peak above what was
+held before the call (bytes);
 `track_ratio_standard_over_flash` is the standard path's forward+backward time over
 flash's, the two measured interleaved so that machine noise hits both alike.
 
@@ -96,6 +98,16 @@ class Attention(_Base):
         return 3.5 * _flops(T) / _median_seconds(self._forward_backward) / 1e9
 
     track_gflops_forward_backward.unit = "GFLOP/s"
+
+    def track_fraction_of_peak_forward_backward(self, impl, T, threads):
+        """track_gflops_forward_backward over fma_peak_gflops on as many threads, measured right after it
+        in the same process (the issue reports GFLOP/s against the machine's two-core peak)"""
+        if not hasattr(_core, "fma_peak_gflops"):
+            raise NotImplementedError("fma_peak_gflops: not in this build of femtogpt")
+        rate = 3.5 * _flops(T) / _median_seconds(self._forward_backward) / 1e9
+        return rate / _core.fma_peak_gflops(threads, 0.5)
+
+    track_fraction_of_peak_forward_backward.unit = "ratio"
 
     def track_peak_memory_forward_backward(self, impl, T, threads):
         before = _core.memory_stats()["current_bytes"]
