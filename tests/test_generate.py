@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+from child_process import UNDER_ASAN
 
 from femtogpt import GPT, GPTConfig, _core
 from femtogpt import generate as gen
@@ -386,6 +387,7 @@ def save_char_checkpoint(tmp_path, text="hello world, the cat sat on the mat.\n"
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads VmRSS, Linux's")
+@pytest.mark.skipif(UNDER_ASAN, reason="ASan's quarantine keeps freed memory resident")
 def test_empty_cache_frees_the_packed_weights_a_generation_left():
     """An engine leaves its packed weights (the model's size) cached for the next one; empty_cache()
     gives them back, so that `femtogpt train` does not hold them through training. In a child process,

@@ -647,6 +647,9 @@ void attention_flash_backward(Heads<T> dq, Heads<T> dk, Heads<T> dv, Heads<const
     const int64_t BH = B * H;
     if (BH == 0) return;
     auto zero = [&](const Heads<T>& x, int64_t n) {
+        // nothing to write: no loop over the heads at all (B*H may be 2^40 with no element; an
+        // optimized build dropped the empty loop, an ASan build ran it)
+        if (n == 0 || D == 0) return;
         for (int64_t bh = 0; bh < BH; bh++)
             for (int64_t i = 0; i < n; i++) std::fill_n(x.at(bh / H, bh % H) + i * x.row, D, T(0));
     };
