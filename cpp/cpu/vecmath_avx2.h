@@ -7,6 +7,8 @@
 
 #include <cstdint>
 
+#include "cpu/vecmath_common.h"
+
 namespace femtogpt::cpu::avx2 {
 
 // exp(x) for 8 floats, within ~2 ulp of std::exp for x in [-87, 88]: x = n ln2 + r
@@ -46,12 +48,7 @@ static inline __m256 exp2_ps(__m256 y_in) {
     const __m256 y = _mm256_min_ps(_mm256_set1_ps(127.0f), _mm256_max_ps(_mm256_set1_ps(-127.0f), y_in));
     const __m256 n = _mm256_round_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m256 f = _mm256_sub_ps(y, n);
-    auto c = [](int k) {  // ln2^k / k!
-        constexpr double ln2 = 0.6931471805599453;
-        double v = 1;
-        for (int i = 1; i <= k; i++) v *= ln2 / i;
-        return _mm256_set1_ps(float(v));
-    };
+    auto c = [](int k) { return _mm256_set1_ps(vecmath::kExp2Taylor[k]); };  // ln2^k / k!
     // Estrin's scheme: 4 dependent steps
     const __m256 f2 = _mm256_mul_ps(f, f), f4 = _mm256_mul_ps(f2, f2);
     const __m256 p01 = _mm256_fmadd_ps(c(1), f, c(0)), p23 = _mm256_fmadd_ps(c(3), f, c(2));

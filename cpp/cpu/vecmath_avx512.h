@@ -7,6 +7,8 @@
 
 #include <cstdint>
 
+#include "cpu/vecmath_common.h"
+
 namespace femtogpt::cpu::avx512 {
 
 // 2^y for 16 finite floats: y = n + f, n = round(y) and |f| <= 1/2 (exact in float), 2^f by
@@ -18,12 +20,7 @@ namespace femtogpt::cpu::avx512 {
 static inline __m512 exp2_ps(__m512 y) {
     const __m512 n = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m512 f = _mm512_sub_ps(y, n);
-    auto c = [](int k) {  // ln2^k / k!
-        constexpr double ln2 = 0.6931471805599453;
-        double v = 1;
-        for (int i = 1; i <= k; i++) v *= ln2 / i;
-        return _mm512_set1_ps(float(v));
-    };
+    auto c = [](int k) { return _mm512_set1_ps(vecmath::kExp2Taylor[k]); };  // ln2^k / k!
     // Estrin's scheme: 4 dependent steps
     const __m512 f2 = _mm512_mul_ps(f, f), f4 = _mm512_mul_ps(f2, f2);
     const __m512 p01 = _mm512_fmadd_ps(c(1), f, c(0)), p23 = _mm512_fmadd_ps(c(3), f, c(2));
