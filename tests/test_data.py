@@ -551,6 +551,45 @@ def test_load_tokens_with_nowhere_to_cache(tmp_path, counting, monkeypatch):
     assert list(tmp_path.glob("**/*.npy")) == []
 
 
+def _disk_full_after_tokenizing(target, path, tokenizer, dtype):
+    """_write_cache on a disk that fills up: the text is tokenized, then the write fails."""
+    for _ in fdata._encode_pieces(path, tokenizer, dtype):
+        pass
+    raise OSError(28, "No space left on device")
+
+
+def test_load_tokens_tokenizes_once_more_when_a_cache_write_fails(tmp_path, counting, monkeypatch):
+    """A write that fails partway (disk full) keeps the ids in memory: the next place gets them
+    written without tokenizing the corpus again (it used to tokenize once per place tried)."""
+    data = write(tmp_path / "corpus.txt", "abc\n" * 20)
+    real = fdata._write_cache
+    monkeypatch.setattr(fdata, "_write_cache",
+                        lambda target, *a: _disk_full_after_tokenizing(target, *a)
+                        if target.parent.name == "full" else real(target, *a))
+    ids = load_tokens(data, counting, cache_dir=tmp_path / "full")
+    assert counting.calls == 2  # the failed write's, then once into memory
+    assert isinstance(ids, np.memmap) and not list((tmp_path / "full").iterdir())
+    assert [p.parent for p in tmp_path.glob("**/*.tokens.npy")] == [tmp_path]  # the next place: beside the data
+    np.testing.assert_array_equal(ids, counting.encode("abc\n" * 20))
+    counting.calls = 0
+    np.testing.assert_array_equal(load_tokens(data, counting), ids)
+    assert counting.calls == 0  # served from that cache
+
+
+def test_load_tokens_when_every_cache_write_fails(tmp_path, counting, monkeypatch):
+    data = write(tmp_path / "corpus.txt", "abc\n" * 20)
+    monkeypatch.setattr(fdata, "_write_cache", _disk_full_after_tokenizing)
+    def disk_full(target, ids):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fdata, "_write_ids", disk_full)
+    ids = load_tokens(data, counting, cache_dir=tmp_path / "mine")  # three places to try
+    assert counting.calls == 2  # the first place's write, then into memory (was 3 + 1)
+    assert ids.dtype == np.uint16 and not isinstance(ids, np.memmap)
+    np.testing.assert_array_equal(ids, counting.encode("abc\n" * 20))
+    assert list(tmp_path.glob("**/*.npy")) == []
+
+
 def test_load_tokens_with_bpe(tmp_path):
     pytest.importorskip("tokenizers")
     from femtogpt.tokenizer import BPETokenizer

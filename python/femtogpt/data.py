@@ -249,6 +249,18 @@ def _write_cache(target: Path, path: Path, tokenizer: Any, dtype: np.dtype) -> N
         out.write(_npy_header(dtype, n, header_bytes))
 
 
+def _write_ids(target: Path, ids: np.ndarray) -> None:
+    """The ids already in memory as the .npy file ``target``, atomically."""
+    with atomic_path(target) as tmp, open(tmp, "wb") as out:
+        out.write(_npy_header(ids.dtype, ids.size))
+        out.write(ids.tobytes())
+
+
+def _encode_all(path: Path, tokenizer: Any, dtype: np.dtype) -> np.ndarray:
+    """All of ``path``'s ids in memory (when no cache could be written)."""
+    return np.concatenate(list(_encode_pieces(path, tokenizer, dtype)))
+
+
 def load_tokens(path: str | os.PathLike, tokenizer: Any, *,
                 cache_dir: str | os.PathLike | None = None) -> np.ndarray:
     """Token ids of the text file ``path`` under ``tokenizer``, as a read-only 1-D memmap
@@ -272,14 +284,20 @@ def load_tokens(path: str | os.PathLike, tokenizer: Any, *,
         if cached is not None:
             return cached
 
+    in_memory = None  # the ids, once a write has failed: the next place gets them without tokenizing again
     for d in candidates:
         try:
             d.mkdir(parents=True, exist_ok=True)
             if not _dir_is_writable(d):
                 continue
-            _write_cache(d / name, path, tokenizer, dtype)
-        except OSError:
-            continue  # read-only file system, quota, ...: try the next place
+            if in_memory is None:
+                _write_cache(d / name, path, tokenizer, dtype)
+            else:
+                _write_ids(d / name, in_memory)
+        except OSError:  # read-only file system, disk full, quota, ...: try the next place
+            if in_memory is None:
+                in_memory = _encode_all(path, tokenizer, dtype)
+            continue
         for old in d.glob(stale_glob):
             if old.name != name:
                 with contextlib.suppress(OSError):
@@ -288,7 +306,7 @@ def load_tokens(path: str | os.PathLike, tokenizer: Any, *,
         if cached is not None:
             return cached
     # Nowhere to cache: work from memory.
-    return np.concatenate(list(_encode_pieces(path, tokenizer, dtype)))
+    return in_memory if in_memory is not None else _encode_all(path, tokenizer, dtype)
 
 
 # ---------------------------------------------------------------------------- batches
