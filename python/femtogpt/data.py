@@ -51,9 +51,10 @@ def bundled_corpus_path() -> Path:
     return path
 
 
-# A corpus is never held in memory whole (as bytes, str and ids it took 18x its size): it is
-# hashed READ_BYTES at a time, and read, tokenized and used for BPE training in pieces of about
-# PIECE_BYTES (tokenizers' train_from_iterator buffers 256 of them).
+# A corpus's text is never held in memory whole (as bytes, str and ids it took 18x its size): it
+# is hashed READ_BYTES at a time, and read, tokenized and used for BPE training in pieces of about
+# PIECE_BYTES (tokenizers' train_from_iterator buffers 256 of them). Its ids are held whole only
+# when writing a token cache failed (see load_tokens).
 READ_BYTES = 1 << 20
 PIECE_BYTES = 1 << 16
 # iter_text cuts pieces only at word boundaries (see there); a piece grows past PIECE_BYTES to
@@ -250,15 +251,17 @@ def _write_cache(target: Path, path: Path, tokenizer: Any, dtype: np.dtype) -> N
 
 
 def _write_ids(target: Path, ids: np.ndarray) -> None:
-    """The ids already in memory as the .npy file ``target``, atomically."""
+    """The ids already in memory as the .npy file ``target``, atomically (no copy of them)."""
     with atomic_path(target) as tmp, open(tmp, "wb") as out:
         out.write(_npy_header(ids.dtype, ids.size))
-        out.write(ids.tobytes())
+        ids.tofile(out)
 
 
 def _encode_all(path: Path, tokenizer: Any, dtype: np.dtype) -> np.ndarray:
-    """All of ``path``'s ids in memory (when no cache could be written)."""
-    return np.concatenate(list(_encode_pieces(path, tokenizer, dtype)))
+    """All of ``path``'s ids in memory, read-only like the cache's memmap."""
+    ids = np.concatenate(list(_encode_pieces(path, tokenizer, dtype)))
+    ids.flags.writeable = False
+    return ids
 
 
 def load_tokens(path: str | os.PathLike, tokenizer: Any, *,
@@ -266,9 +269,12 @@ def load_tokens(path: str | os.PathLike, tokenizer: Any, *,
     """Token ids of the text file ``path`` under ``tokenizer``, as a read-only 1-D memmap
     (uint16 when the vocabulary fits, else uint32).
 
-    Tokenizes once and caches the result beside the file, or in ``cache_dir`` /
-    :func:`user_cache_dir` when the file's directory is not writable. The cache is
-    written atomically and stale caches of the same file and tokenizer are removed."""
+    Tokenizes once and caches the result in the first place that takes it: ``cache_dir`` if
+    given, beside the file if its directory is writable, else :func:`user_cache_dir`. The
+    cache is written atomically, a piece at a time, and stale caches of the same file and
+    tokenizer are removed. When a write fails partway (disk full, quota), the ids are
+    tokenized once more, into memory, and the next places get those written; when no place
+    takes them, they come back as a read-only in-memory array."""
     path = Path(path)
     _check_data_file(path, regular=True)
     path = path.resolve()
@@ -288,14 +294,20 @@ def load_tokens(path: str | os.PathLike, tokenizer: Any, *,
     for d in candidates:
         try:
             d.mkdir(parents=True, exist_ok=True)
-            if not _dir_is_writable(d):
-                continue
+        except OSError:  # read-only file system, a file in the way, ...: try the next place
+            continue
+        if not _dir_is_writable(d):
+            continue
+        try:
             if in_memory is None:
                 _write_cache(d / name, path, tokenizer, dtype)
             else:
                 _write_ids(d / name, in_memory)
-        except OSError:  # read-only file system, disk full, quota, ...: try the next place
-            if in_memory is None:
+            written = True
+        except OSError:  # disk full, quota, ...: try the next place
+            written = False
+        if not written:
+            if in_memory is None:  # outside the except: an error reading the data is not chained to it
                 in_memory = _encode_all(path, tokenizer, dtype)
             continue
         for old in d.glob(stale_glob):
