@@ -89,6 +89,40 @@ def test_atomic_write_failure_midway_through_writer(tmp_path, monkeypatch):
     assert leftovers(tmp_path) == []
 
 
+def test_staged_writes_rename_together_or_not_at_all(tmp_path):
+    save_json(tmp_path / "a.json", {"v": 1})
+    save_json(tmp_path / "b.json", {"v": 1})
+    with pytest.raises(RuntimeError, match="interrupted"):
+        with ckpt.staged_writes():
+            save_json(tmp_path / "a.json", {"v": 2})
+            assert load_json(tmp_path / "a.json") == {"v": 1}  # written in full, not yet renamed
+            raise RuntimeError("interrupted before b.json")
+    assert load_json(tmp_path / "a.json") == {"v": 1} and sorted(os.listdir(tmp_path)) == ["a.json", "b.json"]
+    with ckpt.staged_writes():
+        save_json(tmp_path / "a.json", {"v": 3})
+        save_safetensors(tmp_path / "c.safetensors", {"w": np.arange(3, dtype=np.float32)})
+        assert not (tmp_path / "c.safetensors").exists()
+    assert load_json(tmp_path / "a.json") == {"v": 3} and load_safetensors(tmp_path / "c.safetensors")[0]["w"][2] == 2
+    assert sorted(os.listdir(tmp_path)) == ["a.json", "b.json", "c.safetensors"]
+    save_json(tmp_path / "b.json", {"v": 4})  # outside: renamed at once again
+    assert load_json(tmp_path / "b.json") == {"v": 4}
+
+
+def test_json_and_safetensors_that_are_not_regular_files(tmp_path):
+    """A FIFO would block the read and /dev/zero never end it: both are refused before reading."""
+    fifo = tmp_path / "config.json"
+    os.mkfifo(fifo)
+    with pytest.raises(ckpt.CheckpointError, match="not a regular file"):
+        load_json(fifo)
+    zero = tmp_path / "model.safetensors"
+    zero.symlink_to("/dev/zero")
+    with pytest.raises(ckpt.CheckpointError, match="not a regular file"):
+        load_safetensors(zero)
+    (tmp_path / "d.json").mkdir()
+    with pytest.raises(ckpt.CheckpointError, match="is a directory"):
+        load_json(tmp_path / "d.json")
+
+
 def test_atomic_write_missing_directory(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         atomic_write_text(tmp_path / "nope" / "f.txt", "x")

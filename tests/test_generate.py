@@ -443,12 +443,36 @@ def test_cli_prompt_file_and_seeds(tmp_path, capsys):
     (["--top-p", "2"], "top_p"),
     (["--max-new-tokens", "-5"], "max_new_tokens"),
     (["--num-samples", "0"], "num-samples"),
+    (["--max-new-tokens", str(2**63)], "fit in 64 bits"),  # was pybind's many-line "incompatible arguments"
+    (["--slide", "0"], "--slide: slide must be an integer in [1, block_size"),
 ])
 def test_cli_errors_are_one_line(tmp_path, capsys, args, msg):
     d, _, _ = save_char_checkpoint(tmp_path)
     assert cli_main(["generate", "--checkpoint", str(d), *args]) == 2
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
     assert msg in err and err.count("\n") == 1 and err.startswith("femtogpt generate: error:")
+    assert captured.out == ""  # the error comes before the prompt is printed
+
+
+def test_cli_top_k_past_any_vocabulary_is_no_limit(tmp_path, capsys):
+    d, model, tok = save_char_checkpoint(tmp_path)
+    assert cli_main(["generate", "--checkpoint", str(d), "--prompt", "the ", "--max-new-tokens", "10",
+                     "--seed", "3", "--top-k", str(2**64)]) == 0
+    expected = tok.decode(model.generate(tok.encode("the "), 10, temperature=0.8, seed=3))  # the CLI's default
+    assert capsys.readouterr().out == expected + "\n---\n"
+
+
+def test_cli_refuses_a_tokenizer_larger_than_the_model(tmp_path, capsys):
+    """A byte tokenizer (256) beside a char model: the prompt's low bytes fit the model, and it used
+    to generate garbage and exit 0."""
+    from femtogpt.tokenizer import ByteTokenizer
+
+    d, _, _ = save_char_checkpoint(tmp_path)
+    ByteTokenizer().save(d)
+    assert cli_main(["generate", "--checkpoint", str(d), "--prompt", " !"]) == 2
+    captured = capsys.readouterr()
+    assert "tokenizer has 256 tokens but its model a vocabulary of" in captured.err and captured.out == ""
 
 
 def test_cli_missing_checkpoint_and_prompt_file(tmp_path, capsys):

@@ -126,6 +126,48 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(corpus, tmp_path, m
     assert not leftovers
 
 
+def test_a_save_failing_at_its_last_file_leaves_the_previous_step_whole(corpus, tmp_path, monkeypatch):
+    """The weights, history and config of a failed save are not left beside the previous save's
+    training state: all files of a run directory change together or not at all. (Before staged
+    saves, the step-4 weights were renamed into place before the training state failed, and
+    resume mixed step-4 weights with the step-2 optimizer state without a word.)"""
+    full = Trainer(tiny_cfg(corpus, tmp_path / "full", steps=4))
+    full.run()
+    t = Trainer(tiny_cfg(corpus, tmp_path / "run", steps=4))
+    t.run(stop_at=2)
+    before = {f: (tmp_path / "run" / f).read_bytes() for f in os.listdir(tmp_path / "run")}
+    real = checkpoint.save_safetensors
+
+    def failing_state(path, *a, **k):
+        if os.path.basename(path) == "training_state.safetensors":
+            raise OSError("disk full (simulated)")
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(checkpoint, "save_safetensors", failing_state)
+    with pytest.raises(OSError, match="disk full"):
+        t.run()  # steps 3 and 4; the save at step 4 writes everything but the training state
+    monkeypatch.setattr(checkpoint, "save_safetensors", real)
+    assert t.step == 4
+    assert {f: (tmp_path / "run" / f).read_bytes() for f in os.listdir(tmp_path / "run")} == before
+    resumed = Trainer.resume(str(tmp_path / "run"))
+    assert resumed.step == 2
+    resumed.run()
+    assert losses(resumed) == losses(full)
+
+
+def test_resume_drops_history_past_the_saved_step(corpus, tmp_path):
+    """A run directory mixed by a save interrupted before staged saves existed: history.json ahead of
+    the training state. Resume keeps the history up to the state's step only."""
+    t = Trainer(tiny_cfg(corpus, tmp_path / "run", steps=4))
+    t.run(stop_at=2)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    history["train"] += [[3, 1.5], [4, 1.25]]
+    history["val"] += [[4, 1.75]]
+    (tmp_path / "run" / "history.json").write_text(json.dumps(history))
+    resumed = Trainer.resume(str(tmp_path / "run"))
+    assert resumed.step == 2 and all(e[0] <= 2 for split in ("train", "val") for e in resumed.history[split])
+
+
 def test_cli_train_and_generate(corpus, tmp_path, capsys):
     out = tmp_path / "cli"
     rc = main(["train", "--data", corpus, "--steps", "6", "--batch-size", "4", "--block-size", "16",
@@ -223,6 +265,8 @@ def test_adamw_checks_its_arguments_and_loads_a_state_whole():
             fg.AdamW([p], **kw)
     with pytest.raises(TypeError, match="lr must be a number"):
         fg.AdamW([p], lr="0.1")
+    with pytest.raises(ValueError, match="eps must be > 0"):  # a 0 gradient's step would be 0 / 0
+        fg.AdamW([p], eps=0.0)
     opt = fg.AdamW([p])
     p.grad = fg.tensor(np.ones(3, np.float32))
     opt.step()
@@ -243,6 +287,46 @@ def _small_run(corpus, out, steps=4):
     assert main(["train", "--data", corpus, "--steps", str(steps), "--batch-size", "4", "--block-size", "16",
                  "--eval-every", "2", "--eval-iters", "1", "--out", str(out), "--no-progress",
                  "--sample-tokens", "0"]) == 0
+
+
+def test_cli_resume_refuses_the_flags_that_make_the_run(corpus, tmp_path, capsys):
+    """--resume used to ignore --lr, --preset, --batch-size, ... silently (even invalid ones)."""
+    out = tmp_path / "run"
+    _small_run(corpus, out)
+    capsys.readouterr()
+    rc = main(["train", "--resume", str(out), "--steps", "6", "--lr", "5", "--preset", "small", "--grad-accum", "0",
+               "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--preset, --lr, --grad-accum cannot change it" in err and err.count("\n") == 1
+    # what does not change the losses may: evaluation, samples, memory options, where the data is
+    assert main(["train", "--resume", str(out), "--steps", "6", "--eval-every", "3", "--sample-tokens", "0",
+                 "--no-progress", "--data", corpus]) == 0
+    history = json.loads((out / "history.json").read_text())
+    assert [s for s, _ in history["val"]] == [2, 4, 6]  # eval_every 2 to step 4, then 3: step 6
+
+
+def test_cli_resume_from_another_directory(corpus, tmp_path, monkeypatch, capsys):
+    """train_config.json keeps --data absolute: a run started with a relative path resumes from anywhere."""
+    monkeypatch.chdir(os.path.dirname(corpus))
+    assert main(["train", "--data", os.path.basename(corpus), "--steps", "2", "--batch-size", "4",
+                 "--block-size", "16", "--eval-every", "2", "--eval-iters", "1", "--out", str(tmp_path / "run"),
+                 "--no-progress", "--sample-tokens", "0"]) == 0
+    assert json.loads((tmp_path / "run" / "train_config.json").read_text())["data"] == corpus
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["train", "--resume", str(tmp_path / "run"), "--steps", "3", "--no-progress"]) == 0
+
+
+def test_cli_out_that_cannot_be_a_directory_fails_before_training(corpus, tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    rc = main(["train", "--data", corpus, "--steps", "2", "--batch-size", "4", "--block-size", "16",
+               "--out", str(tmp_path / "afile"), "--no-progress", "--sample-tokens", "0"])
+    captured = capsys.readouterr()
+    assert rc == 2 and "exists and is not a directory" in captured.err
+    assert "step 2:" not in captured.out  # it used to train, then fail at the first save
+    rc = main(["train", "--data", corpus, "--steps", "2", "--sample-tokens", "-1", "--no-progress"])
+    assert rc == 2 and "--sample-tokens must be >= 0" in capsys.readouterr().err
 
 
 def test_cli_resume_errors(corpus, tmp_path, capsys):

@@ -5,12 +5,16 @@ A checkpoint directory holds ``model.safetensors`` (tensor names and layouts as 
 Face's GPT-2: ``wte.weight``, ``h.0.attn.c_attn.weight`` (C, 3C), ...), ``config.json``,
 ``tokenizer.json`` and the training state beside them. Every file is written atomically:
 a temporary file in the same directory, flushed and fsynced, then renamed over the
-target, so a crash mid-save leaves the previous checkpoint intact.
+target, so a crash mid-save leaves the previous checkpoint intact. A directory of several
+files (a training run's) is saved under :func:`staged_writes`: every file is written in
+full first and the renames come together at the end, so a save that fails or is killed
+while it writes leaves the previous files all of one step, not a mix of two.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import os
 import struct
@@ -26,6 +30,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_path",
+    "staged_writes",
     "save_safetensors",
     "load_safetensors",
     "save_json",
@@ -75,6 +80,39 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+# Inside staged_writes: the (temporary, target) pairs whose renames wait for its end.
+_staged: contextvars.ContextVar[list | None] = contextvars.ContextVar("femtogpt_staged_writes", default=None)
+
+
+@contextlib.contextmanager
+def staged_writes() -> Iterator[None]:
+    """Files written atomically inside are renamed into place only when the block ends
+    without an error, in the order they were written; on an error every one of them is
+    removed and no target is touched. (A kill during the renames themselves, a few system
+    calls, can still mix two saves; one while the files are written cannot.)"""
+    pending: list[tuple[Path, Path]] = []
+    token = _staged.set(pending)
+    try:
+        yield
+    except BaseException:
+        for tmp, _ in pending:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        raise
+    finally:
+        _staged.reset(token)
+    for i, (tmp, path) in enumerate(pending):
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            for rest, _ in pending[i:]:
+                with contextlib.suppress(OSError):
+                    rest.unlink()
+            raise
+    for directory in dict.fromkeys(path.parent for _, path in pending):
+        _fsync_dir(directory)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in ``path``'s directory; on success fsync it and rename it
@@ -95,6 +133,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.chmod(tmp, mode)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        pending = _staged.get()
+        if pending is not None:  # staged_writes renames it, with the others
+            pending.append((tmp, path))
+            return
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -283,6 +325,8 @@ def load_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], di
         raise FileNotFoundError(f"checkpoint file {path} does not exist")
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a directory; expected a .safetensors file")
+    if not path.is_file():  # a FIFO or a device (/dev/zero): no size to check, reads that block or never end
+        raise CheckpointError(f"{path} is not a regular file; expected a .safetensors file")
     _import_safetensors_numpy()
     from safetensors import SafetensorError, safe_open
 
@@ -327,6 +371,9 @@ def load_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"JSON file {path} does not exist")
+    if not path.is_file():  # a FIFO would block the read, /dev/zero never end it
+        kind = "a directory" if path.is_dir() else "not a regular file"
+        raise CheckpointError(f"{path} is {kind}: expected a JSON file")
     try:
         raw = path.read_bytes()
         return json.loads(raw.decode("utf-8"))

@@ -42,8 +42,8 @@ def _check_sampling(max_new_tokens, temperature, top_k, top_p) -> tuple[int, flo
     """Validate the sampling arguments; returns them as the core takes them (top_k 0 and top_p 1 mean off)."""
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral):
         raise TypeError(f"max_new_tokens must be an integer, got {max_new_tokens!r}")
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if not 0 <= max_new_tokens < 2**63:
+        raise ValueError(f"max_new_tokens must be >= 0 and fit in 64 bits, got {max_new_tokens}")
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
         raise TypeError(f"temperature must be a number, got {temperature!r}")
     if not np.isfinite(temperature) or temperature < 0:
@@ -58,7 +58,8 @@ def _check_sampling(max_new_tokens, temperature, top_k, top_p) -> tuple[int, flo
             raise TypeError(f"top_p must be a number or None, got {top_p!r}")
         if not 0.0 < top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1] (or None for no nucleus), got {top_p}")
-    return int(max_new_tokens), float(temperature), 0 if top_k is None else int(top_k), \
+    # a top_k past any vocabulary is no limit: capped so that the core's integer takes it
+    return int(max_new_tokens), float(temperature), 0 if top_k is None else min(int(top_k), 2**31 - 1), \
         1.0 if top_p is None else float(top_p)
 
 
@@ -297,6 +298,13 @@ def main_from_args(args) -> int:
     _check_sampling(args.max_new_tokens, args.temperature, args.top_k, args.top_p)
     model = GPT.load(args.checkpoint)
     tok = load_tokenizer(args.checkpoint)
+    if tok.vocab_size > model.config.vocab_size:
+        raise ValueError(f"the checkpoint's tokenizer has {tok.vocab_size} tokens but its model a vocabulary of "
+                         f"{model.config.vocab_size}: tokenizer and model do not match")
+    try:
+        _default_slide(model.config.block_size, args.slide)  # before any output
+    except ValueError as e:
+        raise ValueError(f"--slide: {e}") from None
     encoded = []
     for prompt in _read_prompts(args):
         ids = tok.encode(prompt)

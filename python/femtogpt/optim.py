@@ -31,6 +31,8 @@ class AdamW:
         if not all(math.isfinite(v) and v >= 0 for v in (lr, eps, weight_decay)):
             raise ValueError(f"AdamW: lr ({lr}), eps ({eps}) and weight_decay ({weight_decay}) must be finite "
                              f"and >= 0")
+        if eps == 0:  # a weight whose gradient is still 0 would step by 0 / (sqrt(0) + 0) = NaN
+            raise ValueError("AdamW: eps must be > 0 (it keeps the update finite where a gradient is 0), got 0")
         if not (isinstance(betas, (tuple, list)) and len(betas) == 2
                 and all(isinstance(b, numbers.Real) and not isinstance(b, bool) for b in betas)):
             raise ValueError(f"AdamW: betas must be a pair of numbers (beta1, beta2), got {betas!r}")

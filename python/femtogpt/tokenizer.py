@@ -367,6 +367,8 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
                                     f"vocab.json + merges.txt")
     elif not p.exists():
         raise FileNotFoundError(f"tokenizer file {p} does not exist")
+    elif not p.is_file():  # a FIFO or a device: a read that blocks or never ends
+        raise ValueError(f"tokenizer file {p} is not a regular file")
     try:
         d = json.loads(p.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:

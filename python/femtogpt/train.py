@@ -88,6 +88,8 @@ class TrainConfig:
             raise ValueError("--warmup-steps, --weight-decay and --grad-clip must be >= 0")
         if self.checkpoint_every < 0:
             raise ValueError(f"--checkpoint-every must be >= 0, got {self.checkpoint_every}")
+        if self.sample_tokens < 0:
+            raise ValueError(f"--sample-tokens must be >= 0 (0: no samples), got {self.sample_tokens}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.attention not in ("flash", "standard"):
@@ -119,6 +121,8 @@ class Trainer:
         self.cfg = cfg
         preset = PRESETS[cfg.preset]
         self.batch_size = cfg.batch_size or preset["batch_size"]
+        if cfg.data:  # train_config.json keeps it absolute: --resume works from any directory
+            cfg.data = os.path.abspath(cfg.data)
         path = cfg.data or data_mod.bundled_corpus_path()
         # load_tokens reads the file twice and needs a regular file: say so before the tokenizer reads
         # it once (a FIFO would be drained, /dev/zero never ends)
@@ -187,6 +191,8 @@ class Trainer:
         """Train to cfg.steps (or stop early at step `stop_at`, the schedule unchanged)."""
         cfg = self.cfg
         end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
+        if cfg.out:  # a run directory that cannot be made fails now, not when the first save comes
+            _make_run_directory(cfg.out)
         bar = _progress(cfg.steps, self.step, cfg.progress)
         tokens_per_step = self.batch_size * self.model.config.block_size * cfg.grad_accum
         t0, tokens = time.perf_counter(), 0
@@ -250,18 +256,21 @@ class Trainer:
         return {str(i): m.calls for i, m in enumerate(self.model.modules()) if isinstance(m, Dropout)}
 
     def save(self, out: str) -> None:
-        """Write the run directory; each file atomically, the training state last."""
+        """Write the run directory: every file in full, then all renamed into place together
+        (checkpoint.staged_writes), the training state last. A save that fails or is killed
+        while it writes leaves the previous checkpoint whole, weights and state of one step."""
         os.makedirs(out, exist_ok=True)
-        self.model.save(out, tokenizer=self.tokenizer)
-        checkpoint.save_json(os.path.join(out, "train_config.json"), dataclasses.asdict(self.cfg))
-        checkpoint.save_json(os.path.join(out, "history.json"), self.history)
-        meta = {
-            "step": str(self.step),
-            "data": json.dumps(self.dataset.state_dict()),
-            "dropout_calls": json.dumps(self._dropout_counters()),
-        }
-        state = self.opt.state_dict(copy=False)  # views: written at once, no second copy of the moments
-        checkpoint.save_safetensors(os.path.join(out, "training_state.safetensors"), state, meta)
+        with checkpoint.staged_writes():
+            self.model.save(out, tokenizer=self.tokenizer)
+            checkpoint.save_json(os.path.join(out, "train_config.json"), dataclasses.asdict(self.cfg))
+            checkpoint.save_json(os.path.join(out, "history.json"), self.history)
+            meta = {
+                "step": str(self.step),
+                "data": json.dumps(self.dataset.state_dict()),
+                "dropout_calls": json.dumps(self._dropout_counters()),
+            }
+            state = self.opt.state_dict(copy=False)  # views: written at once, no second copy of the moments
+            checkpoint.save_safetensors(os.path.join(out, "training_state.safetensors"), state, meta)
 
     def _load_state(self, state: dict) -> None:
         from .nn import Dropout
@@ -283,7 +292,9 @@ class Trainer:
         self.step = step
         for m, c in dropouts:
             m.calls = c
-        self.history = state.get("history", self.history)
+        history = state.get("history", self.history)
+        # entries past the saved step (a directory mixed by a save interrupted before staged saves) are dropped
+        self.history = {split: [e for e in history[split] if e[0] <= step] for split in ("train", "val")}
 
     @classmethod
     def resume(cls, run_dir: str, **overrides) -> "Trainer":
@@ -310,6 +321,16 @@ class Trainer:
                                  os.path.join(run_dir, "history.json"))
         return cls(cfg, resume_state={"tensors": tensors, "meta": meta, "history": history}, model=model,
                    tokenizer=tokenizer)
+
+
+def _make_run_directory(out: str) -> None:
+    """Create the run directory ``out`` (and its parents), or ValueError saying why it cannot be one."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out!r} exists and is not a directory: give a run directory")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--out {out!r}: cannot create the run directory: {e.strerror or e}") from None
 
 
 def _check_history(history: dict, path: str) -> dict:
@@ -407,25 +428,26 @@ def add_arguments(p) -> None:
     def per_preset(key: str) -> str:  # "femto 32, small 16"
         return ", ".join(f"{name} {shape[key]}" for name, shape in PRESETS.items())
 
-    p.add_argument("--data", help="a UTF-8 text file (default: the bundled Shakespeare corpus)")
-    p.add_argument("--preset", default=d.preset, help=f"model shape: {', '.join(PRESETS)} (default {d.preset})")
+    p.add_argument("--data", help="a UTF-8 text file (default: the bundled Shakespeare corpus; with --resume: "
+                                  "where the run's data file is now, if it moved)")
+    p.add_argument("--preset", default=None, help=f"model shape: {', '.join(PRESETS)} (default {d.preset})")
     p.add_argument("--steps", type=int, default=None, help=f"optimizer steps in all (default {d.steps})")
     p.add_argument("--batch-size", type=int, help=f"sequences a step (default the preset's: {per_preset('batch_size')})")
     p.add_argument("--block-size", type=int,
                    help=f"context length in tokens (default the preset's: {per_preset('block_size')})")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate, after warmup (default {d.lr:g})")
-    p.add_argument("--min-lr", type=float, default=d.min_lr,
+    p.add_argument("--lr", type=float, default=None, help=f"peak learning rate, after warmup (default {d.lr:g})")
+    p.add_argument("--min-lr", type=float, default=None,
                    help=f"learning rate at the end of the cosine decay (default {d.min_lr:g})")
-    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
+    p.add_argument("--warmup-steps", type=int, default=None,
                    help=f"steps of linear warmup (default {d.warmup_steps})")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay,
+    p.add_argument("--weight-decay", type=float, default=None,
                    help=f"AdamW's decoupled weight decay, on 2-D weights only (default {d.weight_decay:g})")
-    p.add_argument("--grad-clip", type=float, default=d.grad_clip,
+    p.add_argument("--grad-clip", type=float, default=None,
                    help=f"global gradient norm to clip to; 0 turns clipping off (default {d.grad_clip:g})")
-    p.add_argument("--grad-accum", type=int, default=d.grad_accum,
+    p.add_argument("--grad-accum", type=int, default=None,
                    help=f"batches whose gradients are averaged into each step (default {d.grad_accum})")
-    p.add_argument("--dropout", type=float, default=d.dropout, help=f"dropout probability (default {d.dropout:g})")
-    p.add_argument("--attention", default=d.attention, help=f"flash or standard (default {d.attention})")
+    p.add_argument("--dropout", type=float, default=None, help=f"dropout probability (default {d.dropout:g})")
+    p.add_argument("--attention", default=None, help=f"flash or standard (default {d.attention})")
     p.add_argument("--checkpoint-every", type=int, default=None,
                    help="gradient checkpointing: keep only every k-th block's input, recompute the rest "
                         f"(0: off; default {d.checkpoint_every}, or the resumed run's)")
@@ -435,22 +457,31 @@ def add_arguments(p) -> None:
                         "few %% of step time; default off, or the resumed run's)")
     p.add_argument("--memory-report", action="store_true",
                    help="print parameter, optimizer, activation and pool memory after the first steps")
-    p.add_argument("--tokenizer", default=d.tokenizer, help=f"char, byte or bpe (default {d.tokenizer})")
+    p.add_argument("--tokenizer", default=None, help=f"char, byte or bpe (default {d.tokenizer})")
     p.add_argument("--vocab-size", type=int,
                    help=f"BPE vocabulary size (bpe only; default {DEFAULT_BPE_VOCAB_SIZE})")
-    p.add_argument("--eval-every", type=int, default=d.eval_every,
+    p.add_argument("--eval-every", type=int, default=None,
                    help=f"steps between validation losses (default {d.eval_every})")
-    p.add_argument("--eval-iters", type=int, default=d.eval_iters,
+    p.add_argument("--eval-iters", type=int, default=None,
                    help=f"batches averaged into each validation loss (default {d.eval_iters})")
     p.add_argument("--out", default=d.out, help="run directory for checkpoints (default out/)")
-    p.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
-    p.add_argument("--seed", type=int, default=d.seed,
+    p.add_argument("--resume", metavar="DIR",
+                   help="continue the run saved in DIR with its own settings: --steps, --out, --eval-every, "
+                        "--eval-iters, --sample-tokens, --checkpoint-every, --recompute-attention, --plot, "
+                        "--threads and --data may be given; the model, optimizer and data flags may not")
+    p.add_argument("--seed", type=int, default=None,
                    help=f"seed of the weights, the batches and dropout (default {d.seed})")
     p.add_argument("--threads", type=int, help="threads (default: OMP_NUM_THREADS, else every CPU OpenMP sees)")
     p.add_argument("--plot", action="store_true", help="write loss.png into the run directory")
-    p.add_argument("--sample-tokens", type=int, default=d.sample_tokens,
+    p.add_argument("--sample-tokens", type=int, default=None,
                    help=f"tokens to sample before and after training (0: none; default {d.sample_tokens})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+# The flags that make a run what it is: a resumed run keeps its own (train_config.json), and --resume
+# refuses them rather than ignore them. (--data may say where the run's data file is now.)
+_RUN_FLAGS = ("preset", "batch_size", "block_size", "lr", "min_lr", "warmup_steps", "weight_decay", "grad_clip",
+              "grad_accum", "dropout", "attention", "tokenizer", "vocab_size", "seed")
 
 
 def _sample(trainer: Trainer, n: int, seed: int) -> str:
@@ -477,29 +508,33 @@ def main_from_args(args) -> int:
             raise ImportError("--plot needs matplotlib: pip install 'femtogpt[plot]' (or pip install matplotlib)") \
                 from None
     if args.resume:
+        fixed = [f"--{name.replace('_', '-')}" for name in _RUN_FLAGS if getattr(args, name) is not None]
+        if fixed:
+            raise ValueError(f"--resume continues the run with the settings it was saved with; "
+                             f"{', '.join(fixed)} cannot change it (train a new run with --out for that)")
         overrides = {"steps": args.steps} if args.steps is not None else {}
         overrides["out"] = args.resume if args.out == TrainConfig.out else args.out
         overrides["progress"] = not args.no_progress
-        for name in ("checkpoint_every", "recompute_attention"):  # what backward keeps, not what it computes
+        # what backward keeps (not what it computes), how often and how long to evaluate and sample, where
+        # the data file is now: none changes the training losses
+        for name in ("checkpoint_every", "recompute_attention", "eval_every", "eval_iters", "sample_tokens", "data"):
             if getattr(args, name) is not None:
                 overrides[name] = getattr(args, name)
+        for name in ("plot", "memory_report"):
+            if getattr(args, name):
+                overrides[name] = True
         trainer = Trainer.resume(args.resume, **overrides)
         if trainer.step >= trainer.cfg.steps:
             raise ValueError(f"--resume: the run in {args.resume} is at step {trainer.step} already, and --steps "
                              f"is {trainer.cfg.steps}: nothing to train (give a larger --steps)")
         print(f"resuming {args.resume} at step {trainer.step} of {trainer.cfg.steps}")
     else:
-        cfg = TrainConfig(
-            data=args.data, preset=args.preset, steps=TrainConfig.steps if args.steps is None else args.steps,
-            batch_size=args.batch_size,
-            block_size=args.block_size, lr=args.lr, min_lr=args.min_lr, warmup_steps=args.warmup_steps,
-            weight_decay=args.weight_decay, grad_clip=args.grad_clip, grad_accum=args.grad_accum,
-            dropout=args.dropout, attention=args.attention,
-            checkpoint_every=TrainConfig.checkpoint_every if args.checkpoint_every is None else args.checkpoint_every,
-            recompute_attention=bool(args.recompute_attention),
-            memory_report=args.memory_report, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
-            eval_every=args.eval_every, eval_iters=args.eval_iters, out=args.out, seed=args.seed,
-            threads=args.threads, plot=args.plot, sample_tokens=args.sample_tokens, progress=not args.no_progress)
+        given = {name: getattr(args, name) for name in (*_RUN_FLAGS, "steps", "checkpoint_every", "eval_every",
+                                                          "eval_iters", "sample_tokens")
+                 if getattr(args, name) is not None}  # the rest: TrainConfig's defaults
+        cfg = TrainConfig(**given, data=args.data, recompute_attention=bool(args.recompute_attention),
+                          memory_report=args.memory_report, out=args.out, threads=args.threads, plot=args.plot,
+                          progress=not args.no_progress)
         trainer = Trainer(cfg)
     cfg = trainer.cfg
     m = trainer.model
@@ -524,5 +559,5 @@ def main_from_args(args) -> int:
         path = os.path.join(cfg.out, "loss.png")
         write_plot(trainer.history, path)
         print(f"loss plot: {path}")
-    print(f"checkpoint: {cfg.out}/")
+    print(f"checkpoint: {cfg.out}/" if cfg.out else "no checkpoint written (--out is empty)")
     return 0
