@@ -443,12 +443,15 @@ def test_cli_prompt_file_and_seeds(tmp_path, capsys):
     (["--top-p", "2"], "top_p"),
     (["--max-new-tokens", "-5"], "max_new_tokens"),
     (["--num-samples", "0"], "num-samples"),
-    (["--max-new-tokens", str(2**63)], "fit in 64 bits"),  # was pybind's many-line "incompatible arguments"
+    (["--max-new-tokens", str(2**63)], "fit in 64 bits"),  # the old code streamed without end
     (["--slide", "0"], "--slide: slide must be an integer in [1, block_size"),
 ])
 def test_cli_errors_are_one_line(tmp_path, capsys, args, msg):
+    from child_process import deadline
+
     d, _, _ = save_char_checkpoint(tmp_path)
-    assert cli_main(["generate", "--checkpoint", str(d), *args]) == 2
+    with deadline(60):
+        assert cli_main(["generate", "--checkpoint", str(d), *args]) == 2
     captured = capsys.readouterr()
     err = captured.err
     assert msg in err and err.count("\n") == 1 and err.startswith("femtogpt generate: error:")

@@ -149,6 +149,9 @@ def test_a_save_failing_at_its_last_file_leaves_the_previous_step_whole(corpus, 
     monkeypatch.setattr(checkpoint, "save_safetensors", real)
     assert t.step == 4
     assert {f: (tmp_path / "run" / f).read_bytes() for f in os.listdir(tmp_path / "run")} == before
+    (tmp_path / "run" / ".model.safetensors.abc123.tmp").write_bytes(b"a killed save's")  # removed by the next save
+    Trainer.resume(str(tmp_path / "run")).save(str(tmp_path / "run"))
+    assert sorted(os.listdir(tmp_path / "run")) == sorted(before)
     resumed = Trainer.resume(str(tmp_path / "run"))
     assert resumed.step == 2
     resumed.run()
@@ -295,14 +298,35 @@ def test_cli_resume_refuses_the_flags_that_make_the_run(corpus, tmp_path, capsys
     _small_run(corpus, out)
     capsys.readouterr()
     rc = main(["train", "--resume", str(out), "--steps", "6", "--lr", "5", "--preset", "small", "--grad-accum", "0",
-               "--no-progress"])
+               "--data", corpus, "--no-progress"])
     err = capsys.readouterr().err
-    assert rc == 2 and "--preset, --lr, --grad-accum cannot change it" in err and err.count("\n") == 1
-    # what does not change the losses may: evaluation, samples, memory options, where the data is
+    assert rc == 2 and "--data, --preset, --lr, --grad-accum cannot change it" in err and err.count("\n") == 1
+    # what does not change the losses may: evaluation, samples, memory options
     assert main(["train", "--resume", str(out), "--steps", "6", "--eval-every", "3", "--sample-tokens", "0",
-                 "--no-progress", "--data", corpus]) == 0
+                 "--no-progress"]) == 0
     history = json.loads((out / "history.json").read_text())
     assert [s for s, _ in history["val"]] == [2, 4, 6]  # eval_every 2 to step 4, then 3: step 6
+
+
+def test_cli_resume_into_out_even_when_it_is_named_out(corpus, tmp_path, monkeypatch):
+    """--out's default used to be the string "out", so --resume took an explicit --out out for no --out."""
+    _small_run(corpus, tmp_path / "run")
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--resume", "run", "--steps", "6", "--out", "out", "--no-progress",
+                 "--sample-tokens", "0"]) == 0
+    assert json.loads((tmp_path / "out" / "history.json").read_text())["train"][-1][0] == 6
+    assert json.loads((tmp_path / "run" / "history.json").read_text())["train"][-1][0] == 4
+
+
+def test_cli_resume_on_data_that_changed(corpus, tmp_path, capsys):
+    _small_run(corpus, tmp_path / "run")
+    with open(corpus, "a") as f:
+        f.write("the cat sat on the mat\n" * 20)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(tmp_path / "run"), "--steps", "6", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "is not what this run was saved with (n_tokens: saved" in err and "has the file changed?" in err
+    assert "strict=False" not in err and "corrupt" not in err
 
 
 def test_cli_resume_from_another_directory(corpus, tmp_path, monkeypatch, capsys):

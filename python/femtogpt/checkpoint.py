@@ -87,9 +87,10 @@ _staged: contextvars.ContextVar[list | None] = contextvars.ContextVar("femtogpt_
 @contextlib.contextmanager
 def staged_writes() -> Iterator[None]:
     """Files written atomically inside are renamed into place only when the block ends
-    without an error, in the order they were written; on an error every one of them is
-    removed and no target is touched. (A kill during the renames themselves, a few system
-    calls, can still mix two saves; one while the files are written cannot.)"""
+    without an error, in the order they were written; on an error in the block every one of
+    them is removed and no target is touched. (An error or a kill during the renames
+    themselves, a few system calls, can still mix two saves; one while the files are
+    written cannot. Writes from threads started inside are not staged.)"""
     pending: list[tuple[Path, Path]] = []
     token = _staged.set(pending)
     try:

@@ -323,6 +323,16 @@ def load_tokens(path: str | os.PathLike, tokenizer: Any, *,
 
 # ---------------------------------------------------------------------------- batches
 
+class DatasetMismatch(ValueError):
+    """A saved TokenDataset state that belongs to other data (another length, block or batch size);
+    ``differences`` says which, as "n_tokens: saved 3000, now 2000"."""
+
+    def __init__(self, differences: str):
+        super().__init__(f"dataset state does not match this dataset ({differences}); pass strict=False to "
+                         f"restore the random streams anyway")
+        self.differences = differences
+
+
 class TokenDataset:
     """Random (x, y) batches from a token id array, as nanoGPT's ``get_batch``.
 
@@ -437,9 +447,7 @@ class TokenDataset:
                               for k in ("n_tokens", "block_size", "batch_size", "val_fraction")
                               if state[k] != getattr(self, k)]
                 if mismatched:
-                    raise ValueError("dataset state does not match this dataset ("
-                                     + "; ".join(mismatched) + "); pass strict=False to "
-                                     "restore the random streams anyway")
+                    raise DatasetMismatch("; ".join(mismatched))
             rngs = {}
             for s in SPLITS:
                 g = np.random.Generator(np.random.PCG64())

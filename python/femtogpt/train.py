@@ -9,6 +9,7 @@ state, the dropout counters). Every file is written atomically.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -260,6 +261,10 @@ class Trainer:
         (checkpoint.staged_writes), the training state last. A save that fails or is killed
         while it writes leaves the previous checkpoint whole, weights and state of one step."""
         os.makedirs(out, exist_ok=True)
+        for name in _RUN_FILES:  # a killed save's temporary files (atomic_path's ".NAME.*.tmp")
+            for stale in Path(out).glob(f".{name}.*.tmp"):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
         with checkpoint.staged_writes():
             self.model.save(out, tokenizer=self.tokenizer)
             checkpoint.save_json(os.path.join(out, "train_config.json"), dataclasses.asdict(self.cfg))
@@ -273,6 +278,7 @@ class Trainer:
             checkpoint.save_safetensors(os.path.join(out, "training_state.safetensors"), state, meta)
 
     def _load_state(self, state: dict) -> None:
+        from . import data as data_mod
         from .nn import Dropout
 
         tensors, meta = state["tensors"], state["meta"]
@@ -287,6 +293,9 @@ class Trainer:
                         if isinstance(m, Dropout)]
             self.opt.load_state_dict(tensors)
             self.dataset.load_state_dict(json.loads(meta["data"]))
+        except data_mod.DatasetMismatch as e:  # the state file is fine: the data is not the run's
+            raise ValueError(f"the data ({self.cfg.data or 'the bundled corpus'}) is not what this run was saved "
+                             f"with ({e.differences}): has the file changed?") from None
         except (KeyError, ValueError, TypeError, RecursionError) as e:
             raise checkpoint.CheckpointError(f"training_state.safetensors is incomplete or corrupt: {e}") from e
         self.step = step
@@ -321,6 +330,10 @@ class Trainer:
                                  os.path.join(run_dir, "history.json"))
         return cls(cfg, resume_state={"tensors": tensors, "meta": meta, "history": history}, model=model,
                    tokenizer=tokenizer)
+
+
+_RUN_FILES = ("model.safetensors", "config.json", "tokenizer.json", "train_config.json", "history.json",
+              "training_state.safetensors")
 
 
 def _make_run_directory(out: str) -> None:
@@ -428,8 +441,7 @@ def add_arguments(p) -> None:
     def per_preset(key: str) -> str:  # "femto 32, small 16"
         return ", ".join(f"{name} {shape[key]}" for name, shape in PRESETS.items())
 
-    p.add_argument("--data", help="a UTF-8 text file (default: the bundled Shakespeare corpus; with --resume: "
-                                  "where the run's data file is now, if it moved)")
+    p.add_argument("--data", help="a UTF-8 text file (default: the bundled Shakespeare corpus)")
     p.add_argument("--preset", default=None, help=f"model shape: {', '.join(PRESETS)} (default {d.preset})")
     p.add_argument("--steps", type=int, default=None, help=f"optimizer steps in all (default {d.steps})")
     p.add_argument("--batch-size", type=int, help=f"sequences a step (default the preset's: {per_preset('batch_size')})")
@@ -464,11 +476,12 @@ def add_arguments(p) -> None:
                    help=f"steps between validation losses (default {d.eval_every})")
     p.add_argument("--eval-iters", type=int, default=None,
                    help=f"batches averaged into each validation loss (default {d.eval_iters})")
-    p.add_argument("--out", default=d.out, help="run directory for checkpoints (default out/)")
+    p.add_argument("--out", default=None,
+                   help="run directory for checkpoints (default out/; with --resume, the resumed directory)")
     p.add_argument("--resume", metavar="DIR",
                    help="continue the run saved in DIR with its own settings: --steps, --out, --eval-every, "
                         "--eval-iters, --sample-tokens, --checkpoint-every, --recompute-attention, --plot, "
-                        "--threads and --data may be given; the model, optimizer and data flags may not")
+                        "--memory-report and --threads may be given; the model, optimizer and data flags may not")
     p.add_argument("--seed", type=int, default=None,
                    help=f"seed of the weights, the batches and dropout (default {d.seed})")
     p.add_argument("--threads", type=int, help="threads (default: OMP_NUM_THREADS, else every CPU OpenMP sees)")
@@ -479,8 +492,8 @@ def add_arguments(p) -> None:
 
 
 # The flags that make a run what it is: a resumed run keeps its own (train_config.json), and --resume
-# refuses them rather than ignore them. (--data may say where the run's data file is now.)
-_RUN_FLAGS = ("preset", "batch_size", "block_size", "lr", "min_lr", "warmup_steps", "weight_decay", "grad_clip",
+# refuses them rather than ignore them.
+_RUN_FLAGS = ("data", "preset", "batch_size", "block_size", "lr", "min_lr", "warmup_steps", "weight_decay", "grad_clip",
               "grad_accum", "dropout", "attention", "tokenizer", "vocab_size", "seed")
 
 
@@ -501,23 +514,17 @@ def main_from_args(args) -> int:
 
     if args.threads is not None:
         fg.set_num_threads(args.threads)
-    if args.plot:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise ImportError("--plot needs matplotlib: pip install 'femtogpt[plot]' (or pip install matplotlib)") \
-                from None
     if args.resume:
         fixed = [f"--{name.replace('_', '-')}" for name in _RUN_FLAGS if getattr(args, name) is not None]
         if fixed:
             raise ValueError(f"--resume continues the run with the settings it was saved with; "
                              f"{', '.join(fixed)} cannot change it (train a new run with --out for that)")
         overrides = {"steps": args.steps} if args.steps is not None else {}
-        overrides["out"] = args.resume if args.out == TrainConfig.out else args.out
+        overrides["out"] = args.resume if args.out is None else args.out
         overrides["progress"] = not args.no_progress
-        # what backward keeps (not what it computes), how often and how long to evaluate and sample, where
-        # the data file is now: none changes the training losses
-        for name in ("checkpoint_every", "recompute_attention", "eval_every", "eval_iters", "sample_tokens", "data"):
+        # what backward keeps (not what it computes), how often and how long to evaluate, and the samples:
+        # none changes the training losses
+        for name in ("checkpoint_every", "recompute_attention", "eval_every", "eval_iters", "sample_tokens"):
             if getattr(args, name) is not None:
                 overrides[name] = getattr(args, name)
         for name in ("plot", "memory_report"):
@@ -532,11 +539,17 @@ def main_from_args(args) -> int:
         given = {name: getattr(args, name) for name in (*_RUN_FLAGS, "steps", "checkpoint_every", "eval_every",
                                                           "eval_iters", "sample_tokens")
                  if getattr(args, name) is not None}  # the rest: TrainConfig's defaults
-        cfg = TrainConfig(**given, data=args.data, recompute_attention=bool(args.recompute_attention),
-                          memory_report=args.memory_report, out=args.out, threads=args.threads, plot=args.plot,
-                          progress=not args.no_progress)
+        cfg = TrainConfig(**given, recompute_attention=bool(args.recompute_attention),
+                          memory_report=args.memory_report, out=TrainConfig.out if args.out is None else args.out,
+                          threads=args.threads, plot=args.plot, progress=not args.no_progress)
         trainer = Trainer(cfg)
     cfg = trainer.cfg
+    if cfg.plot:  # before training (a resumed run may have --plot from its first start)
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ImportError("--plot needs matplotlib: pip install 'femtogpt[plot]' (or pip install matplotlib)") \
+                from None
     m = trainer.model
     print(f"model: {cfg.preset} preset, {m.num_parameters():,} parameters, block {m.config.block_size}, "
           f"{m.config.n_layer} layers, {m.config.n_head} heads, width {m.config.n_embd}, "
