@@ -298,6 +298,9 @@ def test_load_state_dict_takes_floating_point_tensors_only(tmp_path, dtype):
     ("null", "config.json: expected a JSON object, got NoneType"),
     ("[" * 100_000 + "]" * 100_000, "config.json: .*nested too deeply"),
     (json.dumps({**TINY, "bias": "no"}), "config.json is not a valid GPTConfig: GPTConfig.bias must be True or False"),
+    # n_head 2 -> the default: every shape still fits, and the model loaded with other heads
+    (json.dumps({k: v for k, v in TINY.items() if k != "n_head"}), "config.json lacks n_head: a checkpoint's"),
+    (json.dumps({"vocab_size": 7}), "config.json lacks block_size, n_layer, n_head, n_embd"),
 ])
 def test_load_of_a_config_json_that_is_not_a_config(tmp_path, text, match):
     """A list, a number or null raised AttributeError ('list' object has no attribute 'update'), deep

@@ -270,6 +270,9 @@ def test_adamw_checks_its_arguments_and_loads_a_state_whole():
         fg.AdamW([p], lr="0.1")
     with pytest.raises(ValueError, match="eps must be > 0"):  # a 0 gradient's step would be 0 / 0
         fg.AdamW([p], eps=0.0)
+    for bad in (float("nan"), "1", None):  # nan used to turn clipping off without a word
+        with pytest.raises(ValueError, match="max_norm must be a number"):
+            fg.clip_grad_norm_([p], bad)
     opt = fg.AdamW([p])
     p.grad = fg.tensor(np.ones(3, np.float32))
     opt.step()

@@ -298,6 +298,11 @@ class GPT(Module):
             cfg = checkpoint.hf_gpt2_config_to_dict(cfg_json)
         else:
             cfg = cfg_json
+            # the shape: a default would go unnoticed where the tensors cannot tell (n_head: any divisor fits)
+            missing = [k for k in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd") if k not in cfg]
+            if missing:
+                raise checkpoint.CheckpointError(f"{path}/config.json lacks {', '.join(missing)}: a checkpoint's "
+                                                 f"config must give the model's whole shape")
         try:
             config = GPTConfig.from_dict(cfg)
         except (TypeError, ValueError) as e:

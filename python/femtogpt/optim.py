@@ -94,7 +94,10 @@ class AdamW:
 
 
 def clip_grad_norm_(params, max_norm: float) -> float:
-    """Scale gradients so that their global L2 norm is at most max_norm; returns the norm before."""
+    """Scale gradients so that their global L2 norm is at most max_norm (0 or less: no clipping);
+    returns the norm before."""
+    if isinstance(max_norm, bool) or not isinstance(max_norm, numbers.Real) or math.isnan(max_norm):
+        raise ValueError(f"clip_grad_norm_: max_norm must be a number (0 or less: no clipping), got {max_norm!r}")
     grads = [p.grad._impl for p in params if p.grad is not None]
     if not grads:
         return 0.0
