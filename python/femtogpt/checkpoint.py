@@ -31,6 +31,7 @@ __all__ = [
     "atomic_write_text",
     "atomic_path",
     "staged_writes",
+    "remove_stale_temporaries",
     "save_safetensors",
     "load_safetensors",
     "save_json",
@@ -114,6 +115,22 @@ def staged_writes() -> Iterator[None]:
         _fsync_dir(directory)
 
 
+# atomic_path's temporary files: ".NAME.<random>.tmp" beside the target NAME
+_TEMPORARY_SUFFIX = ".tmp"
+
+
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> None:
+    """Remove the temporary files that writes of ``path`` killed midway left beside it."""
+    path = Path(path)
+    for stale in path.parent.glob(f"{_temporary_prefix(path)}*{_TEMPORARY_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in ``path``'s directory; on success fsync it and rename it
@@ -125,7 +142,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     directory = path.parent
     if not directory.is_dir():
         raise FileNotFoundError(f"cannot write {path}: directory {directory} does not exist")
-    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=_temporary_prefix(path), suffix=_TEMPORARY_SUFFIX)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

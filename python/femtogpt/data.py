@@ -303,20 +303,19 @@ def load_tokens(path: str | os.PathLike, tokenizer: Any, *,
                 _write_cache(d / name, path, tokenizer, dtype)
             else:
                 _write_ids(d / name, in_memory)
-            written = True
-        except OSError:  # disk full, quota, ...: try the next place
-            written = False
-        if not written:
-            if in_memory is None:  # outside the except: an error reading the data is not chained to it
-                in_memory = _encode_all(path, tokenizer, dtype)
+        except OSError:  # disk full, quota, ...: the next place, with the ids in memory (encoded below,
+            pass         # outside the except: an error reading the data is not chained to this one)
+        else:
+            for old in d.glob(stale_glob):
+                if old.name != name:
+                    with contextlib.suppress(OSError):
+                        old.unlink()
+            cached = _open_cached(d / name, dtype, None)
+            if cached is not None:
+                return cached
             continue
-        for old in d.glob(stale_glob):
-            if old.name != name:
-                with contextlib.suppress(OSError):
-                    old.unlink()
-        cached = _open_cached(d / name, dtype, None)
-        if cached is not None:
-            return cached
+        if in_memory is None:
+            in_memory = _encode_all(path, tokenizer, dtype)
     # Nowhere to cache: work from memory.
     return in_memory if in_memory is not None else _encode_all(path, tokenizer, dtype)
 

@@ -9,7 +9,6 @@ state, the dropout counters). Every file is written atomically.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import math
@@ -261,10 +260,8 @@ class Trainer:
         (checkpoint.staged_writes), the training state last. A save that fails or is killed
         while it writes leaves the previous checkpoint whole, weights and state of one step."""
         os.makedirs(out, exist_ok=True)
-        for name in _RUN_FILES:  # a killed save's temporary files (atomic_path's ".NAME.*.tmp")
-            for stale in Path(out).glob(f".{name}.*.tmp"):
-                with contextlib.suppress(OSError):
-                    stale.unlink()
+        for name in _RUN_FILES:  # what a killed save left
+            checkpoint.remove_stale_temporaries(os.path.join(out, name))
         with checkpoint.staged_writes():
             self.model.save(out, tokenizer=self.tokenizer)
             checkpoint.save_json(os.path.join(out, "train_config.json"), dataclasses.asdict(self.cfg))
@@ -495,6 +492,10 @@ def add_arguments(p) -> None:
 # refuses them rather than ignore them.
 _RUN_FLAGS = ("data", "preset", "batch_size", "block_size", "lr", "min_lr", "warmup_steps", "weight_decay", "grad_clip",
               "grad_accum", "dropout", "attention", "tokenizer", "vocab_size", "seed")
+# The flags a resumed run takes (besides --out, --threads, --plot, --memory-report): how long to train,
+# what backward keeps (not what it computes), how often and how long to evaluate, the samples. None
+# changes the training losses.
+_RESUME_FLAGS = ("steps", "checkpoint_every", "recompute_attention", "eval_every", "eval_iters", "sample_tokens")
 
 
 def _sample(trainer: Trainer, n: int, seed: int) -> str:
@@ -519,14 +520,9 @@ def main_from_args(args) -> int:
         if fixed:
             raise ValueError(f"--resume continues the run with the settings it was saved with; "
                              f"{', '.join(fixed)} cannot change it (train a new run with --out for that)")
-        overrides = {"steps": args.steps} if args.steps is not None else {}
+        overrides = {name: getattr(args, name) for name in _RESUME_FLAGS if getattr(args, name) is not None}
         overrides["out"] = args.resume if args.out is None else args.out
         overrides["progress"] = not args.no_progress
-        # what backward keeps (not what it computes), how often and how long to evaluate, and the samples:
-        # none changes the training losses
-        for name in ("checkpoint_every", "recompute_attention", "eval_every", "eval_iters", "sample_tokens"):
-            if getattr(args, name) is not None:
-                overrides[name] = getattr(args, name)
         for name in ("plot", "memory_report"):
             if getattr(args, name):
                 overrides[name] = True
@@ -536,12 +532,11 @@ def main_from_args(args) -> int:
                              f"is {trainer.cfg.steps}: nothing to train (give a larger --steps)")
         print(f"resuming {args.resume} at step {trainer.step} of {trainer.cfg.steps}")
     else:
-        given = {name: getattr(args, name) for name in (*_RUN_FLAGS, "steps", "checkpoint_every", "eval_every",
-                                                          "eval_iters", "sample_tokens")
+        given = {name: getattr(args, name) for name in (*_RUN_FLAGS, *_RESUME_FLAGS)
                  if getattr(args, name) is not None}  # the rest: TrainConfig's defaults
-        cfg = TrainConfig(**given, recompute_attention=bool(args.recompute_attention),
-                          memory_report=args.memory_report, out=TrainConfig.out if args.out is None else args.out,
-                          threads=args.threads, plot=args.plot, progress=not args.no_progress)
+        cfg = TrainConfig(**given, memory_report=args.memory_report,
+                          out=TrainConfig.out if args.out is None else args.out, threads=args.threads,
+                          plot=args.plot, progress=not args.no_progress)
         trainer = Trainer(cfg)
     cfg = trainer.cfg
     if cfg.plot:  # before training (a resumed run may have --plot from its first start)
